@@ -1,0 +1,31 @@
+# The two set-up commands: `make demo` and `make test` create .venv when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU torch wheel lies on disk here; a loose index lookup would pull a CUDA build.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: demo demo-finetune test venv clean bench
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(FIND_LINKS) -c requirements.lock -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/hub demo --out out/demo
+
+demo-finetune: venv
+	$(BIN)/hub demo --mode finetune --out out/demo-finetune
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf out .cache

@@ -1,0 +1,1 @@
+"""Surg-R1 hub: study coordination, aggregation and the results store."""

@@ -1,0 +1,162 @@
+"""`hub` command line: init, serve, sites, launch, report, demo; known errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hub.home import HOME_ENV, HubHome
+from protocols.errors import SurgFedError, UsageError
+
+
+def _home(args: argparse.Namespace) -> HubHome:
+    if args.home is None:
+        raise UsageError(f"no hub home: pass --home DIR or set {HOME_ENV}")
+    return HubHome(args.home)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hub.home import init_hub
+
+    home = init_hub(_home(args).root, study=args.study, public_host=args.host, public_port=args.port,
+                    internal_port=args.internal_port, hosts=args.san or None)
+    print(f"hub home created: {home.root}\nstudy CA for the sites: {home.ca_cert}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hub.serve import serve
+
+    return serve(_home(args).require(), insecure=args.insecure)
+
+
+def cmd_sites_add(args: argparse.Namespace) -> int:
+    from hub.superlink import register_node
+    from protocols.keys import read_public_key
+
+    home = _home(args).require()
+    key = read_public_key(args.pubkey)
+    node_id = register_node(home, args.name, args.pubkey)
+    home.store().add_site(args.name, node_id, key)
+    print(f"site {args.name} registered as node {node_id}")
+    return 0
+
+
+def cmd_sites_remove(args: argparse.Namespace) -> int:
+    from hub.superlink import unregister_node
+
+    home = _home(args).require()
+    node_id = home.store().revoke_site(args.name)
+    if node_id is not None:
+        unregister_node(home, node_id)
+    print(f"site {args.name} revoked")
+    return 0
+
+
+def cmd_sites_list(args: argparse.Namespace) -> int:
+    for site in _home(args).require().store().list_sites():
+        state = "revoked" if site["revoked_at"] else f"node {site['node_id']}"
+        print(f"{site['name']}\t{state}")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from hub.launcher import launch
+
+    home = _home(args).require()
+    launch_id = launch(home, args.protocol)
+    for job in home.store().jobs(launch_id):
+        print(f"{job['center']}: {job['state']} {job['detail'] or ''}".rstrip())
+    print(f"launch {launch_id} finished; `hub report --study ... --out DIR` writes the tables")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hub.report import report
+
+    paths = report(_home(args).require(), args.study, args.out, round_=args.round, blind=args.blind,
+                   formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hub.demo import run_demo
+
+    report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
+    print(f"demo report: {report_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Surg-R1 federated validation hub (coordinating center).")
+    common = argparse.ArgumentParser(add_help=False)
+    env_home = os.environ.get(HOME_ENV)
+    common.add_argument("--home", type=Path, default=Path(env_home) if env_home else None,
+                        help=f"hub home folder (default: ${HOME_ENV})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
+    p.add_argument("--study", default="surgfed", help="name used in the CA certificate")
+    p.add_argument("--host", default="127.0.0.1", help="public Fleet address the sites dial")
+    p.add_argument("--port", type=int, default=9092, help="public Fleet port")
+    p.add_argument("--internal-port", type=int, default=9093, help="loopback SuperLink port")
+    p.add_argument("--san", action="append", help="extra host name or IP in the server certificate")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", parents=[common], help="run the SuperLink and the Fleet-only proxy")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
+    p.set_defaults(func=cmd_serve)
+
+    sites = sub.add_parser("sites", help="register and revoke site node keys").add_subparsers(dest="scmd", required=True)
+    p = sites.add_parser("add", parents=[common], help="register a site's node public key")
+    p.add_argument("name")
+    p.add_argument("pubkey", type=Path)
+    p.set_defaults(func=cmd_sites_add)
+    p = sites.add_parser("remove", parents=[common], help="revoke a site")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_sites_remove)
+    sites.add_parser("list", parents=[common], help="list sites").set_defaults(func=cmd_sites_list)
+
+    p = sub.add_parser("launch", parents=[common], help="run a study protocol across its sites")
+    p.add_argument("--protocol", type=Path, required=True)
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("report", parents=[common], help="write the per-center tables and plots of a study")
+    p.add_argument("--study", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--round", type=int)
+    p.add_argument("--blind", action="store_true", help="replace institution names by Center A, B, ...")
+    p.add_argument("--formats", default="csv,md,tex,html")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the whole study on loopback: tiny model, three synthetic centers, report")
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--mode", choices=["evaluate", "finetune"], default="evaluate")
+    p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SurgFedError as exc:
+        print(f"hub: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hub: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Flower app of the platform: the thin ServerApp and ClientApp (the only modules importing Flower)."""

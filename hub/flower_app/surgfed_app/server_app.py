@@ -1,0 +1,46 @@
+"""ServerApp: runs one study launch through the hub's coordinator over the Flower Grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from hub.coordinator import Reply, run_launch
+from hub.home import HubHome
+from protocols.contract import Op, WireRecords
+from surgfed_app.records import from_recorddict, to_recorddict
+
+app = ServerApp()
+
+
+class GridTransport:
+    """The coordinator's transport over Flower: `query.<op>` messages, replies keyed by source node."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+
+    def node_ids(self) -> list[int]:
+        return list(self.grid.get_node_ids())
+
+    def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]:
+        msgs = [
+            Message(content=to_recorddict(records) if records else RecordDict(), dst_node_id=node,
+                    message_type=f"query.{op.value}")
+            for node, (op, records) in requests.items()
+        ]
+        replies: dict[int, Reply] = {}
+        for reply in self.grid.send_and_receive(msgs, timeout=timeout):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                replies[node] = Reply(error=reply.error.reason)
+            else:
+                replies[node] = Reply(records=from_recorddict(reply.content))
+        return replies
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    store = HubHome(Path(str(context.run_config["hub-home"]))).store()
+    run_launch(GridTransport(grid), store, str(context.run_config["launch-id"]))

@@ -1,0 +1,90 @@
+"""The hub home: hub.toml, the study CA and server certificate, the SuperLink database and the results store."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub.pki import make_ca, make_server_cert
+from hub.store import ResultsStore
+from protocols.errors import ConfigError
+
+HOME_ENV = "SURGFED_HUB_HOME"
+
+HUB_TOML = """# Hub configuration (see README: Running the hub).
+[hub]
+study_name = "{study}"
+# SQLAlchemy URL of the results store (SQLite by default; PostgreSQL works too).
+store_url = "sqlite:///{store}"
+
+[superlink]
+# The SuperLink listens on loopback only: its Control API has no login in open-source Flower.
+port = {internal_port}
+
+[fleet]
+# The public, Fleet-only port the sites dial (TLS terminated by the hub's filtering proxy).
+host = "{public_host}"
+port = {public_port}
+"""
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    study_name: str
+    store_url: str
+    internal_port: int
+    public_host: str
+    public_port: int
+
+
+class HubHome:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    config_file = property(lambda self: self.root / "hub.toml")
+    ca_cert = property(lambda self: self.root / "pki" / "ca.crt")
+    ca_key = property(lambda self: self.root / "pki" / "ca.key")
+    server_cert = property(lambda self: self.root / "pki" / "server.crt")
+    server_key = property(lambda self: self.root / "pki" / "server.key")
+    superlink_db = property(lambda self: self.root / "state" / "superlink.db")
+    flwr_home = property(lambda self: self.root / "flwr")
+    logs_dir = property(lambda self: self.root / "logs")
+
+    def require(self) -> HubHome:
+        if not self.config_file.is_file():
+            raise ConfigError(f"{self.root} is not a hub home (no hub.toml); run `hub init --home {self.root}`")
+        return self
+
+    def config(self) -> HubConfig:
+        self.require()
+        try:
+            data: dict[str, Any] = tomllib.loads(self.config_file.read_text(encoding="utf-8"))
+            return HubConfig(
+                study_name=str(data["hub"]["study_name"]), store_url=str(data["hub"]["store_url"]),
+                internal_port=int(data["superlink"]["port"]), public_host=str(data["fleet"]["host"]),
+                public_port=int(data["fleet"]["port"]),
+            )
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.config_file}: {exc}") from exc
+
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.config().store_url)
+
+
+def init_hub(root: Path, *, study: str = "surgfed", public_host: str = "127.0.0.1", public_port: int = 9092,
+             internal_port: int = 9093, hosts: list[str] | None = None) -> HubHome:
+    home = HubHome(root)
+    if home.config_file.exists():
+        raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a hub home")
+    for d in (home.ca_cert.parent, home.superlink_db.parent, home.flwr_home, home.logs_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    home.ca_cert.parent.chmod(0o700)
+    make_ca(home.ca_cert, home.ca_key, study)
+    make_server_cert(home.ca_cert, home.ca_key, home.server_cert, home.server_key, hosts or [public_host])
+    home.config_file.write_text(HUB_TOML.format(
+        study=study, store=home.root / "state" / "results.db", internal_port=internal_port,
+        public_host=public_host, public_port=public_port))
+    home.config()
+    return home

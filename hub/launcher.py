@@ -1,0 +1,65 @@
+"""`hub launch`: register the study in the store, start the Flower run, follow the sites until it ends."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Callable
+
+from hub.home import HubHome
+from hub.superlink import run_status, start_run
+from protocols.errors import SurgFedError
+from protocols.study import StudyProtocol, load_protocol
+
+log = logging.getLogger(__name__)
+
+
+def register_study(home: HubHome, protocol_file: Path) -> StudyProtocol:
+    protocol = load_protocol(protocol_file)
+    home.store().put_study(
+        study_id=protocol.study_id, version=protocol.version, title=protocol.title,
+        protocol_hash=protocol.content_hash, protocol_yaml=Path(protocol_file).read_text(encoding="utf-8"),
+        model_hash=protocol.model_sha256)
+    return protocol
+
+
+def launch(home: HubHome, protocol_file: Path, *, echo: Callable[[str], None] = print) -> str:
+    """Start one launch of the study and wait for it; returns the launch id."""
+    protocol = register_study(home, protocol_file)
+    store = home.store()
+    launch_id = f"{protocol.study_id}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    store.new_launch(launch_id, protocol.study_id, protocol.content_hash)
+    run_id = start_run(home, launch_id)
+    echo(f"launch {launch_id}: Flower run {run_id}, {len(protocol.sites)} sites, "
+         f"{protocol.round_plan.rounds} round(s), deadline {protocol.round_plan.deadline_minutes:g} min")
+    follow(home, launch_id, run_id, protocol, echo=echo)
+    return launch_id
+
+
+def follow(home: HubHome, launch_id: str, run_id: str, protocol: StudyProtocol, *,
+           echo: Callable[[str], None] = print) -> None:
+    """Print each site's state as it changes until the ServerApp marks the launch finished."""
+    store = home.store()
+    end = time.time() + protocol.round_plan.deadline_minutes * 60 + 300
+    seen: dict[tuple[int, str], str] = {}
+    last_check = 0.0
+    while time.time() < end:
+        for job in store.jobs(launch_id):
+            key, state = (job["round"], job["center"]), f"{job['state']} {job['detail'] or ''}".strip()
+            if seen.get(key) != state:
+                seen[key] = state
+                echo(f"  round {job['round']} {job['center']}: {state}")
+        launch = store.launch(launch_id)
+        if launch["state"] == "finished":
+            return
+        if launch["state"] == "failed":
+            raise SurgFedError(f"launch {launch_id} failed: {launch['detail']}")
+        if time.time() - last_check > 15:  # the ServerApp may die before it can mark the launch
+            last_check = time.time()
+            status = run_status(home, run_id).get("status", "")
+            if status.startswith("finished") and store.launch(launch_id)["state"] == "running":
+                store.finish_launch(launch_id, "failed", f"the ServerApp ended ({status}) without finishing the launch")
+        time.sleep(1.0)
+    raise SurgFedError(f"launch {launch_id} did not finish before its deadline; see `hub status`")

@@ -1,0 +1,184 @@
+"""The hub's results store (SQLAlchemy, by URL): sites, studies, launches, site jobs and tidy per-site results."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any, Iterable
+
+import pandas as pd
+from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
+                        create_engine, delete, insert, select, update)
+from sqlalchemy.engine import Engine
+
+from protocols.errors import ConfigError
+from protocols.results import COLUMNS, ResultRow
+
+metadata = MetaData()
+
+sites = Table(
+    "sites", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("node_id", Integer, unique=True, nullable=True),
+    Column("public_key", Text, nullable=True),
+    Column("added_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+studies = Table(
+    "studies", metadata,
+    Column("study_id", String(64), primary_key=True),
+    Column("version", String(32), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("protocol_hash", String(64), nullable=False),
+    Column("protocol_yaml", Text, nullable=False),
+    Column("model_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+launches = Table(
+    "launches", metadata,
+    Column("launch_id", String(64), primary_key=True),
+    Column("study_id", String(64), nullable=False),
+    Column("protocol_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+site_jobs = Table(
+    "site_jobs", metadata,
+    Column("launch_id", String(64), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("center", String(64), nullable=False),
+    Column("job_id", String(128), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("software_version", String(32), nullable=True),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("launch_id", "round", "center"),
+)
+# Only per-site aggregates: one row per released (or suppressed) number. No file names, no per-frame data.
+results = Table(
+    "results", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("launch_id", String(64), nullable=False),
+    Column("study", String(64), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("center", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("estimate", Float, nullable=True),
+    Column("ci_low", Float, nullable=True),
+    Column("ci_high", Float, nullable=True),
+    Column("n_videos", Integer, nullable=True),
+    Column("n_frames", Integer, nullable=True),
+    Column("parse_fail_rate", Float, nullable=True),
+    Column("suppressed", Boolean, nullable=False),
+    UniqueConstraint("launch_id", "round", "center", "task", "metric"),
+)
+
+
+class ResultsStore:
+    def __init__(self, url: str) -> None:
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+            metadata.create_all(self.engine)
+        except Exception as exc:  # noqa: BLE001 - any driver error becomes a config error naming the URL
+            raise ConfigError(f"cannot open the results store {url!r}: {exc}") from exc
+
+    # -- sites ---------------------------------------------------------------------------------
+    def add_site(self, name: str, node_id: int | None, public_key: str | None) -> None:
+        with self.engine.begin() as con:
+            con.execute(delete(sites).where(sites.c.name == name))
+            con.execute(insert(sites).values(name=name, node_id=node_id, public_key=public_key, added_at=time.time()))
+
+    def revoke_site(self, name: str) -> int | None:
+        with self.engine.begin() as con:
+            row = con.execute(select(sites.c.node_id).where(sites.c.name == name, sites.c.revoked_at.is_(None))).first()
+            if row is None:
+                raise ConfigError(f"no active site named {name!r}; see `hub sites list`")
+            con.execute(update(sites).where(sites.c.name == name).values(revoked_at=time.time(), node_id=None))
+            return row.node_id
+
+    def site_nodes(self) -> dict[int, str]:
+        """node id -> site name, for active (registered, not revoked) sites."""
+        with self.engine.connect() as con:
+            rows = con.execute(select(sites.c.name, sites.c.node_id).where(sites.c.revoked_at.is_(None)))
+            return {r.node_id: r.name for r in rows if r.node_id is not None}
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as con:
+            return [dict(r._mapping) for r in con.execute(select(sites).order_by(sites.c.name))]
+
+    # -- studies and launches ---------------------------------------------------------------------
+    def put_study(self, **values: Any) -> None:
+        with self.engine.begin() as con:
+            con.execute(delete(studies).where(studies.c.study_id == values["study_id"]))
+            con.execute(insert(studies).values(created_at=time.time(), **values))
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        with self.engine.connect() as con:
+            row = con.execute(select(studies).where(studies.c.study_id == study_id)).first()
+        if row is None:
+            raise ConfigError(f"unknown study {study_id!r}; known: {self.study_ids()}")
+        return dict(row._mapping)
+
+    def study_ids(self) -> list[str]:
+        with self.engine.connect() as con:
+            return [r.study_id for r in con.execute(select(studies.c.study_id))]
+
+    def new_launch(self, launch_id: str, study_id: str, protocol_hash: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(insert(launches).values(launch_id=launch_id, study_id=study_id, protocol_hash=protocol_hash,
+                                                state="running", started_at=time.time()))
+
+    def launch(self, launch_id: str) -> dict[str, Any]:
+        with self.engine.connect() as con:
+            row = con.execute(select(launches).where(launches.c.launch_id == launch_id)).first()
+        if row is None:
+            raise ConfigError(f"unknown launch {launch_id!r}")
+        return dict(row._mapping)
+
+    def finish_launch(self, launch_id: str, state: str, detail: str | None = None) -> None:
+        with self.engine.begin() as con:
+            con.execute(update(launches).where(launches.c.launch_id == launch_id)
+                        .values(state=state, detail=detail, finished_at=time.time()))
+
+    def latest_launch(self, study_id: str) -> dict[str, Any]:
+        with self.engine.connect() as con:
+            row = con.execute(select(launches).where(launches.c.study_id == study_id, launches.c.state == "finished")
+                              .order_by(launches.c.started_at.desc())).first()
+        if row is None:
+            raise ConfigError(f"study {study_id!r} has no finished launch yet; run `hub launch`")
+        return dict(row._mapping)
+
+    # -- site jobs ------------------------------------------------------------------------------
+    def set_job(self, launch_id: str, round_: int, center: str, **values: Any) -> None:
+        key = (site_jobs.c.launch_id == launch_id) & (site_jobs.c.round == round_) & (site_jobs.c.center == center)
+        with self.engine.begin() as con:
+            if con.execute(select(site_jobs.c.center).where(key)).first() is None:
+                con.execute(insert(site_jobs).values(launch_id=launch_id, round=round_, center=center,
+                                                     updated_at=time.time(), **values))
+            else:
+                con.execute(update(site_jobs).where(key).values(updated_at=time.time(), **values))
+
+    def jobs(self, launch_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as con:
+            q = select(site_jobs).where(site_jobs.c.launch_id == launch_id).order_by(site_jobs.c.round, site_jobs.c.center)
+            return [dict(r._mapping) for r in con.execute(q)]
+
+    # -- results --------------------------------------------------------------------------------
+    def add_results(self, launch_id: str, rows: Iterable[ResultRow]) -> None:
+        with self.engine.begin() as con:
+            for row in rows:
+                values = asdict(row)
+                con.execute(delete(results).where(
+                    (results.c.launch_id == launch_id) & (results.c.round == row.round) & (results.c.center == row.center)
+                    & (results.c.task == row.task) & (results.c.metric == row.metric)))
+                con.execute(insert(results).values(launch_id=launch_id, **values))
+
+    def results_frame(self, launch_id: str) -> pd.DataFrame:
+        with self.engine.connect() as con:
+            rows = con.execute(select(*[results.c[c] for c in COLUMNS]).where(results.c.launch_id == launch_id)
+                               .order_by(results.c.round, results.c.center, results.c.task, results.c.metric)).all()
+        return pd.DataFrame([dict(r._mapping) for r in rows], columns=list(COLUMNS))

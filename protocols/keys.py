@@ -1,0 +1,50 @@
+"""Key material shared by hub and site tooling: OpenSSH ECDSA P-384 node keys and random secrets."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from protocols.errors import ConfigError
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only (created 0600, never world-readable in between)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def new_secret(path: Path, n_bytes: int = 32) -> None:
+    write_private(path, secrets.token_bytes(n_bytes))
+
+
+def new_node_key(private_path: Path) -> Path:
+    """An OpenSSH ECDSA P-384 key pair, as `ssh-keygen -t ecdsa -b 384` makes; returns the .pub path."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    write_private(private_path, pem)
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    pub_path = private_path.with_name(private_path.name + ".pub")
+    pub_path.write_bytes(pub + b"\n")
+    return pub_path
+
+
+def read_public_key(path: Path) -> str:
+    """Validate an OpenSSH public key file (ECDSA P-384, as Flower's node auth needs) and return its text."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read public key {path}: {exc.strerror}") from exc
+    try:
+        key = serialization.load_ssh_public_key(text.encode())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not an OpenSSH public key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise ConfigError(f"{path}: expected an ECDSA P-384 key (ssh-keygen -t ecdsa -b 384), got {text.split()[0]}")
+    return text

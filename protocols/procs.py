@@ -1,0 +1,90 @@
+"""Child processes for hub and site: own process group, logs to a file, stopped as a group, also on failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """A started command in its own session; `stop()` terminates the whole group (e.g. superexec children)."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.log_file = log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_file.open("ab")
+        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True, stdin=subprocess.DEVNULL)
+        log.info("started %s (pid %d), log %s", name, self.proc.pid, log_file)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # The group may outlive its leader (a superexec watching its parent): clear it too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, child: Child | None = None) -> None:
+    """Poll `check` until true; fail naming `what` (and the child's last log lines if it died)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if check():
+            return
+        if child is not None and not child.alive():
+            raise RuntimeError(f"{child.name} exited with {child.proc.returncode} while waiting for {what}:\n{child.tail()}")
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for every Flower process: its own FLWR_HOME, no telemetry, no update check, offline hub."""
+    env = dict(os.environ)
+    env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env

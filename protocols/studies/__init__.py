@@ -1,0 +1,1 @@
+"""Study protocol files and templates (data)."""

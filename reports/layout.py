@@ -1,0 +1,161 @@
+"""Format-neutral tables (cells as text, footnotes) built from the per-center table; renderers draw them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import pandas as pd
+
+from reports.arena import ArenaScore
+from reports.frame import POOLED, first_seen
+from reports.taskinfo import TaskInfo
+
+DASH = "—"  # an empty cell
+SUPPRESSED = "suppressed"
+ROLE_WORDS = {"evaluate": "evaluation", "train": "trainer", "held_out": "held-out", "": ""}
+
+
+@dataclass
+class Table:
+    """A titled grid of text cells; rows from `pooled_from` on are summary rows set off by a rule."""
+
+    key: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    pooled_from: int | None = None
+    footnotes: list[str] = field(default_factory=list)
+    left: int = 1  # how many leading (text) columns are left-aligned; the rest are numbers
+
+
+def missing(x: object) -> bool:
+    """None, NaN or pandas NA."""
+    return x is None or bool(pd.isna(x))  # type: ignore[call-overload]
+
+
+def num(x: object, digits: int = 3) -> str:
+    """A number with a fixed number of decimals, or a dash when missing."""
+    return DASH if missing(x) else f"{float(x):.{digits}f}"  # type: ignore[arg-type]
+
+
+def small(x: object) -> str:
+    """tau-squared: 3 decimals, but '<0.001' rather than a misleading 0.000 for tiny positive values."""
+    if missing(x):
+        return DASH
+    value = float(x)  # type: ignore[arg-type]
+    return "<0.001" if 0.0 < value < 0.0005 else f"{value:.3f}"
+
+
+def pct(x: object) -> str:
+    return DASH if missing(x) else f"{100.0 * float(x):.1f}%"  # type: ignore[arg-type]
+
+
+def interval(est: object, lo: object, hi: object) -> str:
+    """'0.912 (0.880–0.940)'; the CI is left out when it was not released."""
+    if missing(est):
+        return DASH
+    if missing(lo) or missing(hi):
+        return num(est)
+    return f"{num(est)} ({span(lo, hi)})"
+
+
+def span(lo: object, hi: object) -> str:
+    """'0.880–0.940'; 'a to b' once a bound is negative, where a dash would read as a minus sign."""
+    if missing(lo) or missing(hi):
+        return DASH
+    sep = " to " if float(lo) < 0 or float(hi) < 0 else "–"  # type: ignore[arg-type]
+    return f"{num(lo)}{sep}{num(hi)}"
+
+
+def cell(row: pd.Series | None) -> str:
+    if row is None:
+        return DASH
+    if bool(row["suppressed"]):
+        return SUPPRESSED
+    return interval(row["estimate"], row["ci_low"], row["ci_high"])
+
+
+def count(x: object) -> str:
+    return DASH if missing(x) else str(int(x))  # type: ignore[call-overload]
+
+
+def _lookup(df: pd.DataFrame, center: str, metric: str) -> pd.Series | None:
+    hit = df[(df["center"] == center) & (df["metric"] == metric)]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _footnotes(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """One footnote per (center, note), naming the metrics unless it concerns all of them."""
+    notes: dict[tuple[str, str], list[str]] = {}
+    for _, r in df[df["note"].fillna("") != ""].iterrows():
+        notes.setdefault((str(r["center"]), str(r["note"])), []).append(str(r["metric"]))
+    out = []
+    for (center, note), which in notes.items():
+        scope = "" if sorted(which) == sorted(metrics) else f" ({', '.join(which)})"
+        out.append(f"{center}{scope}: {note}.")
+    return out
+
+
+def task_table(df: pd.DataFrame, task: str, info: TaskInfo, method: str) -> Table:
+    """Centers as rows, 'estimate (95% CI)' per metric, the pooled row last."""
+    metrics = info.ordered(df["metric"])
+    head = [*["Center", "Role", "Videos", "Frames"], *[f"{m} (95% CI)" for m in metrics]]
+    rows = []
+    for center in [*[c for c in first_seen(df["center"]) if c != POOLED], POOLED]:
+        first = _lookup(df, center, metrics[0])
+        if first is None:
+            first = df[df["center"] == center].iloc[0]
+        role = ROLE_WORDS.get(str(first["role"]), str(first["role"]))
+        lead = [center, role, count(first["n_videos"]), count(first["n_frames"])]
+        rows.append(lead + [cell(_lookup(df, center, m)) for m in metrics])
+    notes = [f"Cells: estimate (95% CI). {POOLED}: {method}; proportions pooled on the logit scale."]
+    title = f"{info.title or task} ({task}): per-center results"
+    return Table(f"task-{task}", title, head, rows, len(rows) - 1, notes + _footnotes(df, metrics), left=2)
+
+
+def pooling_table(df: pd.DataFrame, task: str, info: TaskInfo) -> Table:
+    """Per metric: k, random-effects estimate, prediction interval, fixed effect, tau-squared, I-squared."""
+    pooled = df[df["center"] == POOLED]
+    head = ["Metric", "k", "Random effects (95% CI)", "95% prediction interval", "Fixed effect (95% CI)",
+            "τ²", "I²", "Scale"]  # fmt: skip
+    rows = []
+    for metric in info.ordered(pooled["metric"]):
+        r = _lookup(pooled, POOLED, metric)
+        assert r is not None  # every metric has a pooled row
+        pi = span(r["pi_low"], r["pi_high"])
+        rows.append([metric, count(r["k"]), interval(r["estimate"], r["ci_low"], r["ci_high"]), pi,
+                     interval(r["fe_estimate"], r["fe_ci_low"], r["fe_ci_high"]), small(r["tau2"]),
+                     pct(r["i2"]), str(r["pooling_scale"])])  # fmt: skip
+    notes = ["τ² is on the pooling scale (logit for proportions); the prediction interval uses t with k − 2 "
+             "degrees of freedom and is omitted for fewer than 3 centers."]  # fmt: skip
+    return Table(f"pooling-{task}", f"{info.title or task} ({task}): pooling", head, rows, None, notes)
+
+
+def arena_table(tasks: list[str], scores: list[ArenaScore], infos: Mapping[str, TaskInfo]) -> Table:
+    """Arena Score per center, naming the tasks it averages."""
+    named = ", ".join(f"{t} ({infos[t].headline})" for t in tasks)
+    rows = []
+    for s in scores:
+        missing = f"not available: {', '.join(s.missing)}" if s.missing else ""
+        rows.append([s.center, num(s.score), str(len(s.tasks)), missing])
+    notes = [f"Arena Score = unweighted mean of the headline metrics of the tasks that ran: {named}.",
+             f"The {POOLED} row averages the pooled headline estimates."]  # fmt: skip
+    return Table("arena", "Arena Score", ["Center", "Arena Score", "Tasks averaged", "Note"], rows, len(rows) - 1, notes)
+
+
+def rounds_table(all_rounds: pd.DataFrame, task: str, info: TaskInfo) -> Table:
+    """A task's headline metric per center across rounds, with each center's role(s)."""
+    df = all_rounds[(all_rounds["task"] == task) & (all_rounds["metric"] == info.headline)]
+    rounds = sorted(int(r) for r in df["round"].unique())
+    rows = []
+    for center in first_seen(df["center"]):
+        mine = df[df["center"] == center]
+        roles = ", ".join(dict.fromkeys(ROLE_WORDS.get(str(r), str(r)) for r in mine["role"]))
+        by_round = {int(r["round"]): r for _, r in mine.iterrows()}
+        rows.append([center, roles, *[cell(by_round.get(r)) for r in rounds]])
+    head = ["Center", "Role", *[f"Round {r}" for r in rounds]]
+    title = f"{info.title or task} ({task}): {info.headline} across rounds"
+    return Table(f"rounds-{task}", title, head, rows, None, ["Cells: estimate (95% CI)."], left=2)
+
+

@@ -1,0 +1,1 @@
+"""Surg-R1 site node: everything that runs inside a hospital."""

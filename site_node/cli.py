@@ -1,0 +1,178 @@
+"""`site_node` command line: each command's steps in order; known errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from protocols.errors import SurgFedError, UsageError
+from site_node.home import HOME_ENV, SiteHome
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _home(args: argparse.Namespace) -> SiteHome:
+    if args.home is None:
+        raise UsageError(f"no site home: pass --home DIR or set {HOME_ENV}")
+    return SiteHome(args.home)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from site_node.home import init_home
+
+    home = init_home(args.home or Path(args.site), args.site, model_dir=args.model, superlink=args.superlink,
+                     root_certificates=args.ca, release=args.release)
+    print(f"site home created: {home.root}")
+    print(f"node public key (send it to the study coordinator for `hub sites add {args.site} FILE`): {home.node_pub}")
+    print(home.node_pub.read_text().strip())
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from site_node.model.tiny import build_tiny_model
+
+    out = build_tiny_model(args.out_dir, seed=args.seed, warmup=not args.no_warmup)
+    print(out)
+    return 0
+
+
+def cmd_model_hash(args: argparse.Namespace) -> int:
+    from protocols.model_ref import manifest_hash
+
+    print(manifest_hash(args.model_dir))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from site_node.synth import synthesize_site
+
+    paths = synthesize_site(args.out, args.site, args.videos, args.shift, args.seed, progress=True)
+    print(f"{len(paths)} videos written under {args.out}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from site_node.ingest import ingest
+
+    result = ingest(_home(args), args.source, args.format)
+    print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
+    for video_id, reason in result.skipped.items():
+        print(f"  skipped {video_id}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_protocols_approve(args: argparse.Namespace) -> int:
+    from site_node.approvals import approve
+    from site_node.audit import AuditLog
+
+    home = _home(args).require()
+    protocol = approve(home.approved_dir, args.file)
+    AuditLog(home.audit_log).append("protocol-approved", protocol_hash=protocol.content_hash, study=protocol.study_id)
+    print(f"approved {protocol.study_id} v{protocol.version}: {protocol.content_hash}")
+    return 0
+
+
+def cmd_protocols_list(args: argparse.Namespace) -> int:
+    from site_node.approvals import list_approved
+
+    for digest, protocol in list_approved(_home(args).require().approved_dir):
+        print(digest, protocol if isinstance(protocol, str) else f"{protocol.study_id} v{protocol.version}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from site_node.serve import serve
+
+    return serve(_home(args), insecure=args.insecure)
+
+
+def home_option() -> argparse.ArgumentParser:
+    """`--home` on every command (default: the environment)."""
+    common = argparse.ArgumentParser(add_help=False)
+    default_home = os.environ.get(HOME_ENV)
+    common.add_argument("--home", type=Path, default=Path(default_home) if default_home else None,
+                        help=f"site home folder (default: ${HOME_ENV})")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="site_node", description="Surg-R1 site node (runs inside the hospital).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = home_option()
+
+    p = sub.add_parser("init", parents=[common], help="create a site home (config, secrets, node key, store)")
+    p.add_argument("--site", required=True, help="this site's name as registered at the hub")
+    p.add_argument("--model", type=Path, help="local model directory")
+    p.add_argument("--superlink", default="127.0.0.1:9092", help="the hub's public Fleet address HOST:PORT")
+    p.add_argument("--ca", type=Path, help="the study CA certificate (from the coordinator)")
+    p.add_argument("--release", choices=["auto", "manual"], default="auto")
+    p.set_defaults(func=cmd_init)
+
+    model = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("make-tiny", parents=[common], help="build the tiny Qwen2.5-VL used by tests and the demo")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-warmup", action="store_true")
+    p.set_defaults(func=cmd_make_tiny)
+    p = model.add_parser("hash", parents=[common], help="print the model directory's manifest hash")
+    p.add_argument("model_dir", type=Path)
+    p.set_defaults(func=cmd_model_hash)
+
+    p = sub.add_parser("synth", parents=[common], help="write synthetic Cholec80-format videos for one site")
+    p.add_argument("--site", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--videos", type=int, default=6)
+    p.add_argument("--shift", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("ingest", parents=[common], help="de-identify a dataset into the site's store")
+    p.add_argument("--source", type=Path, required=True)
+    p.add_argument("--format", required=True)
+    p.set_defaults(func=cmd_ingest)
+
+    protocols = sub.add_parser("protocols", help="approve study protocols").add_subparsers(dest="pcmd", required=True)
+    p = protocols.add_parser("approve", parents=[common], help="approve a protocol file (pinned by content hash)")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_protocols_approve)
+    protocols.add_parser("list", parents=[common], help="list approved protocols").set_defaults(func=cmd_protocols_list)
+
+    p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
+    p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
+    p.set_defaults(func=cmd_serve)
+
+    _register_optional(sub, common)
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
+    from site_node.deid.command import register as register_deid
+
+    register_deid(sub)
+    deid = sub.choices["deid"]
+    if not any("--home" in a.option_strings for a in deid._actions):
+        deid.add_argument("--home", type=Path, default=common.get_default("home"), help="site home folder")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SurgFedError as exc:
+        print(f"site_node: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("site_node: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

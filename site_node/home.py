@@ -1,0 +1,171 @@
+"""The site home: one folder per site with its config, secrets, data store, jobs, releases and logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from protocols.errors import ConfigError
+from protocols.keys import new_node_key, new_secret, write_private
+
+HOME_ENV = "SURGFED_SITE_HOME"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class ReleaseMode(str, Enum):
+    AUTO = "auto"  # results leave as soon as the gate passes them
+    MANUAL = "manual"  # results wait for `site_node releases approve`
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """site.toml, validated."""
+
+    name: str
+    release: ReleaseMode
+    model_dir: Path | None
+    device: str
+    batch_size: int
+    engine_port: int
+    superlink: str
+    root_certificates: Path | None
+    insecure: bool
+    supernode_port: int
+
+
+class SiteHome:
+    """Paths inside a site home; every site command takes one (`--home` or $SURGFED_SITE_HOME)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    config_file = property(lambda self: self.root / "site.toml")
+    secrets_dir = property(lambda self: self.root / "secrets")
+    key_file = property(lambda self: self.root / "secrets" / "site.key")
+    node_key = property(lambda self: self.root / "secrets" / "node.key")
+    node_pub = property(lambda self: self.root / "secrets" / "node.key.pub")
+    token_file = property(lambda self: self.root / "secrets" / "engine.token")
+    store_dir = property(lambda self: self.root / "store")
+    manifest_file = property(lambda self: self.root / "store" / "manifest.json")
+    reid_map = property(lambda self: self.root / "secrets" / "reid-map.json")
+    approved_dir = property(lambda self: self.root / "protocols")
+    jobs_dir = property(lambda self: self.root / "jobs")
+    audit_log = property(lambda self: self.root / "audit" / "audit.jsonl")
+    logs_dir = property(lambda self: self.root / "logs")
+    flwr_home = property(lambda self: self.root / "flwr")
+
+    def require(self) -> SiteHome:
+        if not self.config_file.is_file():
+            raise ConfigError(f"{self.root} is not a site home (no site.toml); run `site_node init --home {self.root} --site NAME`")
+        return self
+
+    def token(self) -> str:
+        try:
+            return self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the engine token {self.token_file}: {exc.strerror}") from exc
+
+    def config(self) -> SiteConfig:
+        self.require()
+        try:
+            data = tomllib.loads(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{self.config_file}: {exc}") from exc
+        return parse_site_config(data, self.config_file)
+
+
+def _get(data: dict[str, Any], section: str, key: str, kind: type, default: Any, source: Path) -> Any:
+    value = data.get(section, {}).get(key, default)
+    if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{source}: [{section}] {key} must be {kind.__name__}, got {value!r}")
+
+
+def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
+    name = _get(data, "site", "name", str, None, source)
+    if not name or not _NAME.fullmatch(name):
+        raise ConfigError(f"{source}: [site] name must match {_NAME.pattern}, got {name!r}")
+    release = _get(data, "site", "release", str, "auto", source)
+    try:
+        mode = ReleaseMode(release)
+    except ValueError:
+        raise ConfigError(f"{source}: [site] release must be 'auto' or 'manual', got {release!r}") from None
+    model_dir = _get(data, "model", "dir", str, None, source)
+    batch = _get(data, "model", "batch_size", int, 8, source)
+    if not 1 <= batch <= 256:
+        raise ConfigError(f"{source}: [model] batch_size must be in [1, 256], got {batch}")
+    certs = _get(data, "hub", "root_certificates", str, None, source)
+    return SiteConfig(
+        name=name,
+        release=mode,
+        model_dir=(source.parent / model_dir).resolve() if model_dir else None,
+        device=_get(data, "model", "device", str, "auto", source),
+        batch_size=batch,
+        engine_port=_get(data, "engine", "port", int, 0, source),
+        superlink=_get(data, "hub", "superlink", str, "127.0.0.1:9092", source),
+        root_certificates=(source.parent / certs).resolve() if certs else None,
+        insecure=_get(data, "hub", "insecure", bool, False, source),
+        supernode_port=_get(data, "supernode", "port", int, 0, source),
+    )
+
+
+SITE_TOML = """# Site node configuration (see README: Running a site).
+[site]
+name = "{name}"
+# auto: results leave once the release gate passes them; manual: they wait for `site_node releases approve`.
+release = "{release}"
+
+[model]
+# Local model directory (Surg-R1 weights, tokenizer, processor); loaded with local_files_only.
+{model_line}
+device = "auto"
+batch_size = 8
+
+[engine]
+# The site engine listens on 127.0.0.1 only; 0 picks a free port at start.
+port = 0
+
+[hub]
+# The hub's public (Fleet-only) address and the study CA certificate.
+superlink = "{superlink}"
+{certs_line}
+insecure = false
+
+[supernode]
+port = 0
+"""
+
+
+def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink: str = "127.0.0.1:9092",
+              root_certificates: Path | None = None, release: str = "auto") -> SiteHome:
+    """Create a new site home; refuses to overwrite an existing one."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"site name must match {_NAME.pattern}, got {name!r}")
+    home = SiteHome(root)
+    if home.config_file.exists():
+        raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a site home")
+    home.root.mkdir(parents=True, exist_ok=True)
+    for d in (home.store_dir, home.approved_dir, home.jobs_dir, home.audit_log.parent, home.logs_dir, home.flwr_home):
+        d.mkdir(parents=True, exist_ok=True)
+    home.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    new_secret(home.key_file)
+    new_node_key(home.node_key)
+    write_private(home.token_file, secrets.token_urlsafe(32).encode())
+    text = SITE_TOML.format(
+        name=name,
+        release=ReleaseMode(release).value,
+        model_line=f'dir = "{Path(model_dir).resolve()}"' if model_dir else '# dir = "/path/to/surg-r1"',
+        superlink=superlink,
+        certs_line=f'root_certificates = "{Path(root_certificates).resolve()}"' if root_certificates
+        else '# root_certificates = "/path/to/ca.crt"',
+    )
+    home.config_file.write_text(text, encoding="utf-8")
+    os.chmod(home.root, 0o750)
+    home.config()  # what we wrote must load
+    return home

@@ -1,0 +1,87 @@
+"""`site_node ingest`: de-identify a dataset into the site's store and record it in the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocols.errors import DataError, UsageError
+from protocols.tasks import load_task
+from site_node.datasets.cholec80 import find_pairs, read_phase_file
+from site_node.home import SiteHome
+from site_node.store import DataStore, DatasetEntry, VideoEntry
+from site_node.video import probe_video
+
+log = logging.getLogger(__name__)
+FORMATS = ("cholec80",)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    dataset: DatasetEntry
+    skipped: dict[str, str]
+
+
+def dataset_id(key: bytes, source: Path, fmt: str) -> str:
+    """A keyed id: stable for the same source, revealing nothing about its path."""
+    return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome) -> None:
+    """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
+    from site_node.deid.dataset import deidentify_dataset
+
+    report = deidentify_dataset(source, fmt, dest, key, reid_map=home.reid_map, progress=True)
+    for entry in report.entries:
+        if entry.status != "ok":
+            log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
+
+
+def _cholec80_entries(root: Path, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
+    task = load_task("phase")
+    videos, skipped = [], {}
+    for video_id, video, phase_file in find_pairs(root):
+        try:
+            info = probe_video(video)
+            labels = read_phase_file(phase_file, task)
+            last = max(labels)
+            if last >= info.n_frames:
+                raise DataError(f"{phase_file.name}: labels frame {last} but the video has {info.n_frames} frames")
+        except DataError as exc:
+            skipped[video_id] = str(exc)
+            continue
+        rel = lambda p: p.resolve().relative_to(store.root.resolve()).as_posix()  # noqa: E731
+        videos.append(VideoEntry(video_id, rel(video), {"phase": rel(phase_file)}, info.fps, info.n_frames))
+    return videos, skipped
+
+
+def ingest(home: SiteHome, source: Path, fmt: str) -> IngestResult:
+    """De-identify first (nothing else touches the files before), then list what the engine may read."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
+    if not Path(source).is_dir():
+        raise UsageError(f"--source {source} is not a folder")
+    home.require()
+    store = DataStore(home.store_dir)
+    key = home.key_file.read_bytes()
+    ds_id = dataset_id(key, Path(source), fmt)
+    dest = home.store_dir / "data" / ds_id
+    staging = dest.with_name(ds_id + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _stage(Path(source), fmt, staging, key, home)
+    videos, skipped = _cholec80_entries(staging, store)
+    if not videos:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{source}: no usable videos; " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    videos = [VideoEntry(v.video_id, v.video.replace(staging.name, dest.name, 1),
+                         {k: p.replace(staging.name, dest.name, 1) for k, p in v.labels.items()}, v.fps, v.n_frames)
+              for v in videos]
+    entry = DatasetEntry(ds_id, fmt, tuple(videos), skipped)
+    store.add(entry)
+    return IngestResult(entry, skipped)

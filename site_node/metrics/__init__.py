@@ -1,0 +1,1 @@
+"""Metrics computed on site: per-video values, summarised over videos with cluster-bootstrap CIs."""

@@ -1,0 +1,63 @@
+"""The release gate: builds what may leave, suppresses small cells, enforces the contract, audits every reply."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from protocols import __version__
+from protocols.contract import Op, WireRecords, check_records, metric_record_name
+from protocols.errors import ContractError
+from protocols.study import StudyProtocol
+from site_node.audit import AuditLog, payload_digest
+from site_node.metrics.bootstrap import Estimate
+
+
+def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
+    """The seven contract numbers, or only the flag when the cell is small (nothing computed on it leaves)."""
+    if est.n_videos < min_videos or not math.isfinite(est.estimate):
+        return {"suppressed": 1}
+    values: dict[str, Any] = {
+        "estimate": float(est.estimate), "n_videos": int(est.n_videos), "n_frames": int(est.n_frames), "suppressed": 0,
+    }
+    for key in ("ci_low", "ci_high", "parse_fail_rate"):
+        value = float(getattr(est, key))
+        if math.isfinite(value):
+            values[key] = value
+    return values
+
+
+def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]]) -> WireRecords:
+    """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash."""
+    records: WireRecords = {
+        "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
+        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
+    }
+    for task, metrics in estimates.items():
+        for metric, est in metrics.items():
+            records[metric_record_name(task, metric)] = {
+                "kind": "metric", "values": _metric_values(est, protocol.privacy.min_videos)}
+    check_records(Op.FETCH, records)
+    return records
+
+
+def _summary(records: WireRecords) -> dict[str, Any]:
+    metrics = [n for n in records if n.startswith("metric.")]
+    suppressed = [n for n in metrics if records[n]["values"].get("suppressed") == 1]
+    return {"records": len(records), "metrics": len(metrics), "suppressed": len(suppressed)}
+
+
+class ReleaseGate:
+    """Every reply passes here; what the contract does not allow is refused and logged, never sent."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def release(self, op: Op, records: WireRecords, *, job_id: str | None = None) -> WireRecords:
+        try:
+            check_records(op, records)
+        except ContractError as exc:
+            self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc))
+            raise
+        self.audit.append("released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records))
+        return records

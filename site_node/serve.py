@@ -1,0 +1,73 @@
+"""`site_node serve`: the long-lived site engine plus a Flower SuperNode that only dials out."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from protocols.errors import ConfigError
+from protocols.procs import Child, flower_env, free_port
+from site_node.engine import SiteEngine
+from site_node.engine_server import EngineServer
+from site_node.home import SiteConfig, SiteHome
+
+log = logging.getLogger(__name__)
+
+
+def supernode_argv(home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool) -> list[str]:
+    exe = Path(sys.executable).with_name("flower-supernode")
+    argv = [str(exe) if exe.exists() else (shutil.which("flower-supernode") or "flower-supernode"),
+            "--superlink", cfg.superlink, "--host", "127.0.0.1", "--port", str(cfg.supernode_port or free_port()),
+            "--node-config", f'engine="{engine_address}" engine-token-file="{home.token_file}"']
+    if insecure:
+        log.warning("INSECURE: no TLS and no node authentication towards the hub")
+        return argv + ["--insecure"]
+    if cfg.root_certificates is None or not cfg.root_certificates.is_file():
+        raise ConfigError(f"{home.config_file}: [hub] root_certificates must name the study CA file "
+                          f"(got {cfg.root_certificates}); or pass --insecure for a test setup")
+    return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(home.node_key)]
+
+
+def setup_logging(home: SiteHome) -> None:
+    home.logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(home.logs_dir / "engine.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True) -> int:
+    """Run until SIGINT/SIGTERM or until the SuperNode dies; always stops what it started."""
+    cfg = home.config()
+    cfg_insecure = insecure or cfg.insecure
+    setup_logging(home)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    engine = SiteEngine(home)
+    server = EngineServer(engine, cfg.engine_port)
+    engine.start()
+    server.start()
+    (home.logs_dir / "engine.address").write_text(server.address)
+    log.info("site %s engine listening on %s", cfg.name, server.address)
+    supernode = None
+    try:
+        if with_supernode:
+            supernode = Child("supernode", supernode_argv(home, cfg, server.address, cfg_insecure),
+                              home.logs_dir / "supernode.log", env=flower_env(home.flwr_home))
+        while not stop.wait(1.0):
+            if supernode is not None and not supernode.alive():
+                log.error("the SuperNode exited with %s:\n%s", supernode.proc.returncode, supernode.tail())
+                return 1
+        return 0
+    finally:
+        if supernode is not None:
+            supernode.stop()
+        server.stop()
+        engine.stop()
+        log.info("site %s stopped", cfg.name)

@@ -1,0 +1,430 @@
+"""Synthetic laparoscopic-style videos with Cholec80 phase and tool files, for tests and the demo."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from protocols.errors import ConfigError, DataError
+from protocols.tasks import load_task
+
+W, H = 320, 240
+TOOL_NAMES = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")
+TOOL_EVERY = 25  # Cholec80 tool files carry one row every 25 frames
+SOURCE_SHIFT = 0.0  # the domain the tiny model is warmed up on; demo sites use shift > 0
+
+# The phase signature: the dominant organ colour sits at its own angle on the chroma wheel, so
+# neighbouring phases look alike and a camera colour cast (a chroma rotation) pushes each phase
+# towards the next one. Calibrated so the warmed-up tiny model loses accuracy steadily with shift.
+HUE_JITTER_DEG = 21.0  # per-frame spread of the organ hue within a phase
+HUE_ROTATION_PER_SHIFT_DEG = 43.0  # colour cast of a site at shift 1
+_ORGAN_CHROMA = 0.16
+_FIRST_ANGLE_DEG = 15.0
+
+# BT.601 full-range RGB <-> YCbCr (Cb, Cr centred on 0).
+_RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_YCC2RGB = np.linalg.inv(_RGB2YCC)
+
+
+@dataclass(frozen=True)
+class PhaseScene:
+    """What a phase shows: tool presence probabilities and the words of its reasoning."""
+
+    tools: dict[str, float]
+    perception: str  # L1: instruments and anatomy
+    relation: str  # L2: tool-tissue-action
+
+
+# Keyed by phase NAME; the order comes from the phase task definition.
+_SCENES: dict[str, PhaseScene] = {
+    "Preparation": PhaseScene({"Grasper": 0.9, "Hook": 0.4}, "grasper, liver, gallbladder", "grasper exposes gallbladder"),
+    "CalotTriangleDissection": PhaseScene({"Grasper": 0.9, "Hook": 0.95}, "hook, cystic duct", "hook dissects Calot triangle"),
+    "ClippingCutting": PhaseScene(
+        {"Grasper": 0.8, "Clipper": 0.7, "Scissors": 0.4}, "clipper, cystic duct", "clipper clips cystic duct"
+    ),
+    "GallbladderDissection": PhaseScene(
+        {"Grasper": 0.9, "Hook": 0.9}, "hook, gallbladder, liver", "hook dissects gallbladder bed"
+    ),
+    "GallbladderPackaging": PhaseScene(
+        {"Grasper": 0.9, "SpecimenBag": 0.9}, "specimen bag, gallbladder", "grasper packs gallbladder"
+    ),
+    "CleaningCoagulation": PhaseScene(
+        {"Grasper": 0.6, "Bipolar": 0.5, "Irrigator": 0.6}, "irrigator, liver bed", "bipolar coagulates liver bed"
+    ),
+    "GallbladderRetraction": PhaseScene(
+        {"Grasper": 0.8, "SpecimenBag": 0.8}, "grasper, specimen bag", "grasper retracts specimen bag"
+    ),
+}
+# Relative phase durations (roughly Cholec80's ordering of long and short phases, flattened).
+_DURATION_WEIGHT = {
+    "Preparation": 0.8, "CalotTriangleDissection": 1.6, "ClippingCutting": 1.0, "GallbladderDissection": 1.6,
+    "GallbladderPackaging": 0.9, "CleaningCoagulation": 1.0, "GallbladderRetraction": 0.9,
+}
+
+
+@cache
+def phase_names() -> tuple[str, ...]:
+    """The phase vocabulary in canonical order, checked against this module's scene table."""
+    names = load_task("phase").label_names
+    if set(names) != set(_SCENES):
+        raise ConfigError(f"synthetic scenes cover {sorted(_SCENES)}, but the phase task has {sorted(names)}")
+    return names
+
+
+def phase_scene(name: str) -> PhaseScene:
+    if name not in _SCENES:
+        raise ConfigError(f"unknown phase {name!r}; expected one of {phase_names()}")
+    return _SCENES[name]
+
+
+@dataclass(frozen=True)
+class SiteDomain:
+    """How a site's camera and recorder differ from the source domain; everything grows with `shift`."""
+
+    shift: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.shift, (int, float)) and 0.0 <= self.shift <= 1.0):
+            raise ConfigError(f"shift must be a number in [0, 1], got {self.shift!r}")
+
+    @property
+    def fps(self) -> int:
+        return int(round(25 - 15 * self.shift))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        width = int(16 * round((W - 64 * self.shift) / 16))  # multiples of 16 keep H.264 happy
+        return width, width * 3 // 4
+
+    @property
+    def hue_rotation_deg(self) -> float:
+        return HUE_ROTATION_PER_SHIFT_DEG * self.shift
+
+    @property
+    def gain(self) -> float:
+        return 1.0 - 0.3 * self.shift
+
+    @property
+    def saturation(self) -> float:
+        return 1.0 - 0.25 * self.shift
+
+    @property
+    def noise_std(self) -> float:
+        return (2.0 + 10.0 * self.shift) / 255.0
+
+    @property
+    def crf(self) -> int:
+        return int(round(20 + 10 * self.shift))
+
+    def colour_matrix(self) -> np.ndarray:
+        """RGB -> RGB matrix of the site's camera: chroma rotation (cast), desaturation, gain."""
+        a = math.radians(self.hue_rotation_deg)
+        rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+        scale = np.diag([self.gain, self.gain * self.saturation, self.gain * self.saturation])
+        return (_YCC2RGB @ scale @ rot @ _RGB2YCC).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Per-video scene geometry and texture (drawn once, animated over time)."""
+
+    organ: tuple[float, float, float, float]  # centre x, y, semi-axes a, b (fractions of the frame)
+    motion: tuple[float, float, float]  # phases of the slow camera drift
+    texture: tuple[tuple[float, float, float, float], ...]  # (fx, fy, phase, amplitude)
+    tissue: tuple[float, float, float]  # Y, Cb, Cr of the background tissue
+
+    @staticmethod
+    def draw(rng: np.random.Generator) -> _Layout:
+        organ = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.26, 0.34), rng.uniform(0.3, 0.4))
+        texture = tuple(
+            (rng.uniform(2, 9), rng.uniform(2, 9), rng.uniform(0, 2 * math.pi), rng.uniform(0.02, 0.05))
+            for _ in range(4)
+        )
+        tissue = (rng.uniform(0.45, 0.55), rng.uniform(-0.05, -0.02), rng.uniform(0.09, 0.13))
+        return _Layout(organ, tuple(rng.uniform(0, 2 * math.pi, 3)), texture, tissue)
+
+
+@cache
+def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised pixel coordinates and the laparoscope's circular vignette for one frame size."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x, y = (x + 0.5) / width, (y + 0.5) / height
+    r = np.hypot((x - 0.5) * 4 / 3, y - 0.5) / 0.5
+    vignette = np.clip(1.0 - (r - 1.0) / 0.4, 0.1, 1.0).astype(np.float32)
+    return x, y, vignette
+
+
+def _ycc(y: float, cb: float, cr: float) -> np.ndarray:
+    return np.clip(_YCC2RGB @ np.array([y, cb, cr]), 0.0, 1.0).astype(np.float32)
+
+
+def _organ_colour(phase_index: int, jitter_deg: float) -> np.ndarray:
+    angle = math.radians(_FIRST_ANGLE_DEG + phase_index * 360.0 / len(phase_names()) + jitter_deg)
+    return _ycc(0.5, _ORGAN_CHROMA * math.cos(angle), _ORGAN_CHROMA * math.sin(angle))
+
+
+def _background(layout: _Layout, width: int, height: int) -> np.ndarray:
+    x, y, _ = _grid(width, height)
+    tex = np.zeros_like(x)
+    for fx, fy, ph, amp in layout.texture:
+        tex += amp * np.sin(2 * math.pi * (fx * x + fy * y) + ph)
+    base = _ycc(*layout.tissue)
+    return base[None, None, :] * (1.0 + tex)[..., None]
+
+
+def _paint_segment(img: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], width: float,
+                   colour: np.ndarray, alpha: float = 1.0) -> None:
+    """Anti-aliased thick line (pixel units), painted only inside its bounding box for speed."""
+    h, w, _ = img.shape
+    pad = width / 2 + 1
+    x0, x1 = int(max(0, min(p0[0], p1[0]) - pad)), int(min(w, max(p0[0], p1[0]) + pad + 1))
+    y0, y1 = int(max(0, min(p0[1], p1[1]) - pad)), int(min(h, max(p0[1], p1[1]) + pad + 1))
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    t = np.clip(((xx - p0[0]) * dx + (yy - p0[1]) * dy) / max(dx * dx + dy * dy, 1e-6), 0.0, 1.0)
+    dist = np.hypot(xx - p0[0] - t * dx, yy - p0[1] - t * dy)
+    mask = (np.clip(width / 2 - dist + 0.5, 0.0, 1.0) * alpha)[..., None]
+    img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - mask) + colour * mask
+
+
+# Where each instrument enters (fraction of frame) and where its tip rests relative to the organ.
+_TOOL_ENTRY = {
+    "Grasper": ((0.0, 0.1), (-0.12, -0.1)), "Hook": ((1.0, 0.85), (0.08, 0.08)),
+    "Clipper": ((1.0, 0.7), (0.05, 0.02)), "Scissors": ((0.85, 1.0), (0.02, 0.12)),
+    "Bipolar": ((1.0, 0.35), (0.1, -0.08)), "Irrigator": ((0.7, 0.0), (0.0, -0.15)),
+}
+_METAL = np.array([0.62, 0.63, 0.66], np.float32)
+_DARK = np.array([0.18, 0.18, 0.2], np.float32)
+
+
+def _paint_tools(img: np.ndarray, tools: Sequence[str], centre: tuple[float, float], t: float) -> None:
+    h, w, _ = img.shape
+    if "SpecimenBag" in tools:  # a pale translucent bag in the lower left
+        x, y, _ = _grid(w, h)
+        bag = np.clip(1.0 - (((x - 0.27) / 0.17) ** 2 + ((y - 0.72) / 0.13) ** 2), 0, 1) ** 0.5 * 0.75
+        img[:] = img * (1 - bag[..., None]) + np.float32(0.86) * bag[..., None]
+    for k, name in enumerate(n for n in TOOL_NAMES if n in tools and n in _TOOL_ENTRY):
+        (ex, ey), (ox, oy) = _TOOL_ENTRY[name]
+        wiggle = 0.02 * math.sin(2 * math.pi * t / 3.0 + k)
+        tip = ((centre[0] + ox + wiggle) * w, (centre[1] + oy - wiggle) * h)
+        entry = (ex * w, ey * h)
+        _paint_segment(img, entry, tip, 0.045 * w, _METAL)
+        _paint_tip(img, name, entry, tip, w)
+
+
+def _paint_tip(img: np.ndarray, name: str, entry: tuple[float, float], tip: tuple[float, float], w: int) -> None:
+    dx, dy = tip[0] - entry[0], tip[1] - entry[1]
+    n = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / n, dy / n  # along the shaft
+    px, py = -uy, ux  # across the shaft
+    s = 0.05 * w
+    if name in ("Grasper", "Scissors", "Clipper"):  # two jaws opening at the tip
+        spread = 0.5 if name == "Grasper" else 0.25
+        for sign in (-1, 1):
+            end = (tip[0] + s * (ux + sign * spread * px), tip[1] + s * (uy + sign * spread * py))
+            _paint_segment(img, tip, end, 0.015 * w, _DARK)
+        if name == "Clipper":
+            _paint_segment(img, tip, (tip[0] + s * ux, tip[1] + s * uy), 0.02 * w, np.array([0.9, 0.8, 0.5], np.float32))
+    elif name == "Hook":  # an L-shaped electrode
+        bend = (tip[0] + s * ux, tip[1] + s * uy)
+        _paint_segment(img, tip, bend, 0.012 * w, _DARK)
+        _paint_segment(img, bend, (bend[0] + 0.6 * s * px, bend[1] + 0.6 * s * py), 0.012 * w, _DARK)
+    elif name == "Bipolar":  # blue insulated forceps
+        _paint_segment(img, (tip[0] - s * ux, tip[1] - s * uy), tip, 0.04 * w, np.array([0.25, 0.35, 0.7], np.float32))
+    elif name == "Irrigator":  # open tube end
+        _paint_segment(img, (tip[0] - 0.3 * s * ux, tip[1] - 0.3 * s * uy), tip, 0.05 * w, _DARK)
+
+
+class _Renderer:
+    """Draws the frames of one video: tissue, phase-coloured organ, instruments, then the site's camera."""
+
+    def __init__(self, layout: _Layout, domain: SiteDomain, size: tuple[int, int], rng: np.random.Generator,
+                 noise_bank: int = 8) -> None:
+        self.layout, self.size = layout, size
+        self.matrix = domain.colour_matrix().T
+        x, y, self.vignette = _grid(*size)
+        self.background = _background(layout, *size)
+        # A small bank of sensor-noise fields, reused with random offsets: fresh Gaussian noise for every
+        # frame would cost more than drawing the frame itself.
+        self.noise = rng.standard_normal((noise_bank, size[1], size[0], 3), dtype=np.float32)
+        self.noise *= np.float32(domain.noise_std)
+
+    def __call__(self, phase_index: int, jitter_deg: float, tools: Sequence[str], t: float,
+                 rng: np.random.Generator) -> np.ndarray:
+        width, height = self.size
+        x, y, _ = _grid(width, height)
+        img = self.background.copy()
+        lay, m = self.layout, self.layout.motion
+        cx = lay.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
+        cy = lay.organ[1] + 0.04 * math.sin(2 * math.pi * t / 5.0 + m[1])
+        # only the organ's bounding box is blended
+        x0, x1 = max(0, int((cx - lay.organ[2]) * width)), min(width, int((cx + lay.organ[2]) * width) + 1)
+        y0, y1 = max(0, int((cy - lay.organ[3]) * height)), min(height, int((cy + lay.organ[3]) * height) + 1)
+        bx, by = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
+        organ = np.clip((1.0 - ((bx - cx) / lay.organ[2]) ** 2 - ((by - cy) / lay.organ[3]) ** 2) * 4.0, 0.0, 1.0)
+        shade = 1.1 - 0.25 * (by - cy + 0.5 * (bx - cx))
+        box = img[y0:y1, x0:x1]
+        box += organ[..., None] * (_organ_colour(phase_index, jitter_deg) * shade[..., None] - box)
+        _paint_tools(img, tools, (cx, cy), t)
+        for k in range(2):  # specular highlights of the wet surface
+            hx = (cx + 0.1 * math.cos(m[2] + 2.5 * k)) * width
+            hy = (cy + 0.08 * math.sin(m[2] + 2.5 * k)) * height
+            _paint_segment(img, (hx, hy), (hx + 3, hy + 1), 0.015 * width + 2, np.ones(3, np.float32), 0.8)
+        img *= self.vignette[..., None]
+        img = (img.reshape(-1, 3) @ self.matrix).reshape(img.shape)
+        shift = (int(rng.integers(height)), int(rng.integers(width)))
+        img += np.roll(self.noise[int(rng.integers(len(self.noise)))], shift, axis=(0, 1))
+        np.clip(img, 0.0, 1.0, out=img)
+        return (img * 255.0 + 0.5).astype(np.uint8)
+
+
+def _sample_tools(name: str, rng: np.random.Generator) -> tuple[str, ...]:
+    probs = phase_scene(name).tools
+    return tuple(t for t in TOOL_NAMES if t in probs and rng.random() < probs[t])
+
+
+def _check_phase_index(phase_index: int) -> str:
+    names = phase_names()
+    if not (isinstance(phase_index, (int, np.integer)) and 0 <= phase_index < len(names)):
+        raise ConfigError(f"phase_index must be an integer in 0..{len(names) - 1}, got {phase_index!r}")
+    return names[int(phase_index)]
+
+
+def render_frame(phase_index: int, shift: float, rng: np.random.Generator,
+                 size: tuple[int, int] = (W, H)) -> np.ndarray:
+    """One independent frame (HxWx3 uint8) of the given phase, seen through a site at `shift`."""
+    name = _check_phase_index(phase_index)
+    domain = SiteDomain(shift)
+    layout = _Layout.draw(rng)
+    jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
+    render = _Renderer(layout, domain, size, rng, noise_bank=1)
+    return render(int(phase_index), jitter, _sample_tools(name, rng), float(rng.uniform(0, 60)), rng)
+
+
+def render_batch(phase_indices: Sequence[int], shift: float, rng: np.random.Generator,
+                 size: tuple[int, int] = (W, H), frames_per_scene: int = 16) -> list[np.ndarray]:
+    """Independent frames like render_frame, but `frames_per_scene` frames share one scene layout
+    (as frames of one video do), which is several times faster for training sets."""
+    names = [_check_phase_index(k) for k in phase_indices]
+    domain, out = SiteDomain(shift), []
+    for start in range(0, len(names), frames_per_scene):
+        render = _Renderer(_Layout.draw(rng), domain, size, rng, noise_bank=4)
+        for k in range(start, min(start + frames_per_scene, len(names))):
+            jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
+            tools = _sample_tools(names[k], rng)
+            out.append(render(int(phase_indices[k]), jitter, tools, float(rng.uniform(0, 60)), rng))
+    return out
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """The labels of one synthetic video: a phase per frame and a tool set per frame."""
+
+    fps: int
+    phases: tuple[int, ...]
+    tools: tuple[tuple[str, ...], ...]
+
+
+def plan_video(rng: np.random.Generator, n_frames: int, fps: int) -> VideoPlan:
+    """Phases in surgical order with random durations; some videos skip a phase; tools per 25 frames."""
+    names = phase_names()
+    present = list(range(len(names)))
+    if rng.random() < 0.3:
+        present.remove(names.index("CleaningCoagulation"))
+    if rng.random() < 0.15:
+        present.remove(names.index("Preparation"))
+    weights = np.array([_DURATION_WEIGHT[names[k]] for k in present]) * rng.gamma(4.0, 0.25, len(present))
+    lengths = np.maximum(fps, np.floor(weights / weights.sum() * n_frames)).astype(int)
+    lengths[-1] = max(1, n_frames - int(lengths[:-1].sum()))
+    phases = [k for k, n in zip(present, lengths) for _ in range(n)][:n_frames]
+    tools: list[tuple[str, ...]] = []
+    current: tuple[str, ...] = ()
+    for i, k in enumerate(phases):
+        # a new tool set at each annotated frame and at each phase change
+        if i % TOOL_EVERY == 0 or phases[i - 1] != k:
+            current = _sample_tools(names[k], rng)
+        tools.append(current)
+    return VideoPlan(fps, tuple(phases), tuple(tools))
+
+
+def _hue_track(rng: np.random.Generator, n: int, fps: int) -> np.ndarray:
+    """Organ hue jitter over time: stationary AR(1) with HUE_JITTER_DEG spread and ~0.5 s memory."""
+    rho = math.exp(-1.0 / (0.5 * fps))
+    eps = rng.standard_normal(n) * HUE_JITTER_DEG
+    out = np.empty(n)
+    out[0] = eps[0]
+    for i in range(1, n):
+        out[i] = rho * out[i - 1] + math.sqrt(1 - rho * rho) * eps[i]
+    return out
+
+
+def _encode(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int], crf: int) -> int:
+    """H.264 yuv420p MP4; returns the number of frames written."""
+    count = 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": str(crf)})
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for arr in frames:
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            frame.pts, frame.time_base = count, Fraction(1, fps)
+            container.mux(stream.encode(frame))
+            count += 1
+        container.mux(stream.encode(None))
+    return count
+
+
+def _write_labels(out_dir: Path, stem: str, plan: VideoPlan) -> None:
+    names = phase_names()
+    phase_dir, tool_dir = out_dir / "phase_annotations", out_dir / "tool_annotations"
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    tool_dir.mkdir(parents=True, exist_ok=True)
+    rows = ["Frame\tPhase"] + [f"{i}\t{names[k]}" for i, k in enumerate(plan.phases)]
+    (phase_dir / f"{stem}-phase.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    rows = ["Frame\t" + "\t".join(TOOL_NAMES)]
+    for i in range(0, len(plan.phases), TOOL_EVERY):
+        rows.append(f"{i}\t" + "\t".join("1" if t in plan.tools[i] else "0" for t in TOOL_NAMES))
+    (tool_dir / f"{stem}-tool.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _site_rng(site: str, seed: int, video: int) -> np.random.Generator:
+    # crc32, not hash(): stable across processes, so a site's data is the same on every run
+    return np.random.default_rng([seed, zlib.crc32(site.encode("utf-8")), video])
+
+
+def synthesize_site(out_dir: Path, site: str, videos: int, shift: float, seed: int, *,
+                    seconds: float = 24.0, progress: bool = False) -> list[Path]:
+    """Write a Cholec80-layout site folder of `videos` short synthetic videos; returns the video paths."""
+    if not isinstance(videos, int) or videos < 1 or videos > 99:
+        raise ConfigError(f"videos must be an integer in 1..99, got {videos!r}")
+    if not seconds > 0:
+        raise ConfigError(f"seconds must be positive, got {seconds!r}")
+    domain = SiteDomain(shift)
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for v in tqdm(range(1, videos + 1), desc=f"synthesise {site}", disable=not progress, unit="video"):
+        rng = _site_rng(site, seed, v)
+        n_frames = max(len(phase_names()) * domain.fps, int(seconds * rng.uniform(0.85, 1.15) * domain.fps))
+        plan = plan_video(rng, n_frames, domain.fps)
+        layout, hues = _Layout.draw(rng), _hue_track(rng, n_frames, domain.fps)
+        render = _Renderer(layout, domain, domain.size, rng)
+        frames = (render(k, hues[i], plan.tools[i], i / domain.fps, rng) for i, k in enumerate(plan.phases))
+        path = out_dir / "videos" / f"video{v:02d}.mp4"
+        written = _encode(path, frames, domain.fps, domain.size, domain.crf)
+        if written != len(plan.phases):
+            raise DataError(f"{path}: wrote {written} frames, expected {len(plan.phases)}")
+        _write_labels(out_dir, f"video{v:02d}", plan)
+        paths.append(path)
+    return paths
