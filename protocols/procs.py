@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -85,6 +86,8 @@ def port_open(host: str, port: int) -> bool:
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for every Flower process: its own FLWR_HOME, no telemetry, no update check, offline hub."""
     env = dict(os.environ)
+    # Flower starts helpers (flower-superexec, flwr-clientapp) by name: put this interpreter's bin first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env

@@ -101,10 +101,11 @@ def contribution(row: pd.Series, scale: Scale) -> Contribution:
 def pool_metric(rows: pd.DataFrame, task: str, metric: str, scale: Scale, *, hartung_knapp: bool) -> PooledMetric:
     """Pool one task's metric over the given center rows (suppressed and CI-less rows are left out)."""
     contributions = tuple(contribution(r, scale) for _, r in rows.iterrows())
-    usable = [c for c in contributions if c.reason is None]
+    usable = [(c.y, c.se) for c in contributions if c.y is not None and c.se is not None]
     result = None
     if len(usable) >= 2:
-        result = random_effects([c.y for c in usable], [c.se for c in usable], hartung_knapp=hartung_knapp)
+        ys, ses = zip(*usable, strict=True)
+        result = random_effects(ys, ses, hartung_knapp=hartung_knapp)
     return PooledMetric(task, metric, scale, rows.reset_index(drop=True), contributions, result)
 
 
@@ -128,7 +129,9 @@ def analyse(
 
 def _center_rows(pm: PooledMetric) -> pd.DataFrame:
     df = pm.centers.copy()
-    weights = dict(zip([c.center for c in pm.contributions if c.reason is None], pm.result.weights)) if pm.result else {}
+    weights = (
+        dict(zip([c.center for c in pm.contributions if c.reason is None], pm.result.weights)) if pm.result else {}
+    )
     df["weight"] = [weights.get(c, math.nan) for c in df["center"]]
     notes = []
     for c in pm.contributions:

@@ -34,9 +34,11 @@ class Blinder:
         unique = list(dict.fromkeys(n for n in names if n))
         self.mapping: dict[str, str] = {n: pseudonym(i) if enabled else n for i, n in enumerate(unique)}
         self._by_fold = {n.casefold(): p for n, p in self.mapping.items()}
-        # Longest names first, so "St Mary" does not pre-empt "St Mary Hospital".
+        # Longest names first, so "St Mary" does not pre-empt "St Mary Hospital"; whole words only,
+        # so a site called "Isar" does not rewrite "Isarstrasse" (nor a site "A" every letter a).
         ordered = sorted(unique, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(n) for n in ordered), re.IGNORECASE) if ordered else None
+        alternatives = "|".join(re.escape(n) for n in ordered)
+        self._pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE) if ordered else None
 
     @property
     def names(self) -> list[str]:
@@ -107,10 +109,21 @@ def _decodings(data: bytes) -> list[str]:
     return texts
 
 
+MIN_CHECKED = 3  # shorter names ("A", "UK") match ordinary words; they are renamed but cannot be searched for
+_PSEUDONYM = re.compile(r"Center [A-Z]+")
+
+
 def leaks_in_bytes(data: bytes, names: Iterable[str]) -> list[str]:
-    """The names found in the bytes, case-insensitively, in any of the decodings above."""
-    folded = [t.casefold() for t in _decodings(data)]
-    return [n for n in names if n and any(n.casefold() in t for t in folded)]
+    """The names found as whole words in the bytes, in any case and any of the decodings above."""
+    texts = [_PSEUDONYM.sub(" ", t) for t in _decodings(data)]
+    found = []
+    for name in names:
+        if len(name.strip()) < MIN_CHECKED:
+            continue
+        pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
+        if any(pattern.search(t) for t in texts):
+            found.append(name)
+    return found
 
 
 def find_leaks(paths: Iterable[Path], names: Sequence[str]) -> dict[Path, list[str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from protocols.errors import DataError
@@ -27,6 +29,7 @@ POOLED_COLUMNS: tuple[str, ...] = (
 _FLOATS = ("estimate", "ci_low", "ci_high", "parse_fail_rate")
 _COUNTS = ("n_videos", "n_frames")
 _TEXT = ("study", "center", "role", "task", "metric")
+_TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 
@@ -55,6 +58,11 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     for col in _COUNTS:
         df[col] = _numeric(df[col], col).round().astype("Int64")
     df["suppressed"] = df["suppressed"].map(_as_bool).astype(bool)
+    # A suppressed cell is never published, even if the store kept its numbers.
+    df.loc[df["suppressed"], ["estimate", "ci_low", "ci_high"]] = float("nan")
+    bad_tasks = sorted(t for t in set(df["task"]) if not _TASK_NAME.fullmatch(t))
+    if bad_tasks:  # task names become file names (forest_<task>.png)
+        raise DataError(f"task names must be lower_snake_case, got {bad_tasks}")
     studies = sorted(set(df["study"]))
     if len(studies) != 1:
         raise DataError(f"expected the results of one study, got studies {studies}")

@@ -31,7 +31,7 @@ class Table:
 
 def missing(x: object) -> bool:
     """None, NaN or pandas NA."""
-    return x is None or bool(pd.isna(x))  # type: ignore[call-overload]
+    return x is None or bool(pd.isna(x))
 
 
 def num(x: object, digits: int = 3) -> str:
@@ -117,18 +117,37 @@ def task_table(df: pd.DataFrame, task: str, info: TaskInfo, method: str) -> Tabl
 def pooling_table(df: pd.DataFrame, task: str, info: TaskInfo) -> Table:
     """Per metric: k, random-effects estimate, prediction interval, fixed effect, tau-squared, I-squared."""
     pooled = df[df["center"] == POOLED]
-    head = ["Metric", "k", "Random effects (95% CI)", "95% prediction interval", "Fixed effect (95% CI)",
-            "τ²", "I²", "Scale"]  # fmt: skip
+    head = [
+        "Metric",
+        "k",
+        "Random effects (95% CI)",
+        "95% prediction interval",
+        "Fixed effect (95% CI)",
+        "τ²",
+        "I²",
+        "Scale",
+    ]
     rows = []
     for metric in info.ordered(pooled["metric"]):
         r = _lookup(pooled, POOLED, metric)
         assert r is not None  # every metric has a pooled row
         pi = span(r["pi_low"], r["pi_high"])
-        rows.append([metric, count(r["k"]), interval(r["estimate"], r["ci_low"], r["ci_high"]), pi,
-                     interval(r["fe_estimate"], r["fe_ci_low"], r["fe_ci_high"]), small(r["tau2"]),
-                     pct(r["i2"]), str(r["pooling_scale"])])  # fmt: skip
-    notes = ["τ² is on the pooling scale (logit for proportions); the prediction interval uses t with k − 2 "
-             "degrees of freedom and is omitted for fewer than 3 centers."]  # fmt: skip
+        rows.append(
+            [
+                metric,
+                count(r["k"]),
+                interval(r["estimate"], r["ci_low"], r["ci_high"]),
+                pi,
+                interval(r["fe_estimate"], r["fe_ci_low"], r["fe_ci_high"]),
+                small(r["tau2"]),
+                pct(r["i2"]),
+                str(r["pooling_scale"]),
+            ]
+        )
+    notes = [
+        "τ² is on the pooling scale (logit for proportions); the prediction interval uses t with k − 2 "
+        "degrees of freedom and is omitted for fewer than 3 centers."
+    ]
     return Table(f"pooling-{task}", f"{info.title or task} ({task}): pooling", head, rows, None, notes)
 
 
@@ -139,9 +158,13 @@ def arena_table(tasks: list[str], scores: list[ArenaScore], infos: Mapping[str, 
     for s in scores:
         missing = f"not available: {', '.join(s.missing)}" if s.missing else ""
         rows.append([s.center, num(s.score), str(len(s.tasks)), missing])
-    notes = [f"Arena Score = unweighted mean of the headline metrics of the tasks that ran: {named}.",
-             f"The {POOLED} row averages the pooled headline estimates."]  # fmt: skip
-    return Table("arena", "Arena Score", ["Center", "Arena Score", "Tasks averaged", "Note"], rows, len(rows) - 1, notes)
+    notes = [
+        f"Arena Score = unweighted mean of the headline metrics of the tasks that ran: {named}.",
+        f"The {POOLED} row averages the pooled headline estimates.",
+    ]
+    return Table(
+        "arena", "Arena Score", ["Center", "Arena Score", "Tasks averaged", "Note"], rows, len(rows) - 1, notes
+    )
 
 
 def rounds_table(all_rounds: pd.DataFrame, task: str, info: TaskInfo) -> Table:
@@ -157,5 +180,3 @@ def rounds_table(all_rounds: pd.DataFrame, task: str, info: TaskInfo) -> Table:
     head = ["Center", "Role", *[f"Round {r}" for r in rounds]]
     title = f"{info.title or task} ({task}): {info.headline} across rounds"
     return Table(f"rounds-{task}", title, head, rows, None, ["Cells: estimate (95% CI)."], left=2)
-
-

@@ -67,9 +67,14 @@ def statistics(infos: Mapping[str, TaskInfo], *, hartung_knapp: bool, arena_task
 
 
 def methods_paragraphs(
-    meta: StudyMeta, infos: Mapping[str, TaskInfo], round_: int, *, hartung_knapp: bool, blind: bool,
+    meta: StudyMeta,
+    infos: Mapping[str, TaskInfo],
+    round_: int,
+    *,
+    hartung_knapp: bool,
+    blind: bool,
     arena_tasks: list[str],
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The methods section as plain-text paragraphs (Markdown and HTML render them)."""
     paragraphs = [provenance(meta, round_), statistics(infos, hartung_knapp=hartung_knapp, arena_tasks=arena_tasks)]
     if blind:

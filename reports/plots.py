@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Mapping
@@ -28,13 +29,17 @@ RC: dict[str, object] = {
 PNG_METADATA: dict[str, str | None] = {"Software": None}
 SVG_METADATA: dict[str, str | None] = {"Date": None, "Creator": None, "Format": None, "Type": None}
 ROLE_MARKERS = {"train": ("o", True), "held_out": ("s", False), "evaluate": ("^", True)}
-COLORS = matplotlib.colormaps["tab10"].colors
+COLORS = [f"C{i}" for i in range(10)]  # the tab10 cycle
+
+
+def _style() -> contextlib.AbstractContextManager[None]:
+    return matplotlib.rc_context(RC)  # type: ignore[arg-type]  # matplotlib types keys as Literal
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
     """The figure as STEM.png (150 dpi) and STEM.svg, with matplotlib's metadata stripped."""
     png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
-    with matplotlib.rc_context(RC):
+    with _style():
         fig.savefig(png, format="png", dpi=150, metadata=PNG_METADATA)
         fig.savefig(svg, format="svg", metadata=SVG_METADATA)
     return png, svg
@@ -60,8 +65,15 @@ def _center_row(ax: Axes, y: float, r: pd.Series, xmid: float) -> str:
     if not (missing(r["ci_low"]) or missing(r["ci_high"])):
         ax.hlines(y, r["ci_low"], r["ci_high"], color="0.15", lw=1.2)
     size = 25 + 220 * float(r["weight"]) if pooled else 25
-    ax.scatter([r["estimate"]], [y], marker="s", s=size, zorder=3,
-               facecolor="tab:blue" if pooled else "white", edgecolor="tab:blue")  # fmt: skip
+    ax.scatter(
+        [r["estimate"]],
+        [y],
+        marker="s",
+        s=size,
+        zorder=3,
+        facecolor="tab:blue" if pooled else "white",
+        edgecolor="tab:blue",
+    )
     return interval(r["estimate"], r["ci_low"], r["ci_high"])
 
 
@@ -79,8 +91,15 @@ def _pooled_rows(ax: Axes, pooled: pd.Series, xmid: float) -> tuple[str, str]:
         ax.text(xmid, 0, "no prediction interval (fewer than 3 centers)", ha="center", va="center", color="0.45")
         return diamond, "—"
     lo, hi = float(pooled["pi_low"]), float(pooled["pi_high"])
-    ax.errorbar([(lo + hi) / 2], [0], xerr=[[(hi - lo) / 2], [(hi - lo) / 2]], fmt="none",
-                ecolor="tab:red", elinewidth=1.2, capsize=4)  # fmt: skip
+    ax.errorbar(
+        [(lo + hi) / 2],
+        [0],
+        xerr=[[(hi - lo) / 2], [(hi - lo) / 2]],
+        fmt="none",
+        ecolor="tab:red",
+        elinewidth=1.2,
+        capsize=4,
+    )
     return diamond, span(lo, hi)
 
 
@@ -89,11 +108,16 @@ def forest_figure(df: pd.DataFrame, title: str, xlabel: str, caption: str, *, pr
     centers = df[df["center"] != POOLED].reset_index(drop=True)
     pooled = df[df["center"] == POOLED].iloc[0]
     n = len(centers)
-    with matplotlib.rc_context(RC):
+    with _style():
         height = 1.9 + 0.36 * (n + 2)
         fig = Figure(figsize=(9.0, height))
         ax = fig.add_axes((0.27, 0.95 / height, 0.45, 1 - 1.6 / height))  # fixed margins in inches
-        values = [*centers["ci_low"], *centers["ci_high"], *centers["estimate"], *pooled[["pi_low", "pi_high", "ci_low", "ci_high"]]]
+        values = [
+            *centers["ci_low"],
+            *centers["ci_high"],
+            *centers["estimate"],
+            *pooled[["pi_low", "pi_high", "ci_low", "ci_high"]],
+        ]
         x0, x1 = _xlimits(values, proportion)
         ax.set_xlim(x0, x1)
         xmid = (x0 + x1) / 2
@@ -108,7 +132,9 @@ def forest_figure(df: pd.DataFrame, title: str, xlabel: str, caption: str, *, pr
         ax.spines["left"].set_visible(False)
         for y, text in zip(all_y, texts):
             ax.annotate(text, (1.03, y), xycoords=("axes fraction", "data"), va="center", ha="left")
-        ax.annotate("Estimate (95% CI)", (1.03, n + 2.0), xycoords=("axes fraction", "data"), va="center", weight="bold")
+        ax.annotate(
+            "Estimate (95% CI)", (1.03, n + 2.0), xycoords=("axes fraction", "data"), va="center", weight="bold"
+        )
         ax.set_xlabel(xlabel)
         fig.suptitle(title, x=0.02, ha="left", weight="bold")
         fig.text(0.02, 0.02, caption, ha="left", va="bottom", fontsize=7.5, color="0.3", wrap=True)
@@ -119,7 +145,7 @@ def rounds_figure(df: pd.DataFrame, title: str, ylabel: str, round_labels: Mappi
     """Each center's headline metric across rounds; marker shape says trainer, held-out or evaluation only."""
     rounds = sorted(int(r) for r in df["round"].unique())
     centers = first_seen(df["center"])
-    with matplotlib.rc_context(RC):
+    with _style():
         fig = Figure(figsize=(10.0, 4.2))
         ax = fig.add_axes((0.08, 0.16, 0.5, 0.72))  # the right 40% holds the legend
         for i, center in enumerate(centers):
@@ -142,8 +168,15 @@ def _center_series(ax: Axes, rows: pd.DataFrame, i: int, n: int) -> None:
         marker, filled = ROLE_MARKERS.get(str(r["role"]), ("o", True))
         if not (missing(r["ci_low"]) or missing(r["ci_high"])):
             ax.vlines(xi, r["ci_low"], r["ci_high"], color=color, lw=1.0)
-        ax.scatter([xi], [r["estimate"]], marker=marker, s=36, zorder=3, edgecolor=color,
-                   facecolor=color if filled else "white")  # fmt: skip
+        ax.scatter(
+            [xi],
+            [r["estimate"]],
+            marker=marker,
+            s=36,
+            zorder=3,
+            edgecolor=color,
+            facecolor=color if filled else "white",
+        )
 
 
 def _legend(df: pd.DataFrame, centers: list[str]) -> list[Line2D]:
@@ -156,6 +189,15 @@ def _legend(df: pd.DataFrame, centers: list[str]) -> list[Line2D]:
         handles.append(Line2D([], [], color=COLORS[i % len(COLORS)], lw=1.5, label=f"{center} ({roles})"))
     for role, (marker, filled) in ROLE_MARKERS.items():
         if role in set(df["role"]):
-            handles.append(Line2D([], [], ls="none", marker=marker, color="0.3",
-                                  markerfacecolor="0.3" if filled else "white", label=ROLE_WORDS[role]))  # fmt: skip
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="none",
+                    marker=marker,
+                    color="0.3",
+                    markerfacecolor="0.3" if filled else "white",
+                    label=ROLE_WORDS[role],
+                )
+            )
     return handles

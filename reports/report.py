@@ -46,11 +46,13 @@ class _Study:
 
     @property
     def multi_round(self) -> bool:
-        return self.results["round"].nunique() > 1
+        return int(self.results["round"].nunique()) > 1
 
 
-def check_formats(formats: Sequence[str]) -> set[str]:
-    chosen = {f.strip().lower() for f in formats if f.strip()}
+def check_formats(formats: Sequence[str] | str) -> set[str]:
+    """The chosen output formats; a string is read as the CLI's comma-separated list."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = {f.strip().lower() for f in items if f.strip()}
     unknown = sorted(chosen - set(FORMATS))
     if unknown or not chosen:
         raise ConfigError(f"unknown report formats {unknown or list(formats)}; expected some of {list(FORMATS)}")
@@ -58,9 +60,13 @@ def check_formats(formats: Sequence[str]) -> set[str]:
 
 
 def _prepare(
-    results: pd.DataFrame, meta: StudyMeta, round: int | None, blinder_on: bool, hartung_knapp: bool,
+    results: pd.DataFrame,
+    meta: StudyMeta,
+    round: int | None,
+    blinder_on: bool,
+    hartung_knapp: bool,
     tasks: Mapping[str, TaskInfo] | None,
-) -> tuple[_Study, Blinder]:  # fmt: skip
+) -> tuple[_Study, Blinder]:
     df = validate_results(results)
     study = str(df["study"].iloc[0])
     if meta.study != study:
@@ -72,9 +78,18 @@ def _prepare(
     round_, rows = select_round(df, round)
     per_center = per_center_table(analyse(rows, infos, hartung_knapp=hartung_knapp), meta.study, round_)
     arena_tasks, scores = arena_scores(per_center, infos)
-    method = Method.DL_HK if hartung_knapp else Method.DL
-    st = _Study(df, round_, per_center, infos, meta, method, arena_tasks,
-                arena_frame(scores, meta.study, round_), arena_table(arena_tasks, scores, infos), blinder_on)  # fmt: skip
+    st = _Study(
+        results=df,
+        round=round_,
+        per_center=per_center,
+        infos=infos,
+        meta=meta,
+        method=Method.DL_HK if hartung_knapp else Method.DL,
+        arena_tasks=arena_tasks,
+        arena=arena_frame(scores, meta.study, round_),
+        arena_table=arena_table(arena_tasks, scores, infos),
+        blind=blinder_on,
+    )
     return st, blinder
 
 
@@ -88,8 +103,9 @@ def _forest(st: _Study, task: str, out_dir: Path) -> tuple[list[Path], html.Figu
         f"I² = {pct(pooled['i2'])}, k = {pooled['k']}. Squares sized by weight; hollow squares are not pooled."
     )
     title = f"{info.title or task}: {info.headline}"
-    fig = plots.forest_figure(df, title, f"{info.headline} (95% CI)", caption,
-                              proportion=info.scales[info.headline] is Scale.PROPORTION)  # fmt: skip
+    fig = plots.forest_figure(
+        df, title, f"{info.headline} (95% CI)", caption, proportion=info.scales[info.headline] is Scale.PROPORTION
+    )
     png, svg = plots.save_figure(fig, out_dir, f"forest_{task}")
     return [png, svg], html.Figure(svg.read_text(encoding="utf-8"), f"Forest plot, {title}. {caption}")
 
@@ -107,7 +123,7 @@ def _rounds_plot(st: _Study, task: str, out_dir: Path) -> tuple[list[Path], html
 
 def _sections(st: _Study, out_dir: Path) -> tuple[list[Path], list[html.Section]]:
     written: list[Path] = []
-    sections = [html.Section("Arena Score", [st.arena_table])]
+    sections = [html.Section("Summary", [st.arena_table])]
     for task in st.tasks:
         info = st.infos[task]
         task_rows = st.per_center[st.per_center["task"] == task]
@@ -130,22 +146,28 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+def _write_csvs(st: _Study, out_dir: Path) -> list[Path]:
+    written = [
+        tables.write_csv(st.per_center, out_dir / "per_center.csv"),
+        tables.write_csv(st.arena, out_dir / "arena.csv"),
+    ]
+    if st.multi_round:
+        rounds = st.results.loc[:, list(COLUMNS)].sort_values("round", kind="stable")
+        written.append(tables.write_csv(rounds, out_dir / "rounds.csv"))
+    return written
+
+
 def _write_documents(st: _Study, sections: list[html.Section], out_dir: Path, formats: set[str]) -> list[Path]:
     title = f"External validation report: {st.meta.study}, round {st.round}"
-    intro = [f"Tasks: {', '.join(st.tasks)}. Centers: {st.per_center.loc[st.per_center['center'] != POOLED, 'center'].nunique()}."]
-    paragraphs = methods.methods_paragraphs(st.meta, st.infos, st.round, hartung_knapp=st.method is Method.DL_HK,
-                                            blind=st.blind, arena_tasks=st.arena_tasks)  # fmt: skip
+    n_centers = st.per_center.loc[st.per_center["center"] != POOLED, "center"].nunique()
+    intro = [f"Tasks: {', '.join(st.tasks)}. Centers reporting in round {st.round}: {n_centers}."]
+    paragraphs = methods.methods_paragraphs(
+        st.meta, st.infos, st.round, hartung_knapp=st.method is Method.DL_HK, blind=st.blind, arena_tasks=st.arena_tasks
+    )
     all_tables = [t for s in sections for t in s.tables]
-    written: list[Path] = []
-    if "csv" in formats:
-        written.append(tables.write_csv(st.per_center, out_dir / "per_center.csv"))
-        written.append(tables.write_csv(st.arena, out_dir / "arena.csv"))
-        if st.multi_round:
-            rounds = st.results.loc[:, list(COLUMNS)].sort_values("round", kind="stable")
-            written.append(tables.write_csv(rounds, out_dir / "rounds.csv"))
+    written = _write_csvs(st, out_dir) if "csv" in formats else []
     if "md" in formats:
-        md = tables.markdown_document(title, intro, all_tables) + "\n## Methods\n\n" + "\n\n".join(
-            tables.md_escape(p) for p in paragraphs) + "\n"  # fmt: skip
+        md = tables.markdown_document(title, intro, all_tables, paragraphs)
         written.append(_write_text(out_dir / "per_center.md", md))
     if "tex" in formats:
         written.append(_write_text(out_dir / "per_center.tex", tables.tex_document(title, all_tables)))
@@ -160,7 +182,7 @@ def write_report(
     meta: StudyMeta,
     *,
     round: int | None = None,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] | str = FORMATS,
     blind: bool = False,
     hartung_knapp: bool = False,
     tasks: Mapping[str, TaskInfo] | None = None,

@@ -61,9 +61,11 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def markdown_document(title: str, intro: Sequence[str], tables: Sequence[Table]) -> str:
+def markdown_document(title: str, intro: Sequence[str], tables: Sequence[Table], methods: Sequence[str]) -> str:
+    """The Markdown report: title, intro, every table, then the methods paragraphs."""
     parts = [f"# {md_escape(title)}", "", *[md_escape(p) + "\n" for p in intro]]
     parts += [to_markdown(t) for t in tables]
+    parts += ["## Methods\n", *[md_escape(p) + "\n" for p in methods]]
     return "\n".join(parts)
 
 

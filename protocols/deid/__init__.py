@@ -1,0 +1,1 @@
+"""De-identification profiles as data: the Annex E basic profile and recorder overlay rules."""

@@ -1,0 +1,149 @@
+"""Short supervised warm-up that teaches the tiny model the phase prompt and Surg-R1's answer format."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from protocols.errors import ConfigError
+from protocols.tasks import load_task
+from site_node import synth
+from site_node.model.generate import chat_text
+
+IGNORE = -100  # label value the loss skips
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """Training budget and optimiser settings; the defaults fit well under a minute on 2 CPU cores."""
+
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-3
+    pool_size: int = 896  # distinct source-domain frames, reused across steps
+    threads: int = 2
+    warmup_steps: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "pool_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"WarmupConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"WarmupConfig.lr must be in (0, 1), got {self.lr}")
+
+
+def target_answer(phase: str) -> str:
+    """Surg-R1's format, kept short because generation length dominates evaluation time."""
+    scene = synth.phase_scene(phase)
+    return (f"<think>L1: {scene.perception}. L2: {scene.relation}. L3: {phase}.</think>"
+            f"<answer>{phase}</answer>")
+
+
+@dataclass
+class _Examples:
+    """Tokenised source-domain examples; labels cover the assistant's answer only."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    extra: dict[str, torch.Tensor]  # per-example tensors such as mm_token_type_ids
+    pixel_values: torch.Tensor  # (examples, patches, patch_dim): every frame has the same size
+    image_grid_thw: torch.Tensor
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        width = int(self.attention_mask[idx].sum(1).max())  # right padding: trim unused columns
+        out = {k: v[idx, :width] for k, v in self.extra.items()}
+        out.update(
+            input_ids=self.input_ids[idx, :width],
+            attention_mask=self.attention_mask[idx, :width],
+            labels=self.labels[idx, :width],
+            pixel_values=self.pixel_values[idx].reshape(-1, self.pixel_values.shape[-1]),
+            image_grid_thw=self.image_grid_thw[idx],
+        )
+        return out
+
+
+def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, chunk: int = 64) -> _Examples:
+    """Render source-domain frames and encode them with the same chat template and processor as inference."""
+    names = synth.phase_names()
+    phases = rng.permutation(np.arange(cfg.pool_size) % len(names))
+    frames = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng)
+    prompt = chat_text(processor, load_task("phase").render_prompt())
+    eos = processor.tokenizer.eos_token  # the model must learn to stop
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    parts: list[dict[str, torch.Tensor]] = []
+    try:
+        width = _max_len(processor, prompt, eos, Image.fromarray(frames[0]))
+        for start in range(0, len(frames), chunk):
+            ks = phases[start:start + chunk]
+            texts = [prompt + target_answer(names[k]) + eos for k in ks]
+            images = [Image.fromarray(f) for f in frames[start:start + chunk]]
+            enc = processor(text=texts, images=images, padding="max_length", max_length=width, return_tensors="pt")
+            parts.append(dict(enc))
+        prompt_len = len(processor(text=[prompt], images=[Image.fromarray(frames[0])])["input_ids"][0])
+    finally:
+        tokenizer.padding_side = side
+    enc = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    labels = enc["input_ids"].clone()
+    labels[:, :prompt_len] = IGNORE
+    labels[enc["attention_mask"] == 0] = IGNORE
+    n = len(frames)
+    skip = {"input_ids", "attention_mask", "pixel_values", "image_grid_thw"}
+    return _Examples(
+        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+        extra={k: v for k, v in enc.items() if k not in skip},
+        pixel_values=enc["pixel_values"].reshape(n, -1, enc["pixel_values"].shape[-1]),
+        image_grid_thw=enc["image_grid_thw"],
+    )
+
+
+def _max_len(processor: Any, prompt: str, eos: str, image: Image.Image) -> int:
+    """Length of the longest example, so every chunk pads to the same width."""
+    names = synth.phase_names()
+    texts = [prompt + target_answer(n) + eos for n in names]
+    enc = processor(text=texts, images=[image] * len(texts), padding=True)
+    return len(enc["input_ids"][0])
+
+
+def _lr_factor(step: int, cfg: WarmupConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warm_up(model: Any, processor: Any, seed: int = 0, cfg: WarmupConfig | None = None,
+            progress: bool = True) -> list[float]:
+    """Fine-tune all weights on source-domain frames; returns the loss per step."""
+    cfg = cfg or WarmupConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # restored below: the thread count is the caller's business
+    try:
+        # A seed stream of its own, so no demo site (synth.synthesize_site streams) sees these frames.
+        rng = np.random.default_rng([seed, 0x5EED])
+        examples = build_examples(processor, cfg, rng)
+        gen = torch.Generator().manual_seed(seed)
+        optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(s, cfg))
+        model.train()
+        losses = []
+        for _ in tqdm(range(cfg.steps), desc="warm-up", disable=not progress, unit="step"):
+            idx = torch.randint(0, len(examples.input_ids), (cfg.batch_size,), generator=gen)
+            loss = model(**examples.batch(idx)).loss
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            losses.append(loss.item())
+        model.eval()
+        return losses
+    finally:
+        torch.set_num_threads(threads)
