@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune test venv clean bench
+.PHONY: demo demo-finetune test venv clean chromium
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,11 @@ demo: venv
 demo-finetune: venv
 	$(BIN)/hub demo --mode finetune --out out/demo-finetune
 
-test: venv
+# The report test renders report.html in Debian's headless Chromium; install it when it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: venv chromium
 	$(BIN)/python -m pytest -q tests
 
 clean:
