@@ -19,7 +19,7 @@ metadata = MetaData()
 sites = Table(
     "sites", metadata,
     Column("name", String(64), primary_key=True),
-    Column("node_id", Integer, unique=True, nullable=True),
+    Column("node_id", String(20), unique=True, nullable=True),  # Flower node ids are unsigned 64-bit
     Column("public_key", Text, nullable=True),
     Column("added_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
@@ -90,7 +90,8 @@ class ResultsStore:
     def add_site(self, name: str, node_id: int | None, public_key: str | None) -> None:
         with self.engine.begin() as con:
             con.execute(delete(sites).where(sites.c.name == name))
-            con.execute(insert(sites).values(name=name, node_id=node_id, public_key=public_key, added_at=time.time()))
+            con.execute(insert(sites).values(name=name, node_id=None if node_id is None else str(node_id),
+                                             public_key=public_key, added_at=time.time()))
 
     def revoke_site(self, name: str) -> int | None:
         with self.engine.begin() as con:
@@ -98,13 +99,13 @@ class ResultsStore:
             if row is None:
                 raise ConfigError(f"no active site named {name!r}; see `hub sites list`")
             con.execute(update(sites).where(sites.c.name == name).values(revoked_at=time.time(), node_id=None))
-            return row.node_id
+            return None if row.node_id is None else int(row.node_id)
 
     def site_nodes(self) -> dict[int, str]:
         """node id -> site name, for active (registered, not revoked) sites."""
         with self.engine.connect() as con:
             rows = con.execute(select(sites.c.name, sites.c.node_id).where(sites.c.revoked_at.is_(None)))
-            return {r.node_id: r.name for r in rows if r.node_id is not None}
+            return {int(r.node_id): r.name for r in rows if r.node_id is not None}
 
     def list_sites(self) -> list[dict[str, Any]]:
         with self.engine.connect() as con:

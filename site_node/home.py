@@ -37,6 +37,7 @@ class SiteConfig:
     root_certificates: Path | None
     insecure: bool
     supernode_port: int
+    sandbox: bool
 
 
 class SiteHome:
@@ -58,7 +59,8 @@ class SiteHome:
     jobs_dir = property(lambda self: self.root / "jobs")
     audit_log = property(lambda self: self.root / "audit" / "audit.jsonl")
     logs_dir = property(lambda self: self.root / "logs")
-    flwr_home = property(lambda self: self.root / "flwr")
+    # The only folder the SuperNode and its ClientApps may read: a token copy, the node key and FLWR_HOME.
+    clientapp_dir = property(lambda self: self.root / "clientapp")
 
     def require(self) -> SiteHome:
         if not self.config_file.is_file():
@@ -112,6 +114,7 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         root_certificates=(source.parent / certs).resolve() if certs else None,
         insecure=_get(data, "hub", "insecure", bool, False, source),
         supernode_port=_get(data, "supernode", "port", int, 0, source),
+        sandbox=_get(data, "supernode", "sandbox", bool, True, source),
     )
 
 
@@ -139,6 +142,9 @@ insecure = false
 
 [supernode]
 port = 0
+# The SuperNode and every ClientApp it starts run in a Landlock sandbox that cannot read this site home
+# (data, keys, audit log) except clientapp/: only the engine reads the rest. Needs Linux >= 5.13.
+sandbox = true
 """
 
 
@@ -151,9 +157,10 @@ def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink
     if home.config_file.exists():
         raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a site home")
     home.root.mkdir(parents=True, exist_ok=True)
-    for d in (home.store_dir, home.approved_dir, home.jobs_dir, home.audit_log.parent, home.logs_dir, home.flwr_home):
+    for d in (home.store_dir, home.approved_dir, home.jobs_dir, home.audit_log.parent, home.logs_dir,
+              home.secrets_dir, home.clientapp_dir):
         d.mkdir(parents=True, exist_ok=True)
-    home.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        d.chmod(0o700)  # owner only: the engine's account
     new_secret(home.key_file)
     new_node_key(home.node_key)
     write_private(home.token_file, secrets.token_urlsafe(32).encode())
@@ -166,6 +173,6 @@ def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink
         else '# root_certificates = "/path/to/ca.crt"',
     )
     home.config_file.write_text(text, encoding="utf-8")
-    os.chmod(home.root, 0o750)
+    os.chmod(home.root, 0o700)
     home.config()  # what we wrote must load
     return home

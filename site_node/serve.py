@@ -11,6 +11,7 @@ from pathlib import Path
 
 from protocols.errors import ConfigError
 from protocols.procs import Child, flower_env, free_port
+from site_node import sandbox
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
 from site_node.home import SiteConfig, SiteHome
@@ -18,18 +19,45 @@ from site_node.home import SiteConfig, SiteHome
 log = logging.getLogger(__name__)
 
 
-def supernode_argv(home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool) -> list[str]:
+def prepare_clientapp_dir(home: SiteHome) -> tuple[Path, Path]:
+    """Copy what the SuperNode needs (engine token, node key) into the one site-home folder it may read."""
+    d = home.clientapp_dir
+    for sub in (d, d / "flwr", d / "tmp"):
+        sub.mkdir(mode=0o700, exist_ok=True)
+    token, key = d / "engine.token", d / "node.key"
+    for src, dst in ((home.token_file, token), (home.node_key, key)):
+        dst.unlink(missing_ok=True)
+        shutil.copyfile(src, dst)
+        dst.chmod(0o400)
+    return token, key
+
+
+def supernode_command(home: SiteHome, cfg: SiteConfig, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The SuperNode's command line and environment: inside the Landlock sandbox unless the site turned it off."""
+    d = home.clientapp_dir
+    env = {**flower_env(d / "flwr"), "TMPDIR": str(d / "tmp"), "HOME": str(d)}
+    if not cfg.sandbox:
+        log.warning("the SuperNode runs WITHOUT the file sandbox: an app bundle could read this site home")
+        return argv, env
+    if sandbox.abi_version() < 1:
+        raise ConfigError(f"{home.config_file}: Landlock is not available on this kernel; see [supernode] sandbox")
+    read = sandbox.runtime_read_paths() + ([cfg.root_certificates] if cfg.root_certificates else [])
+    return sandbox.sandboxed_argv(argv, read, [d]), env
+
+
+def supernode_argv(home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool,
+                   token: Path, key: Path) -> list[str]:
     exe = Path(sys.executable).with_name("flower-supernode")
     argv = [str(exe) if exe.exists() else (shutil.which("flower-supernode") or "flower-supernode"),
             "--superlink", cfg.superlink, "--host", "127.0.0.1", "--port", str(cfg.supernode_port or free_port()),
-            "--node-config", f'engine="{engine_address}" engine-token-file="{home.token_file}"']
+            "--node-config", f'engine="{engine_address}" engine-token-file="{token}"']
     if insecure:
         log.warning("INSECURE: no TLS and no node authentication towards the hub")
         return argv + ["--insecure"]
     if cfg.root_certificates is None or not cfg.root_certificates.is_file():
         raise ConfigError(f"{home.config_file}: [hub] root_certificates must name the study CA file "
                           f"(got {cfg.root_certificates}); or pass --insecure for a test setup")
-    return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(home.node_key)]
+    return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(key)]
 
 
 def setup_logging(home: SiteHome) -> None:
@@ -58,8 +86,9 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     supernode = None
     try:
         if with_supernode:
-            supernode = Child("supernode", supernode_argv(home, cfg, server.address, cfg_insecure),
-                              home.logs_dir / "supernode.log", env=flower_env(home.flwr_home))
+            token, key = prepare_clientapp_dir(home)
+            argv, env = supernode_command(home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key))
+            supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env)
         while not stop.wait(1.0):
             if supernode is not None and not supernode.alive():
                 log.error("the SuperNode exited with %s:\n%s", supernode.proc.returncode, supernode.tail())

@@ -26,7 +26,7 @@ SOURCE_SHIFT = 0.0  # the domain the tiny model is warmed up on; demo sites use 
 # neighbouring phases look alike and a camera colour cast (a chroma rotation) pushes each phase
 # towards the next one. Calibrated so the warmed-up tiny model loses accuracy steadily with shift.
 HUE_JITTER_DEG = 21.0  # per-frame spread of the organ hue within a phase
-HUE_ROTATION_PER_SHIFT_DEG = 43.0  # colour cast of a site at shift 1
+MAX_HUE_ROTATION_DEG = 38.0  # colour cast of a site at shift 1; it grows fast at first, then saturates
 _ORGAN_CHROMA = 0.16
 _FIRST_ANGLE_DEG = 15.0
 
@@ -107,7 +107,9 @@ class SiteDomain:
 
     @property
     def hue_rotation_deg(self) -> float:
-        return HUE_ROTATION_PER_SHIFT_DEG * self.shift
+        # sin-shaped: the instrument cues keep accuracy up under small casts, so a linear cast would
+        # leave accuracy flat at low shift and collapse it at high shift
+        return MAX_HUE_ROTATION_DEG * math.sin(math.pi / 2 * self.shift)
 
     @property
     def gain(self) -> float:

@@ -25,8 +25,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="a file or a folder (walked recursively)")
     p.add_argument("--out", required=True, type=Path, metavar="OUT_DIR", help="where de-identified files are written")
-    p.add_argument("--key-file", type=Path, metavar="KEY", help="file with at least 32 bytes of secret (default: the site home's key)")
-    p.add_argument("--profile", default="basic", metavar="NAME", help="built-in profile name or a site profile YAML path (default: basic)")
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="KEY",
+        help="file with at least 32 bytes of secret (default: the site home's key)",
+    )
+    p.add_argument(
+        "--profile",
+        default="basic",
+        metavar="NAME",
+        help="built-in profile name or a site profile YAML path (default: basic)",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bars")
     p.set_defaults(func=run)
 
@@ -59,5 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"site_node deid: error: {exc}", file=sys.stderr)
         return exc.exit_code
     n_bad = report.n_quarantined()
-    print(f"{len(report.entries) - n_bad} de-identified, {n_bad} quarantined; report: {Path(args.out) / REPORT_NAME}", file=sys.stderr)
+    print(
+        f"{len(report.entries) - n_bad} de-identified, {n_bad} quarantined; report: {Path(args.out) / REPORT_NAME}",
+        file=sys.stderr,
+    )
     return EXIT_QUARANTINED if n_bad else EXIT_OK

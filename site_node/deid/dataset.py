@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ class _Run:
 
     def dir_name(self, name: str) -> str:
         tokens = re.split(r"[_\-.]", name.lower())
-        if name and all(re.fullmatch(r"[a-z]*\d{0,4}", t) and (t.rstrip("0123456789") in _LAYOUT_WORDS | {""}) for t in tokens):
+        if name and all(
+            re.fullmatch(r"[a-z]*\d{0,4}", t) and (t.rstrip("0123456789") in _LAYOUT_WORDS | {""}) for t in tokens
+        ):
             return name
         return "d" + self.case(name, "folder")[1:9]
 
@@ -216,7 +219,11 @@ def _load_json_or_none(src: Path) -> Any:
 
 def _plan_coco_json(run: _Run, src: Path, data: dict, by_name: dict[str, Path]) -> set[Path]:
     json_dir = src.parent
-    new_json = run.dest / run.rel_dir(json_dir.relative_to(run.source)) / (src.name if run.dir_name(src.stem) == src.stem else f"{run.case(src.stem, 'label')}.json")
+    new_json = (
+        run.dest
+        / run.rel_dir(json_dir.relative_to(run.source))
+        / (src.name if run.dir_name(src.stem) == src.stem else f"{run.case(src.stem, 'label')}.json")
+    )
     names: dict[str, str] = {}
     claimed = set()
     for image in data["images"]:
@@ -260,7 +267,14 @@ def _plan_csv(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
             name = _image_name(run, src.stem, src.suffix) if kind is Kind.IMAGE else run.case(src.stem)
             run.add_media(src, kind, rel_dir / name, Path(name).stem)
         elif src.suffix.lower() == ".csv":
-            run.labels.append((src, run.dest / rel_dir / f"{run.case(src.stem, 'label')}.csv", run.case(src.stem, "label"), _csv_label(run)))
+            run.labels.append(
+                (
+                    src,
+                    run.dest / rel_dir / f"{run.case(src.stem, 'label')}.csv",
+                    run.case(src.stem, "label"),
+                    _csv_label(run),
+                )
+            )
         else:
             run.unknown.append(src)
 
@@ -285,11 +299,17 @@ def _csv_label(run: _Run) -> Callable[[Path], bytes]:
     return rewrite
 
 
-_PLANNERS = {"cholec80": _plan_cholec80, "cholect50": _plan_cholect50, "endoscapes": _plan_coco, "coco": _plan_coco, "csv": _plan_csv}
+_PLANNERS = {
+    "cholec80": _plan_cholec80,
+    "cholect50": _plan_cholect50,
+    "endoscapes": _plan_coco,
+    "coco": _plan_coco,
+    "csv": _plan_csv,
+}
 
 
 def _scan_files(source: Path) -> list[tuple[Path, Kind | None]]:
-    files = []
+    files: list[tuple[Path, Kind | None]] = []
     for root, dirs, names in os.walk(source):
         dirs.sort()
         for name in sorted(names):
@@ -337,15 +357,22 @@ def deidentify_dataset(source: Path, fmt: str, dest: Path, key: bytes, *, reid_m
     kinds = dict(files)
     try:
         for src, kind, final, pid in run.media:
-            record(ctx, report, pid, kind, src, lambda s=src, k=kind, f=final: deidentify_file(ctx, k, s, f))
+            record(ctx, report, pid, kind, src, partial(deidentify_file, ctx, kind, src, final))
         for items in run.groups.values():
             deidentify_image_group(ctx, report, items)
         for src, final, pid, rewrite in run.labels:
-            record(ctx, report, pid, Kind.TEXT, src, lambda s=src, f=final, r=rewrite: ({"labels_rewritten": 1}, ctx.write(f, r(s))))
+            record(
+                ctx,
+                report,
+                pid,
+                Kind.TEXT,
+                src,
+                partial(_write_label, ctx, src, final, rewrite),
+            )
         for src in run.unknown:
             pid = pseudonym(key, "input", str(src))
             kind = kinds.get(src) or Kind.UNKNOWN
-            record(ctx, report, pid, kind, src, lambda k=kind: _refuse(k, fmt))
+            record(ctx, report, pid, kind, src, partial(_refuse, kind, fmt))
         _merge_reid(reid_map, run.reid)
         write_report(ctx, report)
     finally:
@@ -353,6 +380,9 @@ def deidentify_dataset(source: Path, fmt: str, dest: Path, key: bytes, *, reid_m
     return report
 
 
+def _write_label(ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], bytes]) -> tuple[dict[str, int], str]:
+    return {"labels_rewritten": 1}, ctx.write(final, rewrite(src))
+
+
 def _refuse(kind: Kind, fmt: str) -> tuple[dict[str, int], str]:
     raise DeidError(f"not part of the {fmt} layout ({kind.value} file); not copied")
-

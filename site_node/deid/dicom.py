@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +13,22 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from protocols.errors import DeidError
 from site_node.deid.dicom_pixels import PixelJob, process_pixels
-from site_node.deid.keys import UidMapper, date_shift_days, pseudonym, shift_da, shift_dt
+from site_node.deid.keys import (
+    UidMapper,
+    date_shift_days,
+    pseudonym,
+    shift_da,
+    shift_dt,
+)
 from site_node.deid.outofbody import OutOfBodyDetector
 from site_node.deid.overlay import DeviceFacts, MaskPlan, plan_masks
 from site_node.deid.phi_scan import clean_text, known_tokens, redact_known
@@ -41,7 +53,7 @@ class DicomJob:
     uids: UidMapper
     detector: OutOfBodyDetector
     workdir: Path
-    progress: object = None
+    progress: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -62,7 +74,12 @@ def read_dicom(src: Path) -> Dataset:
             ds = pydicom.dcmread(src, force=True)
             for tag in list(ds.keys()):
                 raw = ds.get_item(tag)
-                if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None and len(raw.value) < raw.length:
+                if (
+                    isinstance(raw, RawDataElement)
+                    and raw.length != 0xFFFFFFFF
+                    and raw.value is not None
+                    and len(raw.value) < raw.length
+                ):
                     raise DeidError(f"truncated DICOM file: element {tag} is cut short")
             ds.decode()  # converts every element (and sequence), so damaged items fail here, not later
     except DeidError:
@@ -290,7 +307,9 @@ def deidentify_dicom(src: Path, dst: Path, job: DicomJob) -> dict[str, int]:
     )
     transfer_syntax = _transfer_syntax(ds)
     pixel_job = PixelJob(job.profile, job.detector, plan, job.workdir, job.progress)
-    transfer_syntax, masked = process_pixels(ds, transfer_syntax, pixel_job, st.counts) if has_pixels else (transfer_syntax, False)
+    transfer_syntax, masked = (
+        process_pixels(ds, transfer_syntax, pixel_job, st.counts) if has_pixels else (transfer_syntax, False)
+    )
     _apply(ds, st)
     _mark(ds, job.profile, masked)
     _file_meta(ds, transfer_syntax)

@@ -16,15 +16,15 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.multival import MultiValue
 from pydicom.uid import (
-    UID,
-    ExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
     MPEG4HP41,
     MPEG4HP41BD,
     MPEG4HP41BDF,
     MPEG4HP41F,
     MPEG4HP422D,
     MPEG4HP422DF,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
     MPEGTransferSyntaxes,
 )
 
@@ -132,7 +132,11 @@ def _blank_flags(frames: list[np.ndarray], ds: Dataset, job: PixelJob) -> list[b
         return [False] * len(frames)  # the colour heuristic is for endoscopic colour images only
     flags = [bool(job.detector.is_out_of_body(_thumb(f, job.detector.thumbnail_width))) for f in frames]
     rate = _frame_rate(ds)
-    margin = math.ceil(job.profile.video.out_of_body_margin_s * float(rate)) if rate else job.profile.video.frame_folder_margin
+    margin = (
+        math.ceil(job.profile.video.out_of_body_margin_s * float(rate))
+        if rate
+        else job.profile.video.frame_folder_margin
+    )
     return blank_mask(flags, margin)
 
 

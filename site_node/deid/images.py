@@ -138,7 +138,9 @@ def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def clean_image_bytes(info: ImageInfo, *, blank: bool, plan: MaskPlan, jpeg_quality: int) -> tuple[bytes, dict[str, int]]:
+def clean_image_bytes(
+    info: ImageInfo, *, blank: bool, plan: MaskPlan, jpeg_quality: int
+) -> tuple[bytes, dict[str, int]]:
     """The de-identified file content for one frame, and the actions taken."""
     actions = {"frames": 1, "frames_blanked": int(blank), "overlay_boxes_masked": 0, "metadata_removed": 0}
     raw = info.path.read_bytes()

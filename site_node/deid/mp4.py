@@ -9,13 +9,14 @@ import av
 
 from protocols.errors import DeidError
 
-_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"dinf", b"stbl", b"udta", b"edts", b"meta", b"mvex"}
+_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"minf", b"dinf", b"stbl", b"udta", b"edts", b"meta", b"mvex", b"ilst"}
+Box = tuple[bytes, int, int, bytes]  # type, payload start, end, parent type
 # Keys FFmpeg derives from the file structure itself (brands, track language), not from user metadata.
 STRUCTURAL_KEYS = {"major_brand", "minor_version", "compatible_brands", "language", "vendor_id", "handler_name"}
 SEI = 6
 
 
-def _boxes(f, start: int, end: int, found: list[tuple[bytes, int, int]]) -> None:
+def _boxes(f, start: int, end: int, found: list[Box], parent: bytes = b"") -> None:
     pos = start
     while pos + 8 <= end:
         f.seek(pos)
@@ -28,16 +29,16 @@ def _boxes(f, start: int, end: int, found: list[tuple[bytes, int, int]]) -> None
             size = end - pos
         if size < header or pos + size > end:
             raise DeidError(f"MP4 box {kind!r} at offset {pos} is malformed")
-        found.append((kind, pos + header, pos + size))
+        found.append((kind, pos + header, pos + size, parent))
         if kind in _CONTAINER_BOXES:
             # A 'meta' box is a full box: 4 bytes of version and flags precede its children.
-            _boxes(f, pos + header + (4 if kind == b"meta" else 0), pos + size, found)
+            _boxes(f, pos + header + (4 if kind == b"meta" else 0), pos + size, found, kind)
         pos += size
 
 
-def list_boxes(path: Path) -> list[tuple[bytes, int, int]]:
-    """(type, payload start, end) of every box in the file's box tree (media data is skipped)."""
-    found: list[tuple[bytes, int, int]] = []
+def list_boxes(path: Path) -> list[Box]:
+    """(type, payload start, end, parent type) of every box in the file's tree (media data is skipped)."""
+    found: list[Box] = []
     with open(path, "rb") as f:
         f.seek(0, 2)
         _boxes(f, 0, f.tell(), found)
@@ -49,9 +50,9 @@ def blank_handler_names(path: Path) -> int:
     count = 0
     with open(path, "r+b") as f:
         f.seek(0, 2)
-        found: list[tuple[bytes, int, int]] = []
+        found: list[Box] = []
         _boxes(f, 0, f.tell(), found)
-        for kind, start, end in found:
+        for kind, start, end, _ in found:
             # hdlr payload: version/flags 4, pre_defined 4, handler_type 4, reserved 12, then the name.
             name_at = start + 24
             if kind == b"hdlr" and end > name_at:
@@ -61,6 +62,19 @@ def blank_handler_names(path: Path) -> int:
                     f.write(b"\x00" * (end - name_at))
                     count += 1
     return count
+
+
+def user_data_items(path: Path) -> list[bytes]:
+    """Box types that carry user metadata (udta entries, iTunes-style ilst items); FFmpeg leaves an empty shell."""
+    items = []
+    for kind, _, _, parent in list_boxes(path):
+        if (
+            parent == b"ilst"
+            or (parent == b"udta" and kind != b"meta")
+            or (parent == b"meta" and kind not in (b"hdlr", b"ilst"))
+        ):
+            items.append(kind)
+    return items
 
 
 def nal_types_avcc(data: bytes, length_size: int = 4) -> list[int]:
@@ -94,7 +108,9 @@ def verify_clean_mp4(path: Path, expected_frames: int) -> None:
     with container:
         streams = list(container.streams)
         if len(streams) != 1 or streams[0].type != "video" or streams[0].codec_context.name != "h264":
-            raise DeidError(f"the written video has streams {[s.type for s in streams]}, expected one H.264 video stream")
+            raise DeidError(
+                f"the written video has streams {[s.type for s in streams]}, expected one H.264 video stream"
+            )
         stream = streams[0]
         leftover = sorted(set(container.metadata) - STRUCTURAL_KEYS) + sorted(set(stream.metadata) - STRUCTURAL_KEYS)
         if leftover or stream.metadata.get("handler_name") or stream.metadata.get("vendor_id", "").strip("\x00 0[]"):
@@ -108,5 +124,8 @@ def verify_clean_mp4(path: Path, expected_frames: int) -> None:
             packets += 1
             if SEI in nal_types_avcc(bytes(packet), length_size):
                 raise DeidError("the written video still carries SEI NAL units")
+    items = user_data_items(path)
+    if items:
+        raise DeidError(f"the written video still carries user data boxes {items[:5]}")
     if packets != expected_frames:
         raise DeidError(f"the written video has {packets} frames, expected {expected_frames}")

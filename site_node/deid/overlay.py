@@ -152,7 +152,9 @@ def plan_masks(rules: tuple[RecorderRule, ...], facts: DeviceFacts, *, burned_in
     boxes = tuple(_to_pixels(b, facts.width, facts.height) for r in matched for b in r.regions)
     unmasked = [r.name for r in matched if r.burned_in and not r.regions]
     if unmasked:
-        raise DeidError(f"device matches recorder rule {unmasked[0]!r} that burns in annotations but has no mask regions")
+        raise DeidError(
+            f"device matches recorder rule {unmasked[0]!r} that burns in annotations but has no mask regions"
+        )
     if burned_in_flag and not boxes:
         raise DeidError("BurnedInAnnotation is YES and no recorder rule with mask regions matches the device")
     return MaskPlan(boxes=boxes, rules=tuple(r.name for r in matched if r.regions))

@@ -13,13 +13,19 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("date", re.compile(r"(?<!\d)(?:19|20)\d\d[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?!\d)")),
     ("date", re.compile(r"(?<!\d)(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|1[0-2])[-/.](?:19|20)?\d\d(?!\d)")),
     ("date", re.compile(r"(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)")),
-    ("date", re.compile(rf"(?i)\b\d{{1,2}}\.?\s+{_MONTHS}\s+(?:19|20)\d\d\b|\b{_MONTHS}\s+\d{{1,2}},?\s+(?:19|20)\d\d\b")),
+    (
+        "date",
+        re.compile(rf"(?i)\b\d{{1,2}}\.?\s+{_MONTHS}\s+(?:19|20)\d\d\b|\b{_MONTHS}\s+\d{{1,2}},?\s+(?:19|20)\d\d\b"),
+    ),
     ("phone", re.compile(r"(?<![\w.])\+?\(?\d{2,4}\)?[ ./-]\d{2,4}[ ./-]\d{2,4}(?:[ ./-]\d{2,4})?(?![\w.])")),
     ("long number", re.compile(r"(?<![\d.])\d{9,}(?![\d.])")),
-    ("identifier label", re.compile(
-        r"(?i)\b(?:mrn|pid|ssn|nhs|ahv|dob|d\.o\.b|born|geb(?:oren|\.)?|patient(?:en)?\s*(?:id|name|nr|number)?"
-        r"|name|surname|vorname|nachname|birth\s*date|date\s+of\s+birth|insurance|case\s*(?:id|no|nr|number))\b\s*[:#=]"
-    )),
+    (
+        "identifier label",
+        re.compile(
+            r"(?i)\b(?:mrn|pid|ssn|nhs|ahv|dob|d\.o\.b|born|geb(?:oren|\.)?|patient(?:en)?\s*(?:id|name|nr|number)?"
+            r"|name|surname|vorname|nachname|birth\s*date|date\s+of\s+birth|insurance|case\s*(?:id|no|nr|number))\b\s*[:#=]"
+        ),
+    ),
     ("person title", re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|Herr|Frau)\.?\s+[A-Z][\w'-]+")),
     ("dicom person name", re.compile(r"[A-Za-z\u00c0-\u024f]{2,}\^[A-Za-z\u00c0-\u024f]{2,}")),
 )
@@ -57,7 +63,10 @@ def scan(text: str, known: Iterable[str] = ()) -> list[Finding]:
             found.append(Finding("known identifier", start, start + len(needle)))
             start = lowered.find(needle, start + 1)
     for category, rx in PATTERNS:
-        found.extend(Finding(category, m.start(), m.end()) for m in rx.finditer(text))
+        for m in rx.finditer(text):
+            # Dates and version numbers share the phone shape; phone numbers have at least 9 digits.
+            if category != "phone" or sum(c.isdigit() for c in m.group()) >= 9:
+                found.append(Finding(category, m.start(), m.end()))
     return sorted(found, key=lambda f: (f.start, f.end))
 
 

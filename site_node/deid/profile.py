@@ -167,7 +167,9 @@ def _resolve_actions(data: dict[str, Any], source: str, enabled: list[str]) -> d
     for kw, code in attrs.items():
         tag = _tag(kw, source, "attributes")
         if code not in _SIMPLE | _COMPOUND:
-            raise ConfigError(f"{source}: attributes: {kw}: unknown action {code!r}; expected one of {sorted(_SIMPLE | _COMPOUND)}")
+            raise ConfigError(
+                f"{source}: attributes: {kw}: unknown action {code!r}; expected one of {sorted(_SIMPLE | _COMPOUND)}"
+            )
         actions[tag] = Action(resolve.get(code, code))
     options = data.get("options") or {}
     if "retain_longitudinal_modified_dates" in enabled:
@@ -215,7 +217,7 @@ def _video(data: dict[str, Any], source: str) -> VideoSettings:
     raw = data.get("video") or {}
     try:
         return VideoSettings(**raw)
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:
         raise ConfigError(f"{source}: invalid video settings: {exc}") from exc
 
 

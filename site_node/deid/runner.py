@@ -13,15 +13,26 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from protocols.errors import DeidError, UsageError
 from site_node.deid.dicom import DicomJob, deidentify_dicom
-from site_node.deid.images import IMAGE_FORMATS, ImageInfo, clean_image_bytes, inspect_image, verify_image
+from site_node.deid.images import (
+    IMAGE_FORMATS,
+    ImageInfo,
+    clean_image_bytes,
+    inspect_image,
+    verify_image,
+)
 from site_node.deid.keys import UidMapper, pseudonym
-from site_node.deid.outofbody import ColourHeuristicDetector, OutOfBodyDetector, blank_mask
+from site_node.deid.outofbody import (
+    ColourHeuristicDetector,
+    OutOfBodyDetector,
+    blank_mask,
+)
 from site_node.deid.overlay import plan_masks
 from site_node.deid.phi_scan import categories, scan
 from site_node.deid.profile import DeidProfile, load_profile
@@ -70,8 +81,16 @@ class DeidReport:
         totals: Counter[str] = Counter()
         for e in self.entries:
             totals.update(e.actions)
-        summary = {"files": len(self.entries), "ok": len(self.entries) - self.n_quarantined(), "quarantined": self.n_quarantined()}
-        return {**self.header, "summary": {**summary, "actions": dict(sorted(totals.items()))}, "entries": [asdict(e) for e in self.entries]}
+        summary = {
+            "files": len(self.entries),
+            "ok": len(self.entries) - self.n_quarantined(),
+            "quarantined": self.n_quarantined(),
+        }
+        return {
+            **self.header,
+            "summary": {**summary, "actions": dict(sorted(totals.items()))},
+            "entries": [asdict(e) for e in self.entries],
+        }
 
 
 def sniff(path: Path) -> Kind:
@@ -87,12 +106,20 @@ def sniff(path: Path) -> Kind:
         return Kind.DICOM
     if head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n":
         return Kind.IMAGE
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") and head[8:12] not in (b"heic", b"avif", b"mif1"):
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") and head[8:12] not in (
+        b"heic",
+        b"avif",
+        b"mif1",
+    ):
         return Kind.VIDEO
-    if head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[:4] == b"\x00\x00\x01\xba":
+    if (
+        head[:4] == b"\x1a\x45\xdf\xa3"
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        or head[:4] == b"\x00\x00\x01\xba"
+    ):
         return Kind.VIDEO
-    if head[0] == 0x47 and len(head) > 376 and head[188] == 0x47 and head[376] == 0x47:  # MPEG-TS packets
-        return Kind.VIDEO
+    if len(head) > 400 and any(all(head[o + k * n] == 0x47 for k in range(3)) for o, n in ((0, 188), (4, 192))):
+        return Kind.VIDEO  # MPEG-TS (188-byte packets) or M2TS (192-byte packets with a 4-byte timestamp)
     if path.suffix.lower() in TEXT_SUFFIXES:
         return Kind.TEXT
     return Kind.UNKNOWN
@@ -111,7 +138,9 @@ def _dicom_without_preamble(head: bytes) -> bool:
 class DeidContext:
     """Shared state of one run: key, profile, detector, staging folder, progress bars."""
 
-    def __init__(self, key: bytes, profile: DeidProfile, out_dir: Path, detector: OutOfBodyDetector, progress: bool) -> None:
+    def __init__(
+        self, key: bytes, profile: DeidProfile, out_dir: Path, detector: OutOfBodyDetector, progress: bool
+    ) -> None:
         self.key, self.profile, self.detector, self.out_dir = key, profile, detector, out_dir
         self.uids = UidMapper(key, profile.uid_root)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +186,14 @@ def _reason(exc: BaseException, kind: Kind) -> str:
     return f"unexpected {type(exc).__name__} while de-identifying a {kind.value} file"
 
 
-def record(ctx: DeidContext, report: DeidReport, pseudo_id: str, kind: Kind, src: Path, work: Callable[[], tuple[dict[str, int], str]]) -> None:
+def record(
+    ctx: DeidContext,
+    report: DeidReport,
+    pseudo_id: str,
+    kind: Kind,
+    src: Path,
+    work: Callable[[], tuple[dict[str, int], str]],
+) -> None:
     """Run one unit of work; on any failure quarantine it by pseudonymous id, and go on with the batch."""
     qfile = ctx.out_dir / QUARANTINE_DIR / f"{pseudo_id}.json"
     try:
@@ -170,7 +206,9 @@ def record(ctx: DeidContext, report: DeidReport, pseudo_id: str, kind: Kind, src
         report.entries.append(DeidEntry(pseudo_id, kind.value, Status.QUARANTINED.value, reason, {}, None))
     else:
         qfile.unlink(missing_ok=True)
-        report.entries.append(DeidEntry(pseudo_id, kind.value, Status.OK.value, None, dict(sorted(actions.items())), output))
+        report.entries.append(
+            DeidEntry(pseudo_id, kind.value, Status.OK.value, None, dict(sorted(actions.items())), output)
+        )
     ctx.files_bar.update(1)
 
 
@@ -182,11 +220,15 @@ def clean_text_file(src: Path, known: Sequence[str] = ()) -> bytes:
         raise DeidError("text file is not UTF-8") from exc
     findings = scan(text, known)
     if findings:
-        raise DeidError(f"possible identifiers in text ({', '.join(categories(findings))}); fix the file or ingest it with --format")
+        raise DeidError(
+            f"possible identifiers in text ({', '.join(categories(findings))}); fix the file or ingest it with --format"
+        )
     return text.encode("utf-8")
 
 
-def deidentify_file(ctx: DeidContext, kind: Kind, src: Path, final: Path, known: Sequence[str] = ()) -> tuple[dict[str, int], str]:
+def deidentify_file(
+    ctx: DeidContext, kind: Kind, src: Path, final: Path, known: Sequence[str] = ()
+) -> tuple[dict[str, int], str]:
     """De-identify one non-image file into `final` (under OUT_DIR) via the staging folder."""
     if kind is Kind.DICOM:
         tmp = ctx.tmp(".dcm")
@@ -195,7 +237,14 @@ def deidentify_file(ctx: DeidContext, kind: Kind, src: Path, final: Path, known:
         return actions, ctx.commit(tmp, final)
     if kind is Kind.VIDEO:
         tmp = ctx.tmp(".mp4")
-        result = deidentify_video(src, tmp, settings=ctx.profile.video, detector=ctx.detector, rules=ctx.profile.recorders, progress=ctx.frames)
+        result = deidentify_video(
+            src,
+            tmp,
+            settings=ctx.profile.video,
+            detector=ctx.detector,
+            rules=ctx.profile.recorders,
+            progress=ctx.frames,
+        )
         return result.actions(), ctx.commit(tmp, final)
     if kind is Kind.TEXT:
         return {"text_scanned": 1}, ctx.write(final, clean_text_file(src, known))
@@ -211,18 +260,26 @@ def deidentify_image_group(ctx: DeidContext, report: DeidReport, items: Sequence
         except DeidError:
             pass  # reported below, frame by frame
     readable = [src for src, _, _ in items if src in infos]
-    flags = dict(zip(readable, blank_mask([infos[s].out_of_body for s in readable], ctx.profile.video.frame_folder_margin), strict=True))
+    flags = dict(
+        zip(
+            readable,
+            blank_mask([infos[s].out_of_body for s in readable], ctx.profile.video.frame_folder_margin),
+            strict=True,
+        )
+    )
 
     def work(src: Path, final: Path) -> tuple[dict[str, int], str]:
         info = infos.get(src) or inspect_image(src, ctx.detector)  # re-raises the inspection failure
         plan = plan_masks(ctx.profile.recorders, info.facts)
-        data, actions = clean_image_bytes(info, blank=flags[src], plan=plan, jpeg_quality=ctx.profile.video.jpeg_quality)
+        data, actions = clean_image_bytes(
+            info, blank=flags[src], plan=plan, jpeg_quality=ctx.profile.video.jpeg_quality
+        )
         verify_image(data, info.fmt)
         ctx.frames(1)
         return actions, ctx.write(final, data)
 
     for src, final, pid in items:
-        record(ctx, report, pid, Kind.IMAGE, src, lambda s=src, f=final: work(s, f))
+        record(ctx, report, pid, Kind.IMAGE, src, partial(work, src, final))
 
 
 def _walk(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -244,11 +301,15 @@ def _walk(inputs: Sequence[Path], out_dir: Path) -> list[Path]:
     return files
 
 
+def _natural(path: Path) -> list[int | str]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
 def _frame_names(srcs: list[Path]) -> list[str]:
     """Numeric frame names (000123.png) are indices that labels use: keep them; rename anything else."""
     if all(re.fullmatch(r"\d{1,9}", s.stem) for s in srcs):
         return [s.stem + s.suffix.lower() for s in srcs]
-    ordered = sorted(srcs, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+    ordered = sorted(srcs, key=_natural)
     index = {p: i for i, p in enumerate(ordered)}
     return [f"{index[s]:06d}{s.suffix.lower()}" for s in srcs]
 
@@ -269,13 +330,18 @@ def deidentify_paths(inputs: Sequence[Path], out_dir: Path, key: bytes, profile:
                 groups.setdefault(f.parent.resolve(), []).append(f)
                 continue
             pid = pseudonym(key, "input", str(f.resolve()))
-            kind = kinds[f] if isinstance(kinds[f], Kind) else Kind.UNKNOWN
+            sniffed = kinds[f]
+            kind = sniffed if isinstance(sniffed, Kind) else Kind.UNKNOWN
             final = _plain_output(ctx.out_dir, kind, pid, f)
-            record(ctx, report, pid, kind, f, lambda f=f, kind=kind, final=final: _dispatch(ctx, kinds[f], f, final, known))
+            record(ctx, report, pid, kind, f, partial(_dispatch, ctx, sniffed, f, final, known))
         for folder, srcs in groups.items():
+            srcs.sort(key=_natural)  # frame order decides the out-of-body margin
             folder_id = pseudonym(key, "folder", str(folder))
             names = _frame_names(srcs)
-            items = [(s, ctx.out_dir / "images" / folder_id / n, f"{folder_id}-{Path(n).stem}") for s, n in zip(srcs, names, strict=True)]
+            items = [
+                (s, ctx.out_dir / "images" / folder_id / n, f"{folder_id}-{Path(n).stem}")
+                for s, n in zip(srcs, names, strict=True)
+            ]
             deidentify_image_group(ctx, report, items)
         write_report(ctx, report)
     finally:
@@ -290,7 +356,9 @@ def _kind(path: Path) -> Kind | DeidError:
         return exc
 
 
-def _dispatch(ctx: DeidContext, kind: Kind | DeidError, src: Path, final: Path, known: Sequence[str]) -> tuple[dict[str, int], str]:
+def _dispatch(
+    ctx: DeidContext, kind: Kind | DeidError, src: Path, final: Path, known: Sequence[str]
+) -> tuple[dict[str, int], str]:
     if isinstance(kind, DeidError):
         raise kind
     return deidentify_file(ctx, kind, src, final, known)
@@ -302,7 +370,12 @@ def _plain_output(out_dir: Path, kind: Kind, pid: str, src: Path) -> Path:
 
 
 def _header(ctx: DeidContext) -> dict[str, str]:
-    return {"tool": "surgfed site_node deid", "profile": ctx.profile.name, "profile_digest": ctx.profile.digest, "out_of_body_detector": ctx.detector.name}
+    return {
+        "tool": "surgfed site_node deid",
+        "profile": ctx.profile.name,
+        "profile_digest": ctx.profile.digest,
+        "out_of_body_detector": ctx.detector.name,
+    }
 
 
 def write_report(ctx: DeidContext, report: DeidReport) -> None:

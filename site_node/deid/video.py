@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -15,7 +16,13 @@ from av.bitstream import BitStreamFilterContext
 from protocols.errors import DeidError
 from site_node.deid.mp4 import STRUCTURAL_KEYS, blank_handler_names, verify_clean_mp4
 from site_node.deid.outofbody import OutOfBodyDetector, with_margin
-from site_node.deid.overlay import DeviceFacts, MaskPlan, RecorderRule, mask_yuv420, plan_masks
+from site_node.deid.overlay import (
+    DeviceFacts,
+    MaskPlan,
+    RecorderRule,
+    mask_yuv420,
+    plan_masks,
+)
 from site_node.deid.profile import VideoSettings
 
 Progress = Callable[[int], None]
@@ -50,7 +57,9 @@ def open_video(src: Path) -> av.container.InputContainer:
     try:
         return av.open(str(src), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise DeidError(f"not a readable video container ({type(exc).__name__})") from exc
+        raise DeidError(
+            f"not a readable video container: truncated, damaged or unsupported ({type(exc).__name__})"
+        ) from exc
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -64,7 +73,10 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
 
 def device_facts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> DeviceFacts:
     """Metadata as the recorder wrote it (read before it is dropped), for matching recorder rules."""
-    meta = {**{k.lower(): v for k, v in container.metadata.items()}, **{k.lower(): v for k, v in stream.metadata.items()}}
+    meta = {
+        **{k.lower(): v for k, v in container.metadata.items()},
+        **{k.lower(): v for k, v in stream.metadata.items()},
+    }
     maker = next((meta[k] for k in ("make", "manufacturer", "com.apple.quicktime.make") if k in meta), "")
     model = next((meta[k] for k in ("model", "com.apple.quicktime.model") if k in meta), "")
     ctx = stream.codec_context
@@ -74,7 +86,7 @@ def device_facts(container: av.container.InputContainer, stream: av.video.stream
 def _planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     views = []
     for plane in frame.planes[:3]:
-        buf = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size)
+        buf = np.frombuffer(cast(Any, plane), np.uint8, count=plane.height * plane.line_size)
         views.append(buf.reshape(plane.height, plane.line_size)[:, : plane.width])
     return views[0], views[1], views[2]
 
@@ -93,7 +105,9 @@ def thumbnail(frame: av.VideoFrame, width: int) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream, threads: int) -> Iterator[av.VideoFrame]:
+def _decoded(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, threads: int
+) -> Iterator[av.VideoFrame]:
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = threads
     try:
@@ -119,14 +133,18 @@ def _classify(frames: Iterator[av.VideoFrame], detector: OutOfBodyDetector) -> I
 class _Encoder:
     """libx264 into MP4 with the input's time base; SEI stripped from every packet before muxing."""
 
-    def __init__(self, dst: Path, src_stream: av.video.stream.VideoStream, rate: Fraction, settings: VideoSettings, pix_fmt: str) -> None:
+    def __init__(
+        self, dst: Path, src_stream: av.video.stream.VideoStream, rate: Fraction, settings: VideoSettings, pix_fmt: str
+    ) -> None:
         self.out = av.open(str(dst), "w", format="mp4", container_options={"fflags": "+bitexact"})
         opts = {"preset": settings.preset, "crf": str(settings.crf)}
-        self.stream = self.out.add_stream(settings.encoder, rate=rate, options=opts)
+        self.stream = cast(av.video.stream.VideoStream, self.out.add_stream(settings.encoder, rate=rate, options=opts))
         self.stream.width, self.stream.height = src_stream.codec_context.width, src_stream.codec_context.height
         self.stream.pix_fmt = pix_fmt
-        self.stream.time_base = src_stream.time_base
-        self.stream.codec_context.time_base = src_stream.time_base
+        # The input's time base keeps every timestamp exact, so frame timing is preserved.
+        time_base = src_stream.time_base or Fraction(1, 90000)
+        self.stream.time_base = time_base
+        self.stream.codec_context.time_base = time_base
         self.stream.codec_context.thread_count = settings.threads
         self.out.start_encoding()
         # The filter needs the opened encoder's parameters, so it is created after start_encoding.

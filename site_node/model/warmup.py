@@ -27,7 +27,7 @@ class WarmupConfig:
     batch_size: int = 16
     lr: float = 3e-3
     pool_size: int = 896  # distinct source-domain frames, reused across steps
-    threads: int = 2
+    threads: int = 1  # one thread: on a busy 2-core machine, two OpenMP threads stall each other
     warmup_steps: int = 20
 
     def __post_init__(self) -> None:

@@ -145,7 +145,9 @@ def is_blank(img: np.ndarray) -> bool:
     return float(img.max()) < 40
 
 
-def video_dicom(path: Path, stream: bytes, *, patient: str = PATIENT, patient_id: str = "MRN-4711-XYZ", frames: int, fps: int = 25) -> Path:
+def video_dicom(
+    path: Path, stream: bytes, *, patient: str = PATIENT, patient_id: str = "MRN-4711-XYZ", frames: int, fps: int = 25
+) -> Path:
     """A Video Endoscopic Image Storage instance carrying an MP4 with its own identifiers."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

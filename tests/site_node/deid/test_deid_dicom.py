@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from deid_fixtures import PYDICOM_FILES, copy_pydicom, dicom_variant, find_needles, in_body, out_of_body, pydicom_file
+from deid_fixtures import (
+    PYDICOM_FILES,
+    copy_pydicom,
+    dicom_variant,
+    find_needles,
+    in_body,
+    out_of_body,
+    pydicom_file,
+)
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
@@ -39,7 +47,9 @@ SECOND_STUDY_DATE = "20040301"  # 42 days after CT_small's StudyDate 20040119
 
 def _uids(ds: Dataset) -> set[str]:
     found: set[str] = set()
-    ds.walk(lambda _, e: found.update(str(v) for v in (e.value if e.VM > 1 else [e.value]) if v) if e.VR == "UI" else None)
+    ds.walk(
+        lambda _, e: found.update(str(v) for v in (e.value if e.VM > 1 else [e.value]) if v) if e.VR == "UI" else None
+    )
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         found.update(str(meta[t].value) for t in meta.keys() if meta[t].VR == "UI" and meta[t].value)
@@ -59,7 +69,12 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, key: bytes) -> dict:
     out = tmp_path_factory.mktemp("dicom-out")
     report = deidentify_paths([src], out, key, progress=False)
     entries = {e.pseudo_id: e for e in report.entries}
-    return {"src": src, "out": out, "report": report, "entry": lambda p: entries[pseudonym(key, "input", str(p.resolve()))]}
+    return {
+        "src": src,
+        "out": out,
+        "report": report,
+        "entry": lambda p: entries[pseudonym(key, "input", str(p.resolve()))],
+    }
 
 
 def _output(run: dict, name: str) -> tuple[Dataset, Dataset]:
@@ -74,18 +89,24 @@ def test_identifiers_gone_and_output_valid(dicom_run: dict, key: bytes, name: st
     original, out = _output(dicom_run, name)
     base = Path(name).name
     root = load_profile().uid_root
-    needles = NEEDLES[base] + sorted(u for u in _uids(original) if not root.startswith(u))  # our own root is no identifier
+    needles = NEEDLES[base] + sorted(
+        u for u in _uids(original) if not root.startswith(u)
+    )  # our own root is no identifier
     assert find_needles(dicom_run["out"], needles, ENCODINGS) == []
     assert out.PatientIdentityRemoved == "YES"
     codes = {item.CodeValue for item in out.DeidentificationMethodCodeSequence}
     assert {"113100", "113107", "113105"} <= codes and "113101" not in codes
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
     seen: list[str] = []
-    out.walk(lambda _, e: seen.append(str(e.tag)) if e.tag.is_private or e.tag.group & 0xFF00 in (0x5000, 0x6000) else None)
+    out.walk(
+        lambda _, e: seen.append(str(e.tag)) if e.tag.is_private or e.tag.group & 0xFF00 in (0x5000, 0x6000) else None
+    )
     out.walk(lambda _, e: seen.append(f"PN {e.tag}") if e.VR == "PN" and e.value else None)
     assert seen == []
     mapper = UidMapper(key, load_profile().uid_root)
-    assert _uids(out) - {"1.2.826.0.1.3680043.8.498.1"} <= {mapper(u) for u in _uids(original)} | {str(pydicom.uid.PYDICOM_IMPLEMENTATION_UID)}
+    assert _uids(out) - {"1.2.826.0.1.3680043.8.498.1"} <= {mapper(u) for u in _uids(original)} | {
+        str(pydicom.uid.PYDICOM_IMPLEMENTATION_UID)
+    }
 
 
 def test_same_patient_two_studies_keeps_id_interval_and_frame_of_reference(dicom_run: dict) -> None:
@@ -117,7 +138,9 @@ def test_rerun_with_same_key_is_identical_and_other_key_differs(dicom_run: dict,
     assert b.SOPInstanceUID != first.SOPInstanceUID and b.PatientID != first.PatientID
 
 
-@pytest.mark.parametrize(("name", "reason"), [("ct_truncated.dcm", "truncated"), ("ct_burned.dcm", "BurnedInAnnotation")])
+@pytest.mark.parametrize(
+    ("name", "reason"), [("ct_truncated.dcm", "truncated"), ("ct_burned.dcm", "BurnedInAnnotation")]
+)
 def test_unsafe_files_are_quarantined_not_copied(dicom_run: dict, name: str, reason: str) -> None:
     entry = dicom_run["entry"](dicom_run["src"] / name)
     assert entry.status == "quarantined" and reason in entry.reason and entry.output is None

@@ -1,0 +1,201 @@
+"""DP-SGD for LoRA with opacus (per-video sampling and clipping) and the site's privacy ledger."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
+
+from protocols.errors import ConfigError, SurgFedError
+from protocols.finetune import DpMode, DpPlan
+
+PRIVACY_UNIT = "video"  # one sampled video contributes one clipped per-sample gradient per step
+
+
+class PrivacyBudgetExceeded(SurgFedError):
+    """A round would take the study's epsilon past the site's budget; refused before any training."""
+
+
+@dataclass(frozen=True)
+class DpSchedule:
+    """One round's DP-SGD parameters at this site: what the ledger records and the accountant composes."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    n_units: int  # videos
+
+    @property
+    def expected_batch_size(self) -> float:
+        return self.sample_rate * self.n_units
+
+
+def dp_schedule(dp: DpPlan, *, n_videos: int, batch_size: int, local_steps: int | None, epochs: float | None,
+                total_rounds: int) -> DpSchedule:
+    """Poisson rate over videos, steps per round, and sigma (the plan's, or the smallest that keeps
+    `total_rounds` such rounds within target_epsilon at this site's rate)."""
+    if n_videos < 1:
+        raise ConfigError(f"DP training needs at least one video, got {n_videos}")
+    if total_rounds < 1:
+        raise ConfigError(f"total_rounds must be >= 1, got {total_rounds}")
+    q = min(1.0, batch_size / n_videos)
+    steps = local_steps if local_steps is not None else max(1, math.ceil(float(epochs or 0) / q))
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
+                                     steps=steps * total_rounds, accountant="rdp")
+    return DpSchedule(float(sigma), q, int(steps), n_videos)
+
+
+def rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon of composed (noise multiplier, sample rate, steps) mechanisms by opacus' RDP accountant."""
+    if not history:
+        return 0.0
+    accountant = RDPAccountant()
+    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    round: int | None
+    recorded_at: str
+
+
+class PrivacyLedger:
+    """Per-study record of every DP round this site trained, persisted as JSON (replaced atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, list[dict[str, Any]]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
+                raise ValueError("expected {'studies': {...}}")
+            return data["studies"]
+        except (OSError, ValueError) as exc:
+            # A ledger that cannot be read must stop DP training: guessing "empty" would reset the budget.
+            raise PrivacyBudgetExceeded(f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training") from exc
+
+    def entries(self, study: str) -> list[LedgerEntry]:
+        return [LedgerEntry(**e) for e in self._read().get(study, [])]
+
+    def history(self, study: str) -> list[tuple[float, float, int]]:
+        return [(e.noise_multiplier, e.sample_rate, e.steps) for e in self.entries(study)]
+
+    def epsilon(self, study: str, delta: float) -> float:
+        """Epsilon spent so far in this study at this site."""
+        return rdp_epsilon(self.history(study), delta)
+
+    def projected_epsilon(self, study: str, delta: float, schedule: DpSchedule) -> float:
+        """Epsilon after one more round with `schedule`."""
+        return rdp_epsilon([*self.history(study), (schedule.noise_multiplier, schedule.sample_rate, schedule.steps)],
+                           delta)
+
+    def check_budget(self, study: str, budget: float, delta: float, schedule: DpSchedule) -> float:
+        """The projected epsilon, or PrivacyBudgetExceeded (with the numbers) if it would pass `budget`."""
+        spent, projected = self.epsilon(study, delta), self.projected_epsilon(study, delta, schedule)
+        if projected > budget:
+            raise PrivacyBudgetExceeded(
+                f"study {study}: this round would raise epsilon (per {PRIVACY_UNIT}, delta={delta:g}) from "
+                f"{spent:.3f} to {projected:.3f}, past the site's budget of {budget:g}; refused before training "
+                f"(noise multiplier {schedule.noise_multiplier:.3f}, sample rate {schedule.sample_rate:.4f}, "
+                f"{schedule.steps} steps; {len(self.entries(study))} DP rounds already recorded)")
+        return projected
+
+    def record(self, study: str, schedule: DpSchedule, round: int | None = None) -> None:
+        with self._lock:
+            studies = self._read()
+            entry = LedgerEntry(schedule.noise_multiplier, schedule.sample_rate, schedule.steps, round,
+                                datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            studies.setdefault(study, []).append(asdict(entry))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"studies": studies}, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def poisson_video_batches(by_video: dict[str, list[int]], sample_rate: float, steps: int,
+                          rng: np.random.Generator) -> list[list[int]]:
+    """Each step samples every video independently with `sample_rate`; a sampled video gives ONE random
+    frame, so a per-sample gradient is a per-video gradient and clipping bounds each video's influence."""
+    videos = sorted(by_video)
+    batches = []
+    for _ in range(steps):
+        chosen = [v for v in videos if rng.random() < sample_rate]
+        batches.append([by_video[v][int(rng.integers(len(by_video[v])))] for v in chosen])
+    return batches
+
+
+def private_rng() -> np.random.Generator:
+    """Sampling randomness from local entropy: the hub sends the job seed, and subsampling only
+    amplifies privacy if the hub cannot know which videos were drawn."""
+    return np.random.default_rng(secrets.randbits(128))
+
+
+class DpTrainer:
+    """Opacus per-sample clipping and noise around an optimizer over LoRA parameters."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, dp: DpPlan,
+                 schedule: DpSchedule) -> None:
+        self.mode = dp.mode
+        params = [p for p in model.parameters() if p.requires_grad]
+        # Noise from local entropy too: a hub-known seed would let the hub subtract the noise.
+        gen = torch.Generator(device=params[0].device).manual_seed(secrets.randbits(63))
+        common = dict(noise_multiplier=schedule.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+                      expected_batch_size=schedule.expected_batch_size, loss_reduction="mean", generator=gen)
+        self.module: GradSampleModule | GradSampleModuleFastGradientClipping
+        if dp.mode is DpMode.GHOST:
+            self.module = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean",
+                                                               max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True)
+            self.optimizer: DPOptimizer = DPOptimizerFastGradientClipping(optimizer, **common)
+        else:
+            self.module = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+            self.optimizer = DPOptimizer(optimizer, **common)
+        self.params = [p for p in self.optimizer.params]
+
+    def step(self, per_sequence_loss: torch.Tensor) -> None:
+        """Clip each sequence's (= each video's) gradient, sum, add noise, step."""
+        if self.mode is DpMode.GHOST:
+            DPTensorFastGradientClipping(self.module, self.optimizer, per_sequence_loss, "mean").backward()
+        else:
+            per_sequence_loss.mean().backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def noise_step(self) -> None:
+        """An empty Poisson batch still takes a step of pure noise (the accountant counted it), without
+        a forward pass: a VLM forward on zero sequences crashes."""
+        for p in self.params:
+            if self.mode is DpMode.GHOST:
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def close(self) -> None:
+        """Remove opacus' hooks and per-parameter attributes so the model is a plain model again."""
+        self.module.cleanup()

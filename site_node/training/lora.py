@@ -1,0 +1,301 @@
+"""LoRA rounds on the engine's already-loaded model: attach, load the global adapter, train, extract, detach."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+from protocols.adapters import write_peft_dir
+from protocols.errors import ConfigError, ContractError, EngineError
+from protocols.finetune import FinetunePlan, LoraPlan, OptimizerKind
+from protocols.tasks import load_task
+from site_node.model.loading import LoadedModel
+from site_node.store import DataStore
+from site_node.training.dp import (PRIVACY_UNIT, DpSchedule, DpTrainer, PrivacyLedger, dp_schedule,
+                                   poisson_video_batches, private_rng)
+from site_node.training.examples import IGNORE, FrameAugment, TrainingSet, build_training_set, encode_batch, load_frames
+
+Progress = Callable[[str, int, int], None]  # stage ("frames" | "train"), done, total
+_ADAPTER = "default"
+
+
+@dataclass(frozen=True)
+class PrivacyContext:
+    """What a DP round needs beyond the plan: the site's ledger, the study and how many rounds it plans."""
+
+    ledger: PrivacyLedger
+    study_id: str
+    total_rounds: int
+    round: int | None = None
+    budget_epsilon: float | None = None  # the site's own cap; the plan's target_epsilon when None
+
+
+@dataclass
+class TrainResult:
+    """The updated adapter (peft's saved key names, float32, CPU) and what the reply reports about it."""
+
+    state: dict[str, torch.Tensor]
+    num_examples: int
+    steps: int
+    loss: float  # mean per-step loss over non-empty steps (NaN if every DP batch was empty)
+    epsilon: float | None = None  # cumulative for the study at this site, per PRIVACY_UNIT
+    delta: float | None = None
+    privacy_unit: str | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    empty_steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def peft_config(lora: LoraPlan) -> LoraConfig:
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.peft_target_regex(), bias="none")
+
+
+def _init_adapter(model: PeftModel, seed: int) -> None:
+    """Identical initial A (kaiming, as peft) and zero B at every site and on any device: drawn on the
+    CPU from a generator keyed by the module name, so CUDA and CPU sites start from the same adapter."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and _ADAPTER in module.lora_A:
+                a, b = module.lora_A[_ADAPTER].weight, module.lora_B[_ADAPTER].weight
+                gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+                w = torch.empty(a.shape, dtype=torch.float32)
+                torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                a.copy_(w)
+                b.zero_()
+
+
+def attach_lora(lm: LoadedModel, lora: LoraPlan, *, init_seed: int = 0) -> PeftModel:
+    """Inject LoRA layers into lm.model in place (no reload); only the adapter is trainable afterwards."""
+    if isinstance(lm.model, PeftModel) or any(isinstance(m, LoraLayer) for m in lm.model.modules()):
+        raise EngineError("the loaded model already carries a LoRA adapter; detach it first")
+    flags = {n: p.requires_grad for n, p in lm.model.named_parameters()}
+    model = get_peft_model(lm.model, peft_config(lora), adapter_name=_ADAPTER)
+    if not any(isinstance(m, LoraLayer) for m in model.modules()):
+        detach_lora(lm, model)
+        raise ConfigError(f"LoRA target modules {list(lora.target_modules)} match no layer of the language model")
+    model.surgfed_requires_grad = flags  # restored by detach_lora
+    _init_adapter(model, init_seed)
+    return model
+
+
+def detach_lora(lm: LoadedModel, model: PeftModel) -> None:
+    """Remove the LoRA layers (without merging) and restore the base model's flags and eval mode."""
+    base = model.unload()
+    if base is not lm.model:
+        raise EngineError("peft unloaded a different model object than the engine's")
+    flags = getattr(model, "surgfed_requires_grad", {})
+    for name, p in base.named_parameters():
+        p.requires_grad_(flags.get(name, p.requires_grad))
+    base.eval()
+
+
+def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter in peft's saved form (no adapter name in keys), float32 copies on the CPU."""
+    state = get_peft_model_state_dict(model, adapter_name=_ADAPTER)
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
+
+
+def load_global_adapter(model: PeftModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Load a global adapter (any float dtype; cast to the adapter's); refuses missing, extra or misshapen tensors."""
+    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model, adapter_name=_ADAPTER).items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise ContractError(f"global adapter does not fit this model's LoRA layers: missing {missing[:2]}, "
+                            f"unexpected {extra[:2]}, wrong shape {[(k, got[k], expected[k]) for k in wrong[:2]]}")
+    result = set_peft_model_state_dict(model, dict(state), adapter_name=_ADAPTER)
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if unexpected:
+        raise ContractError(f"global adapter keys were not loaded: {unexpected[:3]}")
+
+
+@contextmanager
+def applied_adapter(lm: LoadedModel, lora: LoraPlan, state: Mapping[str, torch.Tensor]) -> Iterator[LoadedModel]:
+    """The engine's model with `state` applied, for evaluation: pass the yielded LoadedModel wherever a
+    LoadedModel goes (generate_answers, evaluate_protocol); the adapter is removed on exit."""
+    model = attach_lora(lm, lora)
+    try:
+        load_global_adapter(model, state)
+        model.eval()
+        yield dataclasses.replace(lm, model=model)
+    finally:
+        detach_lora(lm, model)
+
+
+def save_peft_dir(state: Mapping[str, torch.Tensor], plan: FinetunePlan, base_model_path: Path | str,
+                  out_dir: Path) -> str:
+    """A standard PEFT directory (PeftModel.from_pretrained(base, out_dir) loads it); returns its sha256."""
+    return write_peft_dir(state, plan.lora, str(base_model_path), Path(out_dir))
+
+
+def sequence_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Mean answer-token cross-entropy per sequence, shape (batch,). Left padding puts every answer at the
+    end, so only the last positions are projected onto the vocabulary (a 7B vocabulary is 152k wide)."""
+    keep = int((labels != IGNORE).sum(1).max()) + 1
+    logits = model(**batch, logits_to_keep=keep, use_cache=False).logits.float()
+    tail = labels[:, -keep:][:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), tail, ignore_index=IGNORE, reduction="none")
+    mask = (tail != IGNORE).to(ce.dtype)
+    return (ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _optimizer(params: list[torch.nn.Parameter], plan: FinetunePlan) -> torch.optim.Optimizer:
+    if plan.optimizer is OptimizerKind.SGD:
+        return torch.optim.SGD(params, lr=plan.lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
+
+
+def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[list[int]]:
+    """Epoch-wise shuffles, cut into `steps` batches (every example once per pass)."""
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order.extend(int(i) for i in rng.permutation(n))
+    return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+
+
+def _plan_batches(ts: TrainingSet, plan: FinetunePlan, schedule: DpSchedule | None, seed: int) -> list[list[int]]:
+    if schedule is not None:
+        return poisson_video_batches(ts.indices_by_video(), schedule.sample_rate, schedule.steps, private_rng())
+    n = len(ts.examples)
+    steps = plan.local_steps or max(1, math.ceil(float(plan.epochs or 0) * n / plan.batch_size))
+    return _shuffled_batches(n, min(plan.batch_size, n), steps, np.random.default_rng([seed, 0x7A1]))
+
+
+def _dp_schedule(ts: TrainingSet, plan: FinetunePlan, privacy: PrivacyContext | None) -> DpSchedule | None:
+    """The DP round's parameters, refused here (before any frame is decoded) if the budget would pass."""
+    if plan.dp is None:
+        return None
+    if privacy is None:
+        raise ConfigError("the plan asks for DP training, but no privacy ledger was given")
+    schedule = dp_schedule(plan.dp, n_videos=len(ts.indices_by_video()), batch_size=plan.batch_size,
+                           local_steps=plan.local_steps, epochs=plan.epochs, total_rounds=privacy.total_rounds)
+    budget = plan.dp.target_epsilon if privacy.budget_epsilon is None else min(privacy.budget_epsilon,
+                                                                                plan.dp.target_epsilon)
+    privacy.ledger.check_budget(privacy.study_id, budget, plan.dp.delta, schedule)
+    return schedule
+
+
+@dataclass
+class _Loop:
+    """Everything one round's steps share."""
+
+    lm: LoadedModel
+    model: PeftModel
+    ts: TrainingSet
+    frames: dict[int, object]
+    augment: FrameAugment | None
+    prompt: str
+
+    def losses(self, forward_model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        images = [self.frames[i] for i in idx]
+        if self.augment is not None:
+            images = [self.augment(im) for im in images]
+        batch, labels = encode_batch(self.lm.processor, images, [self.ts.examples[i].target for i in idx],
+                                     self.prompt, self.lm.device, self.lm.dtype)
+        return sequence_losses(forward_model, batch, labels)
+
+
+def _run_plain(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, progress: Progress | None) -> list[float]:
+    params = [p for p in loop.model.parameters() if p.requires_grad]
+    optim = _optimizer(params, plan)
+    losses = []
+    for step, idx in enumerate(batches):
+        loss = loop.losses(loop.model, idx).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        losses.append(float(loss.detach()))
+        if progress:
+            progress("train", step + 1, len(batches))
+    return losses
+
+
+def _run_private(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, schedule: DpSchedule,
+                 progress: Progress | None) -> tuple[list[float], int]:
+    assert plan.dp is not None
+    params = [p for p in loop.model.parameters() if p.requires_grad]
+    trainer = DpTrainer(loop.model, _optimizer(params, plan), plan.dp, schedule)
+    losses, empty = [], 0
+    try:
+        for step, idx in enumerate(batches):
+            if not idx:
+                trainer.noise_step()
+                empty += 1
+            else:
+                per_seq = loop.losses(trainer.module, idx)
+                trainer.step(per_seq)
+                losses.append(float(per_seq.detach().mean()))
+            if progress:
+                progress("train", step + 1, len(batches))
+    finally:
+        trainer.close()
+    return losses, empty
+
+
+def _training_mode(model: PeftModel, on: bool, checkpointing: bool) -> None:
+    base = model.get_base_model()
+    if on:
+        model.train()
+        if checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        if checkpointing:
+            base.gradient_checkpointing_disable()
+        model.eval()
+
+
+def train_round(lm: LoadedModel, store: DataStore, plan: FinetunePlan, global_state: Mapping[str, torch.Tensor] | None,
+                *, seed: int, progress: Progress | None = None, privacy: PrivacyContext | None = None,
+                gradient_checkpointing: bool | None = None) -> TrainResult:
+    """One local round on the engine's loaded model; it leaves the model exactly as it found it (no adapter)."""
+    start = time.perf_counter()
+    ts = build_training_set(store, plan.sample_every_s)
+    schedule = _dp_schedule(ts, plan, privacy)  # may refuse: nothing has been touched yet
+    batches = _plan_batches(ts, plan, schedule, seed)
+    frames = load_frames(store, ts, {i for b in batches for i in b},
+                         progress=(lambda d, t: progress("frames", d, t)) if progress else None)
+    checkpointing = lm.device.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing
+    torch.manual_seed(seed)  # LoRA dropout masks; DP noise has its own private generator
+    model = attach_lora(lm, plan.lora, init_seed=plan.init_seed)
+    try:
+        if global_state is not None:
+            load_global_adapter(model, global_state)
+        _training_mode(model, True, checkpointing)
+        loop = _Loop(lm, model, ts, frames, FrameAugment(seed) if plan.augment else None,
+                     load_task("phase").render_prompt())
+        empty = 0
+        if schedule is None:
+            losses = _run_plain(loop, batches, plan, progress)
+        else:
+            losses, empty = _run_private(loop, batches, plan, schedule, progress)
+        state = adapter_state(model)
+    finally:
+        _training_mode(model, False, checkpointing)
+        detach_lora(lm, model)
+    result = TrainResult(state=state, num_examples=len(ts.examples), steps=len(batches),
+                         loss=float(np.mean(losses)) if losses else float("nan"), losses=losses, empty_steps=empty)
+    if schedule is not None and privacy is not None and plan.dp is not None:
+        privacy.ledger.record(privacy.study_id, schedule, privacy.round)  # before anything is released
+        result.epsilon = privacy.ledger.epsilon(privacy.study_id, plan.dp.delta)
+        result.delta, result.privacy_unit = plan.dp.delta, PRIVACY_UNIT
+        result.noise_multiplier, result.sample_rate = schedule.noise_multiplier, schedule.sample_rate
+    result.seconds = time.perf_counter() - start
+    return result
