@@ -13,7 +13,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -51,11 +53,10 @@ def limit(src: Path, dst: Path, settings: VideoSettings, threads: int) -> int:
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
         vin = inp.streams.video[0]
         vin.thread_type, vin.codec_context.thread_count = "AUTO", threads
-        enc = out.add_stream(
-            settings.encoder, rate=vin.average_rate, options={"preset": settings.preset, "crf": str(settings.crf)}
-        )
+        opts = {"preset": settings.preset, "crf": str(settings.crf)}
+        enc = cast(av.video.stream.VideoStream, out.add_stream(settings.encoder, rate=vin.average_rate, options=opts))
         enc.width, enc.height, enc.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        enc.time_base = enc.codec_context.time_base = vin.time_base
+        enc.time_base = enc.codec_context.time_base = vin.time_base or Fraction(1, 90000)
         enc.codec_context.thread_count = threads
         for frame in inp.decode(vin):
             frame.pict_type = av.video.frame.PictureType.NONE

@@ -80,6 +80,7 @@ class RoundRunner:
     launch_id: str
     round: int
     directory: NodeDirectory
+    protocol_text: str
     sleep: Callable[[float], None] = time.sleep
     tracks: dict[str, SiteTrack] = field(default_factory=dict)
 
@@ -129,7 +130,7 @@ class RoundRunner:
             kind = JobKind.EVALUATE.value
             return Op.SUBMIT, {"job": {"kind": "config", "values": {
                 **job, "kind": kind, "study": self.protocol.study_id, "round": self.round,
-                "protocol-hash": self.protocol.content_hash}}}
+                "protocol-hash": self.protocol.content_hash, "protocol": self.protocol_text}}}
         op = Op.FETCH if track.state == JobState.DONE.value else Op.STATUS
         return op, {"job": {"kind": "config", "values": job}}
 
@@ -183,7 +184,8 @@ def run_launch(transport: Transport, store: Store, launch_id: str, *, sleep: Cal
     directory = NodeDirectory(transport, store.site_nodes())
     try:
         for round_ in range(protocol.round_plan.rounds):
-            RoundRunner(transport, store, protocol, launch_id, round_, directory, sleep=sleep).run(deadline)
+            RoundRunner(transport, store, protocol, launch_id, round_, directory, study["protocol_yaml"],
+                        sleep=sleep).run(deadline)
     except Exception as exc:
         store.finish_launch(launch_id, "failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -163,6 +163,13 @@ class ResultsStore:
             else:
                 con.execute(update(site_jobs).where(key).values(updated_at=time.time(), **values))
 
+    def jobs_for_study(self, study_id: str) -> list[dict[str, Any]]:
+        """Site jobs of every launch of a study, newest launch first."""
+        with self.engine.connect() as con:
+            q = (select(site_jobs).join(launches, launches.c.launch_id == site_jobs.c.launch_id)
+                 .where(launches.c.study_id == study_id).order_by(launches.c.started_at.desc(), site_jobs.c.center))
+            return [dict(r._mapping) for r in con.execute(q)]
+
     def jobs(self, launch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as con:
             q = select(site_jobs).where(site_jobs.c.launch_id == launch_id).order_by(site_jobs.c.round, site_jobs.c.center)

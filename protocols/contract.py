@@ -107,7 +107,9 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
         RecordSpec(
             "job",
             RecordKind.CONFIG,
-            _spec(("job-id", S, True), ("kind", S, True), ("study", S, True), ("round", I, True), ("protocol-hash", S, True)),
+            # The protocol text travels so that a site can say why it refuses one it never approved.
+            _spec(("job-id", S, True), ("kind", S, True), ("study", S, True), ("round", I, True),
+                  ("protocol-hash", S, True), ("protocol", S, False)),
         ),
     ),
     Op.STATUS: (RecordSpec("job", RecordKind.CONFIG, _spec(("job-id", S, True))),),
@@ -120,7 +122,7 @@ WireRecords = dict[str, dict[str, Any]]
 
 def _check_value(where: str, value: Any, kind: ValueKind) -> None:
     ok = {
-        ValueKind.STR: isinstance(value, str) and len(value) <= 4096,
+        ValueKind.STR: isinstance(value, str) and len(value) <= 65536,
         ValueKind.INT: isinstance(value, int) and not isinstance(value, bool),
         ValueKind.FLOAT: isinstance(value, float) and math.isfinite(value),
         ValueKind.FLAG: isinstance(value, int) and not isinstance(value, bool) and value in (0, 1),

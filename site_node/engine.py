@@ -10,10 +10,10 @@ from typing import Any
 
 from protocols import __version__
 from protocols.contract import JobKind, JobState, Op, WireRecords, check_records
-from protocols.errors import ContractError, ModelError, SurgFedError
+from protocols.errors import ContractError, ModelError, ProtocolError, SurgFedError
 from protocols.model_ref import manifest_hash
 from protocols.study import OutputLevel, StudyProtocol
-from site_node.approvals import approved
+from site_node.approvals import approved, is_approved, refusal_reason
 from site_node.audit import AuditLog
 from site_node.evaluation import evaluate_protocol
 from site_node.home import ReleaseMode, SiteHome
@@ -109,6 +109,8 @@ class SiteEngine:
             return existing
         job = Job(values["job-id"], JobKind(values["kind"]), values["study"], values["round"], values["protocol-hash"])
         try:
+            if not is_approved(self.home.approved_dir, job.protocol_hash):
+                raise ProtocolError(refusal_reason(job.protocol_hash, values.get("protocol")))
             protocol = approved(self.home.approved_dir, job.protocol_hash)
             if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
                 raise ContractError(f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave")

@@ -380,7 +380,9 @@ def deidentify_dataset(source: Path, fmt: str, dest: Path, key: bytes, *, reid_m
     return report
 
 
-def _write_label(ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], bytes]) -> tuple[dict[str, int], str]:
+def _write_label(
+    ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], bytes]
+) -> tuple[dict[str, int], str]:
     return {"labels_rewritten": 1}, ctx.write(final, rewrite(src))
 
 

@@ -68,7 +68,7 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     for stream in container.streams.video:
         if not int(getattr(stream, "disposition", 0)) & 0x400:  # AV_DISPOSITION_ATTACHED_PIC: cover art
             return stream
-    raise DeidError("the file has no video stream")
+    raise DeidError("no readable video stream: truncated or damaged file, or audio only")
 
 
 def device_facts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> DeviceFacts:
