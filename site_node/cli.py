@@ -211,10 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
-    try:  # TEMP-DEID-GUARD
-        from site_node.deid.command import register as register_deid
-    except ImportError:
-        return
+    from site_node.deid.command import register as register_deid
+
 
     register_deid(sub)
     deid = sub.choices["deid"]
