@@ -42,7 +42,7 @@ def start_superlink(home: HubHome, insecure: bool) -> Child:
     else:
         argv += ["--ssl-ca-certfile", str(home.ca_cert), "--ssl-certfile", str(home.server_cert),
                  "--ssl-keyfile", str(home.server_key), "--enable-supernode-auth"]
-    return Child("superlink", argv, home.logs_dir / "superlink.log", env=flower_env(home.flwr_home))
+    return Child("superlink", argv, home.logs_dir / "superlink.log", env=flower_env(home.flwr_home), own_group=False)
 
 
 def flwr(home: HubHome, args: Sequence[str], timeout: float = 120.0) -> dict[str, Any]:

@@ -22,26 +22,34 @@ def free_port() -> int:
 
 
 class Child:
-    """A started command in its own session; `stop()` terminates the whole group (e.g. superexec children)."""
+    """A started command; `stop()` terminates it and, with `own_group`, its whole group (e.g. superexec children).
+
+    Top-level services get their own group; what a service starts for itself stays in the service's group
+    (`own_group=False`), so that stopping the service's group stops them too, even if the service is killed.
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, own_group: bool = True) -> None:
         self.name = name
+        self.own_group = own_group
         self.log_file = log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_file.open("ab")
         self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True, stdin=subprocess.DEVNULL)
+                                     start_new_session=own_group, stdin=subprocess.DEVNULL)
         log.info("started %s (pid %d), log %s", name, self.proc.pid, log_file)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def _signal(self, sig: int) -> None:
+        (os.killpg if self.own_group else os.kill)(self.proc.pid, sig)
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
-                    os.killpg(self.proc.pid, sig)
+                    self._signal(sig)
                 except ProcessLookupError:
                     break
                 try:
@@ -50,10 +58,11 @@ class Child:
                 except subprocess.TimeoutExpired:
                     continue
         # The group may outlive its leader (a superexec watching its parent): clear it too.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.own_group:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._log.close()
 
     def tail(self, n: int = 20) -> str:

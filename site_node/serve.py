@@ -88,7 +88,7 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
         if with_supernode:
             token, key = prepare_clientapp_dir(home)
             argv, env = supernode_command(home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key))
-            supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env)
+            supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
         while not stop.wait(1.0):
             if supernode is not None and not supernode.alive():
                 log.error("the SuperNode exited with %s:\n%s", supernode.proc.returncode, supernode.tail())
