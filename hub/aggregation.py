@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protocols.adapters import decode_state, write_peft_dir
+from protocols.adapters import decode_state, torch_dtype, write_peft_dir
 from protocols.errors import ContractError
 from protocols.finetune import LoraPlan, WireDtype
 
@@ -65,8 +65,7 @@ class StreamingFedAvg:
         """The weighted mean, rounded once to the wire dtype."""
         if self._sum is None:
             raise ContractError("no adapter was added: FedAvg of nothing")
-        out_dtype = {WireDtype.BF16: torch.bfloat16, WireDtype.FP16: torch.float16,
-                     WireDtype.FP32: torch.float32}[WireDtype(wire)]
+        out_dtype = torch_dtype(wire)
         total = float(self.num_examples)
         return {k: (s / total).to(out_dtype) for k, s in self._sum.items()}
 

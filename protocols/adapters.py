@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,11 +18,13 @@ from protocols.errors import ContractError, ProtocolError
 from protocols.finetune import LoraPlan, WireDtype
 
 ENCODING_VERSION = "surgfed-adapter/1"
+ADAPTER_ARRAY = "adapter"  # the one array a reply carries: every tensor, flattened and concatenated
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _TORCH = {WireDtype.BF16: torch.bfloat16, WireDtype.FP16: torch.float16, WireDtype.FP32: torch.float32}
 # numpy has no bfloat16: its raw bits travel as uint16 and are reinterpreted on arrival.
-_NUMPY = {WireDtype.BF16: np.dtype(np.uint16), WireDtype.FP16: np.dtype(np.float16), WireDtype.FP32: np.dtype(np.float32)}
+_NUMPY = {WireDtype.BF16: np.dtype(np.uint16), WireDtype.FP16: np.dtype(np.float16),
+          WireDtype.FP32: np.dtype(np.float32)}
 
 
 def wire_dtype(value: str | WireDtype) -> WireDtype:
@@ -35,55 +38,59 @@ def torch_dtype(value: str | WireDtype) -> torch.dtype:
     return _TORCH[wire_dtype(value)]
 
 
-def _to_wire(tensor: torch.Tensor, wire: WireDtype) -> np.ndarray:
-    t = tensor.detach().to("cpu", _TORCH[wire]).contiguous()
-    if wire is WireDtype.BF16:
-        return t.view(torch.int16).numpy().view(np.uint16)  # same 16 bits, a dtype numpy knows
-    return t.numpy()
+def encode_state(state: Mapping[str, torch.Tensor],
+                 wire: str | WireDtype) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """One flat array (bf16 as raw uint16 bits) and metadata naming the wire dtype and each tensor's name and shape.
 
-
-def encode_state(state: Mapping[str, torch.Tensor], wire: str | WireDtype) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Arrays (bf16 as raw uint16 bits) and metadata naming the wire dtype and every tensor's shape."""
+    One array, not one per tensor: each serialised array carries a ~128-byte header and a key, which on a
+    small adapter would push the payload well past its size in the wire dtype.
+    """
     w = wire_dtype(wire)
     if not state:
         raise ContractError("cannot encode an empty adapter state")
-    arrays: dict[str, np.ndarray] = {}
+    parts, tensors = [], []
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise ContractError(f"adapter tensor {name!r} must be a floating-point torch.Tensor, got {tensor!r:.80}")
-        arrays[name] = _to_wire(tensor, w)
-    shapes = {name: list(a.shape) for name, a in arrays.items()}
-    meta = {"encoding": ENCODING_VERSION, "wire-dtype": w.value, "shapes": json.dumps(shapes, sort_keys=True)}
-    return arrays, meta
+            got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ContractError(f"adapter tensor {name!r} must be a floating-point torch.Tensor, got {got}")
+        parts.append(tensor.detach().to("cpu", _TORCH[w]).reshape(-1))
+        tensors.append([name, list(tensor.shape)])
+    flat = torch.cat(parts)
+    array = flat.view(torch.int16).numpy().view(np.uint16) if w is WireDtype.BF16 else flat.numpy()
+    meta = {"encoding": ENCODING_VERSION, "wire-dtype": w.value, "tensors": json.dumps(tensors)}
+    return {ADAPTER_ARRAY: array}, meta
 
 
-def _check_meta(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> tuple[WireDtype, dict[str, list[int]]]:
+def _layout(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> tuple[WireDtype, list[tuple[str, list[int]]]]:
     if meta.get("encoding") != ENCODING_VERSION:
         raise ContractError(f"adapter encoding must be {ENCODING_VERSION!r}, got {meta.get('encoding')!r}")
     w = wire_dtype(str(meta.get("wire-dtype")))
+    if set(arrays) != {ADAPTER_ARRAY}:
+        raise ContractError(f"an adapter travels as one array {ADAPTER_ARRAY!r}, got arrays {sorted(arrays)[:5]}")
     try:
-        shapes = json.loads(str(meta["shapes"]))
-    except (KeyError, ValueError) as exc:
-        raise ContractError(f"adapter metadata needs a JSON 'shapes' mapping: {exc}") from exc
-    if set(shapes) != set(arrays):
-        extra, missing = sorted(set(arrays) - set(shapes)), sorted(set(shapes) - set(arrays))
-        raise ContractError(f"adapter arrays do not match their metadata: unexpected {extra[:3]}, missing {missing[:3]}")
-    return w, shapes
+        tensors = [(str(name), [int(d) for d in shape]) for name, shape in json.loads(str(meta["tensors"]))]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ContractError(f"adapter metadata needs a JSON 'tensors' list of [name, shape]: {exc}") from exc
+    if len({n for n, _ in tensors}) != len(tensors):
+        raise ContractError("adapter metadata names a tensor twice")
+    return w, tensors
 
 
 def decode_state(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> dict[str, torch.Tensor]:
     """Torch tensors in the wire dtype, bit for bit what `encode_state` was given (after its cast)."""
-    w, shapes = _check_meta(arrays, meta)
-    out: dict[str, torch.Tensor] = {}
-    for name, arr in arrays.items():
-        if arr.dtype != _NUMPY[w] or list(arr.shape) != shapes[name]:
-            raise ContractError(f"adapter tensor {name!r}: expected {_NUMPY[w]} {shapes[name]} for wire dtype "
-                                f"{w.value}, got {arr.dtype} {list(arr.shape)}")
-        copy = np.array(arr, copy=True, order="C")  # writable and owned: torch must not alias the message buffer
-        if w is WireDtype.BF16:
-            out[name] = torch.from_numpy(copy.view(np.int16)).view(torch.bfloat16)
-        else:
-            out[name] = torch.from_numpy(copy)
+    w, tensors = _layout(arrays, meta)
+    arr = arrays[ADAPTER_ARRAY]
+    numel = sum(math.prod(shape) for _, shape in tensors)
+    if arr.dtype != _NUMPY[w] or arr.shape != (numel,):
+        raise ContractError(f"adapter array: expected {_NUMPY[w]} of shape ({numel},) for wire dtype {w.value} and "
+                            f"{len(tensors)} tensors, got {arr.dtype} of shape {arr.shape}")
+    copy = np.array(arr, copy=True, order="C")  # writable and owned: torch must not alias the message buffer
+    flat = torch.from_numpy(copy.view(np.int16)).view(torch.bfloat16) if w is WireDtype.BF16 else torch.from_numpy(copy)
+    out, offset = {}, 0
+    for name, shape in tensors:
+        n = math.prod(shape)
+        out[name] = flat[offset:offset + n].view(shape)
+        offset += n
     return out
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from protocols.arrays import check_wire
 from protocols.errors import ContractError
 
 
@@ -50,6 +51,7 @@ class ValueKind(str, Enum):
     INT = "int"
     FLOAT = "float"
     FLAG = "flag"  # 0 or 1 (Flower's MetricRecord has no booleans)
+    ARRAY = "array"  # a numpy array in wire form (protocols.arrays)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def _spec(*entries: tuple[str, ValueKind, bool]) -> dict[str, KeySpec]:
     return {k: KeySpec(v, r) for k, v, r in entries}
 
 
-S, I, F, B = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG
+S, I, F, B, A = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG, ValueKind.ARRAY
 
 JOB_RECORD = RecordSpec(
     "job",
@@ -92,12 +94,23 @@ METRIC_RECORD = RecordSpec(
     required=False,
 )
 
+# A LoRA adapter (never base weights): one flat array plus the metadata that names its tensors and wire dtype.
+ADAPTER_RECORDS = (
+    RecordSpec("adapter", RecordKind.ARRAY, _spec(("adapter", A, True)), required=False),
+    RecordSpec("adapter-meta", RecordKind.CONFIG,
+               _spec(("encoding", S, True), ("wire-dtype", S, True), ("tensors", S, True)), required=False),
+)
+# A train reply adds the number of examples (FedAvg weight) and, under DP, the site's epsilon so far.
+TRAIN_RECORD = RecordSpec("train", RecordKind.METRIC, _spec(("num-examples", I, True), ("epsilon", F, False)),
+                          required=False)
+
 # What a site may send, per message type.
 REPLIES: dict[Op, tuple[RecordSpec, ...]] = {
     Op.HELLO: (RecordSpec("site", RecordKind.CONFIG, _spec(("software-version", S, True), ("site-name", S, False))),),
     Op.SUBMIT: (JOB_RECORD,),
     Op.STATUS: (JOB_RECORD,),
-    Op.FETCH: (JOB_RECORD, RecordSpec(META_RECORD.name, META_RECORD.kind, META_RECORD.keys, required=False), METRIC_RECORD),
+    Op.FETCH: (JOB_RECORD, RecordSpec(META_RECORD.name, META_RECORD.kind, META_RECORD.keys, required=False), METRIC_RECORD,
+               *ADAPTER_RECORDS, TRAIN_RECORD),
 }
 
 # What the hub may ask, per message type.
@@ -111,6 +124,7 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
             _spec(("job-id", S, True), ("kind", S, True), ("study", S, True), ("round", I, True),
                   ("protocol-hash", S, True), ("protocol", S, False)),
         ),
+        *ADAPTER_RECORDS,  # the global adapter to train from or evaluate with
     ),
     Op.STATUS: (RecordSpec("job", RecordKind.CONFIG, _spec(("job-id", S, True))),),
     Op.FETCH: (RecordSpec("job", RecordKind.CONFIG, _spec(("job-id", S, True))),),
@@ -121,6 +135,9 @@ WireRecords = dict[str, dict[str, Any]]
 
 
 def _check_value(where: str, value: Any, kind: ValueKind) -> None:
+    if kind is ValueKind.ARRAY:
+        check_wire(where, value)
+        return
     ok = {
         ValueKind.STR: isinstance(value, str) and len(value) <= 65536,
         ValueKind.INT: isinstance(value, int) and not isinstance(value, bool),

@@ -109,8 +109,9 @@ class DpPlan:
             raise ProtocolError(f"finetune.dp.delta must be in (0, 0.01), got {self.delta!r}")
         if not _number(self.max_grad_norm, "finetune.dp.max_grad_norm") > 0:
             raise ProtocolError(f"finetune.dp.max_grad_norm must be > 0, got {self.max_grad_norm!r}")
-        if self.noise_multiplier is not None and not 0 < _number(self.noise_multiplier, "finetune.dp.noise_multiplier") <= 100:
-            raise ProtocolError(f"finetune.dp.noise_multiplier must be in (0, 100] or absent, got {self.noise_multiplier!r}")
+        sigma = self.noise_multiplier
+        if sigma is not None and not 0 < _number(sigma, "finetune.dp.noise_multiplier") <= 100:
+            raise ProtocolError(f"finetune.dp.noise_multiplier must be in (0, 100] or absent, got {sigma!r}")
         if not isinstance(self.mode, DpMode):
             raise ProtocolError(f"finetune.dp.mode must be a DpMode, got {self.mode!r}")
 

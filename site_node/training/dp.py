@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,9 @@ from protocols.errors import ConfigError, SurgFedError
 from protocols.finetune import DpMode, DpPlan
 
 PRIVACY_UNIT = "video"  # one sampled video contributes one clipped per-sample gradient per step
+# Opacus' default RDP orders plus larger ones: with little noise the best order lies past 63, and the
+# defaults would then report a looser (still valid) epsilon.
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512]
 
 
 class PrivacyBudgetExceeded(SurgFedError):
@@ -57,8 +61,10 @@ def dp_schedule(dp: DpPlan, *, n_videos: int, batch_size: int, local_steps: int 
     steps = local_steps if local_steps is not None else max(1, math.ceil(float(epochs or 0) / q))
     sigma = dp.noise_multiplier
     if sigma is None:
-        sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
-                                     steps=steps * total_rounds, accountant="rdp")
+        with warnings.catch_warnings():  # the bisection probes tiny sigmas, where opacus warns about its orders
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
+                                         steps=steps * total_rounds, accountant="rdp")
     return DpSchedule(float(sigma), q, int(steps), n_videos)
 
 
@@ -68,7 +74,7 @@ def rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> fl
         return 0.0
     accountant = RDPAccountant()
     accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
-    return float(accountant.get_epsilon(delta=delta))
+    return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,8 @@ class PrivacyLedger:
             return data["studies"]
         except (OSError, ValueError) as exc:
             # A ledger that cannot be read must stop DP training: guessing "empty" would reset the budget.
-            raise PrivacyBudgetExceeded(f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training") from exc
+            raise PrivacyBudgetExceeded(
+                f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training") from exc
 
     def entries(self, study: str) -> list[LedgerEntry]:
         return [LedgerEntry(**e) for e in self._read().get(study, [])]
@@ -178,10 +185,13 @@ class DpTrainer:
 
     def step(self, per_sequence_loss: torch.Tensor) -> None:
         """Clip each sequence's (= each video's) gradient, sum, add noise, step."""
-        if self.mode is DpMode.GHOST:
-            DPTensorFastGradientClipping(self.module, self.optimizer, per_sequence_loss, "mean").backward()
-        else:
-            per_sequence_loss.mean().backward()
+        with warnings.catch_warnings():
+            # The LoRA layers' inputs are frozen activations; opacus needs only output gradients.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            if self.mode is DpMode.GHOST:
+                DPTensorFastGradientClipping(self.module, self.optimizer, per_sequence_loss, "mean").backward()
+            else:
+                per_sequence_loss.mean().backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

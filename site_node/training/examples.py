@@ -68,7 +68,7 @@ def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
 
 
 def tool_file_for(store: DataStore, video: VideoEntry) -> Path | None:
-    """The video's tool file: a 'tool' label of the manifest, else Cholec80's tool_annotations/ beside phase_annotations/."""
+    """The video's tool file: its 'tool' manifest label, else Cholec80's tool_annotations/ beside phase_annotations/."""
     if "tool" in video.labels:
         return store.path(video.labels["tool"])
     phase = store.path(video.labels["phase"])
@@ -125,6 +125,8 @@ def build_training_set(store: DataStore, sample_every_s: float) -> TrainingSet:
     for video in store.videos_with("phase"):
         step = max(1, round(video.fps * sample_every_s))
         try:
+            if not store.path(video.video).is_file():  # frame folders need the image reader, not PyAV
+                raise DataError(f"{video.video}: training reads video files only")
             found = _video_examples(store, video, step)
         except DataError as exc:
             skipped[video.video_id] = str(exc)

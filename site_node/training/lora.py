@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -60,6 +62,18 @@ class TrainResult:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
 
+    def reply_metrics(self) -> dict[str, float | int | str]:
+        """What a train reply may carry beside the adapter. Under DP the loss stays home: it is computed
+        on the private frames without noise, so the reported epsilon would not cover it."""
+        out: dict[str, float | int | str] = {"num-examples": self.num_examples, "steps": self.steps}
+        if self.epsilon is None:
+            out["loss"] = self.loss
+            return out
+        out.update({"epsilon": self.epsilon, "delta": float(self.delta or 0.0),
+                    "privacy-unit": str(self.privacy_unit), "noise-multiplier": float(self.noise_multiplier or 0.0),
+                    "sample-rate": float(self.sample_rate or 0.0), "empty-steps": self.empty_steps})
+        return out
+
 
 def peft_config(lora: LoraPlan) -> LoraConfig:
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -85,10 +99,13 @@ def attach_lora(lm: LoadedModel, lora: LoraPlan, *, init_seed: int = 0) -> PeftM
     if isinstance(lm.model, PeftModel) or any(isinstance(m, LoraLayer) for m in lm.model.modules()):
         raise EngineError("the loaded model already carries a LoRA adapter; detach it first")
     flags = {n: p.requires_grad for n, p in lm.model.named_parameters()}
-    model = get_peft_model(lm.model, peft_config(lora), adapter_name=_ADAPTER)
-    if not any(isinstance(m, LoraLayer) for m in model.modules()):
-        detach_lora(lm, model)
-        raise ConfigError(f"LoRA target modules {list(lora.target_modules)} match no layer of the language model")
+    try:
+        with warnings.catch_warnings():  # peft probes transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(lm.model, peft_config(lora), adapter_name=_ADAPTER)
+    except ValueError as exc:  # peft injects nothing when no module matches
+        raise ConfigError(f"LoRA target modules {list(lora.target_modules)} match no layer of the language "
+                          f"model: {str(exc)[:200]}") from exc
     model.surgfed_requires_grad = flags  # restored by detach_lora
     _init_adapter(model, init_seed)
     return model
@@ -192,6 +209,12 @@ def _dp_schedule(ts: TrainingSet, plan: FinetunePlan, privacy: PrivacyContext | 
     return schedule
 
 
+def precheck_round(store: DataStore, plan: FinetunePlan, privacy: PrivacyContext | None) -> DpSchedule | None:
+    """What a job submission can run to refuse at once: reads label files only, then the ledger check
+    (PrivacyBudgetExceeded); train_round repeats it anyway. Returns the DP schedule, None without DP."""
+    return _dp_schedule(build_training_set(store, plan.sample_every_s), plan, privacy)
+
+
 @dataclass
 class _Loop:
     """Everything one round's steps share."""
@@ -199,7 +222,7 @@ class _Loop:
     lm: LoadedModel
     model: PeftModel
     ts: TrainingSet
-    frames: dict[int, object]
+    frames: dict[int, Image.Image]
     augment: FrameAugment | None
     prompt: str
 
@@ -250,22 +273,61 @@ def _run_private(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, sche
     return losses, empty
 
 
-def _training_mode(model: PeftModel, on: bool, checkpointing: bool) -> None:
+def training_mode(model: PeftModel, on: bool, checkpointing: bool) -> None:
+    """Train mode (with activation checkpointing if asked) or back to eval mode, leaving no hooks behind."""
     base = model.get_base_model()
     if on:
         model.train()
-        if checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        if checkpointing:
+        if checkpointing:  # transformers 5 names it activation checkpointing (non-reentrant by default)
+            if hasattr(base, "activation_checkpointing_enable"):
+                base.activation_checkpointing_enable()
+            else:
+                base.gradient_checkpointing_enable({"use_reentrant": False})
+        return
+    if checkpointing:
+        if hasattr(base, "activation_checkpointing_disable"):
+            base.activation_checkpointing_disable()
+        else:
             base.gradient_checkpointing_disable()
-        model.eval()
+        # Enabling added forward hooks that make embedding outputs require grad; disabling leaves them
+        # (transformers removes them only for its own PEFT integration), so remove them here.
+        base.disable_input_require_grads()
+    model.eval()
+
+
+def _train_attached(lm: LoadedModel, plan: FinetunePlan, loop_parts: tuple[TrainingSet, dict[int, Image.Image]],
+                    batches: list[list[int]], global_state: Mapping[str, torch.Tensor] | None,
+                    schedule: DpSchedule | None, seed: int, checkpointing: bool,
+                    progress: Progress | None) -> tuple[dict[str, torch.Tensor], list[float], int]:
+    """Attach, load, train, extract, detach: the model leaves exactly as it came, even on an error."""
+    ts, frames = loop_parts
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # seeds LoRA dropout without touching the engine's RNG
+        torch.manual_seed(seed)
+        model = attach_lora(lm, plan.lora, init_seed=plan.init_seed)
+        try:
+            if global_state is not None:
+                load_global_adapter(model, global_state)
+            training_mode(model, True, checkpointing)
+            loop = _Loop(lm, model, ts, frames, FrameAugment(seed) if plan.augment else None,
+                         load_task("phase").render_prompt())
+            if schedule is None:
+                losses, empty = _run_plain(loop, batches, plan, progress), 0
+            else:
+                losses, empty = _run_private(loop, batches, plan, schedule, progress)
+            return adapter_state(model), losses, empty
+        finally:
+            training_mode(model, False, checkpointing)
+            detach_lora(lm, model)
 
 
 def train_round(lm: LoadedModel, store: DataStore, plan: FinetunePlan, global_state: Mapping[str, torch.Tensor] | None,
                 *, seed: int, progress: Progress | None = None, privacy: PrivacyContext | None = None,
                 gradient_checkpointing: bool | None = None) -> TrainResult:
-    """One local round on the engine's loaded model; it leaves the model exactly as it found it (no adapter)."""
+    """One local round on the engine's loaded model; it leaves the model exactly as it found it (no adapter).
+
+    A DP round is checked against the ledger before anything else and recorded in it before it returns.
+    """
     start = time.perf_counter()
     ts = build_training_set(store, plan.sample_every_s)
     schedule = _dp_schedule(ts, plan, privacy)  # may refuse: nothing has been touched yet
@@ -273,23 +335,11 @@ def train_round(lm: LoadedModel, store: DataStore, plan: FinetunePlan, global_st
     frames = load_frames(store, ts, {i for b in batches for i in b},
                          progress=(lambda d, t: progress("frames", d, t)) if progress else None)
     checkpointing = lm.device.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing
-    torch.manual_seed(seed)  # LoRA dropout masks; DP noise has its own private generator
-    model = attach_lora(lm, plan.lora, init_seed=plan.init_seed)
-    try:
-        if global_state is not None:
-            load_global_adapter(model, global_state)
-        _training_mode(model, True, checkpointing)
-        loop = _Loop(lm, model, ts, frames, FrameAugment(seed) if plan.augment else None,
-                     load_task("phase").render_prompt())
-        empty = 0
-        if schedule is None:
-            losses = _run_plain(loop, batches, plan, progress)
-        else:
-            losses, empty = _run_private(loop, batches, plan, schedule, progress)
-        state = adapter_state(model)
-    finally:
-        _training_mode(model, False, checkpointing)
-        detach_lora(lm, model)
+    # Opacus' hooks see a checkpointed layer's forward twice (hooks: no grad_sample; ghost: "parameter
+    # tying"), so DP rounds keep their activations instead.
+    checkpointing = checkpointing and schedule is None
+    state, losses, empty = _train_attached(lm, plan, (ts, frames), batches, global_state, schedule, seed,
+                                           checkpointing, progress)
     result = TrainResult(state=state, num_examples=len(ts.examples), steps=len(batches),
                          loss=float(np.mean(losses)) if losses else float("nan"), losses=losses, empty_steps=empty)
     if schedule is not None and privacy is not None and plan.dp is not None:

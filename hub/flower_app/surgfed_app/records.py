@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from protocols.arrays import from_wire, to_wire
 from protocols.contract import WireRecords
 
 
@@ -17,15 +18,20 @@ def to_recorddict(records: WireRecords) -> RecordDict:
             out[name] = ConfigRecord(dict(values))
         elif kind == "metric":
             out[name] = MetricRecord(dict(values))
+        elif kind == "array":
+            out[name] = ArrayRecord({k: Array(from_wire(v)) for k, v in values.items()})
         else:
-            raise ValueError(f"record {name!r}: kind {kind!r} cannot travel in this message")
+            raise ValueError(f"record {name!r}: unknown kind {kind!r}")
     return out
 
 
 def from_recorddict(content: RecordDict) -> WireRecords:
     records: WireRecords = {}
     for name, record in content.items():
-        kind = "config" if isinstance(record, ConfigRecord) else "metric" if isinstance(record, MetricRecord) else "array"
-        values: dict[str, Any] = dict(record) if kind != "array" else {}
+        values: dict[str, Any]
+        if isinstance(record, ArrayRecord):
+            kind, values = "array", {k: to_wire(a.numpy()) for k, a in record.items()}
+        else:
+            kind, values = ("config" if isinstance(record, ConfigRecord) else "metric"), dict(record)
         records[name] = {"kind": kind, "values": values}
     return records

@@ -1,0 +1,89 @@
+"""Training examples: hierarchical targets from phase and tool files, answer-only label masking, augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from protocols.errors import DataError
+from protocols.tasks import load_task
+from site_node.datasets.cholec80 import read_phase_file
+from site_node.model.loading import LoadedModel
+from site_node.store import DataStore
+from site_node.training.examples import (IGNORE, FrameAugment, build_training_set, encode_batch,
+                                         hierarchical_target, load_frames, read_tool_file, tool_file_for)
+
+
+def test_hierarchical_target_writes_only_supported_levels() -> None:
+    assert hierarchical_target("ClippingCutting", ["grasper", "clipper"]) == (
+        "<think>L1: grasper, clipper. L3: ClippingCutting.</think><answer>ClippingCutting</answer>")
+    assert hierarchical_target("Preparation", [], "grasper retracts gallbladder") == (
+        "<think>L1: no instrument. L2: grasper retracts gallbladder. L3: Preparation.</think>"
+        "<answer>Preparation</answer>")
+    assert hierarchical_target("Preparation") == "<think>L3: Preparation.</think><answer>Preparation</answer>"
+
+
+def test_tool_file_is_read_by_column_name(tmp_path: Path) -> None:
+    f = tmp_path / "video01-tool.txt"
+    f.write_text("Frame\tSpecimenBag\tGrasper\n0\t0\t1\n25\t1\t1\n")
+    assert read_tool_file(f) == {0: ("grasper",), 25: ("specimen bag", "grasper")}
+    f.write_text("Frame\tGrasper\tLaser\n0\t1\t0\n")
+    with pytest.raises(DataError, match="unknown tool column 'Laser'"):
+        read_tool_file(f)
+    f.write_text("Frame\tGrasper\n0\t2\n")
+    with pytest.raises(DataError, match=r":2: expected a frame number and 1 0/1 values, got '0\\t2'"):
+        read_tool_file(f)
+
+
+def test_training_set_uses_phase_and_tool_labels(store: DataStore) -> None:
+    ts = build_training_set(store, sample_every_s=1.0)
+    video = next(iter(ts.videos.values()))
+    phases = read_phase_file(store.path(video.labels["phase"]), load_task("phase"))
+    tool_path = tool_file_for(store, video)
+    assert tool_path is not None and tool_path.name == f"{video.video_id}-tool.txt"
+    tools = read_tool_file(tool_path)
+    mine = [ex for ex in ts.examples if ex.video_id == video.video_id]
+    assert [ex.frame for ex in mine] == [f for f in sorted(phases) if f % ts.steps[video.video_id] == 0]
+    for ex in mine:
+        row = tools[max(f for f in tools if f <= ex.frame)]
+        assert ex.target == hierarchical_target(phases[ex.frame], row)
+    assert set(ts.indices_by_video()) == set(ts.videos) and len(ts.videos) == 3
+
+
+def test_labels_cover_the_answer_and_eos_only(lm: LoadedModel) -> None:
+    images = [Image.new("RGB", (112, 84), (90, 40, 40)), Image.new("RGB", (56, 56), (10, 90, 40))]
+    answers = [hierarchical_target("CalotTriangleDissection", ["hook"]), hierarchical_target("Preparation")]
+    batch, labels = encode_batch(lm.processor, images, answers, load_task("phase").render_prompt(),
+                                 lm.device, lm.dtype)
+    tok = lm.processor.tokenizer
+    assert tok.padding_side == "left"  # restored for generation
+    for row, answer in enumerate(answers):
+        kept = labels[row][labels[row] != IGNORE]
+        assert tok.decode(kept) == answer + tok.eos_token
+        n = len(kept)
+        assert torch.equal(labels[row, -n:], batch["input_ids"][row, -n:])  # answers end at the last column
+    assert batch["attention_mask"][1, 0] == 0  # the shorter sequence is padded on the left
+
+
+def test_frames_are_decoded_for_the_wanted_examples(store: DataStore) -> None:
+    ts = build_training_set(store, sample_every_s=1.0)
+    wanted = {0, len(ts.examples) - 1}
+    frames = load_frames(store, ts, wanted)
+    assert set(frames) == wanted and all(im.size == (256, 192) for im in frames.values())
+
+
+def test_augmentation_is_seeded_and_keeps_the_size() -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(40, 200, (48, 64, 3), dtype=np.uint8))
+    a = [np.asarray(FrameAugment(seed=3, prob=1.0)(image)) for _ in range(2)]
+    assert a[0].shape == (48, 64, 3) and np.array_equal(a[0], a[1])
+    assert not np.array_equal(a[0], np.asarray(image))
+
+
+def test_empty_store_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no usable videos with phase labels"):
+        build_training_set(DataStore(tmp_path), 1.0)
