@@ -85,6 +85,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapters_export(args: argparse.Namespace) -> int:
+    from hub.report import adapter_for, export_adapter
+
+    home = _home(args).require()
+    row = adapter_for(home, args.study, args.round)
+    out = export_adapter(row, args.out)
+    print(f"round {args.round} adapter (sha256 {row['sha256']}) written to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hub.demo import run_demo
 
@@ -134,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blind", action="store_true", help="replace institution names by Center A, B, ...")
     p.add_argument("--formats", default="csv,md,tex,html")
     p.set_defaults(func=cmd_report)
+
+    adapters = sub.add_parser("adapters", help="global LoRA adapters of fine-tuning studies").add_subparsers(
+        dest="acmd", required=True)
+    p = adapters.add_parser("export", parents=[common], help="write a round's global adapter as a PEFT directory")
+    p.add_argument("--study", required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_adapters_export)
 
     p = sub.add_parser("demo", help="the whole study on loopback: tiny model, three synthetic centers, report")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, parse_metric_record_name
 from protocols.errors import ContractError
-from protocols.results import ResultRow, Role
+from protocols.results import ResultRow
 from protocols.study import StudyProtocol, loads_protocol
 
 log = logging.getLogger(__name__)
 ABSENT = "absent"  # the site never connected before the deadline
-STORED = "stored"  # the site's released numbers are in the store
-# A site's job is over for this round in these states ("done" is not: its numbers still have to be fetched).
+STORED = "stored"  # the site's released numbers (or adapter) are in the store
+# A site's job is over for this round in these states ("done" is not: its result still has to be fetched).
 FINAL_SITE_STATES = {STORED, "error", ABSENT, JobState.FAILED.value, JobState.REFUSED.value, JobState.REJECTED.value}
+TrainHandler = Callable[[str, WireRecords], None]
 
 
 @dataclass
@@ -29,16 +31,6 @@ class Transport(Protocol):
     def node_ids(self) -> list[int]: ...
 
     def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]: ...
-
-
-class Store(Protocol):
-    def launch(self, launch_id: str) -> dict: ...
-    def study(self, study_id: str) -> dict: ...
-    def site_nodes(self) -> dict[int, str]: ...
-    def set_job(self, launch_id: str, round_: int, center: str, **values: object) -> None: ...
-    def jobs(self, launch_id: str) -> list[dict]: ...
-    def add_results(self, launch_id: str, rows: list[ResultRow]) -> None: ...
-    def finish_launch(self, launch_id: str, state: str, detail: str | None = None) -> None: ...
 
 
 class NodeDirectory:
@@ -63,6 +55,17 @@ class NodeDirectory:
 
 
 @dataclass
+class Step:
+    """One job per site in one round: an evaluation, or a training round that returns adapters."""
+
+    kind: JobKind
+    round: int
+    sites: tuple[str, ...]
+    adapter: WireRecords = field(default_factory=dict)  # the global adapter records sent with each job
+    on_train: TrainHandler | None = None
+
+
+@dataclass
 class SiteTrack:
     center: str
     job_id: str
@@ -71,66 +74,67 @@ class SiteTrack:
 
 
 @dataclass
-class RoundRunner:
-    """One round: every roster site gets a job; replies are validated against the contract before storing."""
+class Launch:
+    """What every step of a launch shares."""
 
     transport: Transport
-    store: Store
+    store: Any  # hub.store.ResultsStore (kept structural so tests may pass another real store)
     protocol: StudyProtocol
     launch_id: str
-    round: int
-    directory: NodeDirectory
     protocol_text: str
+    directory: NodeDirectory
+    deadline: float
     sleep: Callable[[float], None] = time.sleep
-    tracks: dict[str, SiteTrack] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        previous = {j["center"]: j for j in self.store.jobs(self.launch_id) if j["round"] == self.round}
-        for site in self.protocol.sites:
-            job_id = f"{self.launch_id}.r{self.round}.{site}"
-            state = previous.get(site, {}).get("state", "pending")
+
+class StepRunner:
+    """Drives one step to the end: submit, poll, fetch; replies are checked against the contract first."""
+
+    def __init__(self, launch: Launch, step: Step) -> None:
+        self.l, self.step = launch, step
+        previous = {j["center"]: j["state"] for j in launch.store.jobs(launch.launch_id)
+                    if j["round"] == step.round and j["kind"] == step.kind.value}
+        self.tracks = {}
+        for site in step.sites:
+            state = previous.get(site, "pending")
+            job_id = f"{launch.launch_id}.r{step.round}.{step.kind.value}.{site}"
             self.tracks[site] = SiteTrack(site, job_id, "pending" if state == ABSENT else state)
 
-    def _record(self, track: SiteTrack, state: str, detail: str | None = None, version: str | None = None) -> None:
+    def _record(self, track: SiteTrack, state: str, detail: str | None = None, **extra: object) -> None:
         if state != track.state or detail:
-            log.info("round %d %s: %s %s", self.round, track.center, state, detail or "")
+            log.info("round %d %s %s: %s %s", self.step.round, self.step.kind.value, track.center, state, detail or "")
         track.state = state
-        values: dict[str, object] = {"job_id": track.job_id, "state": state, "detail": detail}
-        if version:
-            values["software_version"] = version
-        self.store.set_job(self.launch_id, self.round, track.center, **values)
+        self.l.store.set_job(self.l.launch_id, self.step.round, track.center, kind=self.step.kind.value,
+                             job_id=track.job_id, state=state, detail=detail, **extra)
 
     def _open(self) -> list[SiteTrack]:
         return [t for t in self.tracks.values() if t.state not in FINAL_SITE_STATES]
 
-    def run(self, deadline: float) -> None:
-        while (open_tracks := self._open()) and time.time() < deadline:
-            connected = self.directory.connected()
+    def run(self) -> None:
+        while (open_tracks := self._open()) and time.time() < self.l.deadline:
+            connected = self.l.directory.connected()
             requests: dict[int, tuple[Op, WireRecords]] = {}
             for track in open_tracks:
                 track.node = connected.get(track.center)
-                if track.node is None:
-                    continue
-                requests[track.node] = self._next_request(track)
+                if track.node is not None:
+                    requests[track.node] = self._next_request(track)
             if requests:
-                timeout = max(5.0, min(120.0, deadline - time.time()))
-                replies = self.transport.request(requests, timeout=timeout)
+                timeout = max(5.0, min(120.0, self.l.deadline - time.time()))
+                replies = self.l.transport.request(requests, timeout=timeout)
                 for track in open_tracks:
                     if track.node in replies:
                         self._handle(track, requests[track.node][0], replies[track.node])
             if self._open():
-                self.sleep(self.protocol.round_plan.poll_seconds)
+                self.l.sleep(self.l.protocol.round_plan.poll_seconds)
         for track in self._open():
-            self._record(track, ABSENT if track.state == "pending" else track.state,
-                         "no reply before the round deadline")
+            self._record(track, ABSENT if track.state == "pending" else track.state, "no reply before the deadline")
 
     def _next_request(self, track: SiteTrack) -> tuple[Op, WireRecords]:
         job = {"job-id": track.job_id}
         if track.state == "pending":
-            kind = JobKind.EVALUATE.value
             return Op.SUBMIT, {"job": {"kind": "config", "values": {
-                **job, "kind": kind, "study": self.protocol.study_id, "round": self.round,
-                "protocol-hash": self.protocol.content_hash, "protocol": self.protocol_text}}}
+                **job, "kind": self.step.kind.value, "study": self.l.protocol.study_id, "round": self.step.round,
+                "protocol-hash": self.l.protocol.content_hash, "protocol": self.l.protocol_text}}, **self.step.adapter}
         op = Op.FETCH if track.state == JobState.DONE.value else Op.STATUS
         return op, {"job": {"kind": "config", "values": job}}
 
@@ -146,17 +150,32 @@ class RoundRunner:
         job = reply.records["job"]["values"]
         state, detail = str(job["state"]), job.get("detail")
         if op is Op.FETCH and state == JobState.DONE.value:
-            self._store_results(track, reply.records)
+            self._store(track, reply.records)
             return
-        # "done" from a status poll is fetched on the next poll; the job is not over before its numbers are stored.
+        # "done" from a status poll is fetched on the next poll; the job is not over before its result is stored.
         self._record(track, state, detail)
 
-    def _store_results(self, track: SiteTrack, records: WireRecords) -> None:
+    def _store(self, track: SiteTrack, records: WireRecords) -> None:
         meta = records.get("meta", {}).get("values", {})
-        if meta.get("protocol-hash") != self.protocol.content_hash:
+        if meta.get("protocol-hash") != self.l.protocol.content_hash:
             self._record(track, "error", f"result for protocol {str(meta.get('protocol-hash'))[:12]}, "
-                                         f"expected {self.protocol.content_hash[:12]}")
+                                         f"expected {self.l.protocol.content_hash[:12]}")
             return
+        version = str(meta.get("software-version"))
+        if self.step.kind is JobKind.TRAIN:
+            try:
+                assert self.step.on_train is not None
+                self.step.on_train(track.center, records)
+            except ContractError as exc:
+                self._record(track, "error", f"adapter refused: {exc}")
+                return
+            epsilon = records.get("train", {}).get("values", {}).get("epsilon")
+            self._record(track, STORED, None, software_version=version, epsilon=epsilon)
+            return
+        self.l.store.add_results(self.l.launch_id, list(self._rows(track.center, records)))
+        self._record(track, STORED, None, software_version=version)
+
+    def _rows(self, center: str, records: WireRecords) -> list[ResultRow]:
         rows = []
         for name, record in records.items():
             parsed = parse_metric_record_name(name)
@@ -164,28 +183,33 @@ class RoundRunner:
                 continue
             v = record["values"]
             rows.append(ResultRow(
-                study=self.protocol.study_id, round=self.round, center=track.center, role=Role.EVALUATE.value,
+                study=self.l.protocol.study_id, round=self.step.round, center=center, role=self.l.protocol.role(center),
                 task=parsed[0], metric=parsed[1], estimate=v.get("estimate"), ci_low=v.get("ci_low"),
                 ci_high=v.get("ci_high"), n_videos=v.get("n_videos"), n_frames=v.get("n_frames"),
                 parse_fail_rate=v.get("parse_fail_rate"), suppressed=bool(v["suppressed"])))
-        self.store.add_results(self.launch_id, rows)
-        self._record(track, STORED, None, version=str(meta.get("software-version")))
+        return rows
 
 
-def run_launch(transport: Transport, store: Store, launch_id: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+def run_launch(transport: Transport, store: Any, launch_id: str, *, adapters_dir: Path | None = None,
+               sleep: Callable[[float], None] = time.sleep) -> None:
     """Run every round of a launch; a failing site is recorded against that site and the study goes on."""
-    launch = store.launch(launch_id)
-    study = store.study(launch["study_id"])
+    from hub.federated import train_step  # torch and peft only when a study fine-tunes
+
+    row = store.launch(launch_id)
+    study = store.study(row["study_id"])
     protocol = loads_protocol(study["protocol_yaml"], f"study {study['study_id']}")
-    if protocol.content_hash != launch["protocol_hash"]:
+    if protocol.content_hash != row["protocol_hash"]:
         store.finish_launch(launch_id, "failed", "the hub's package version changed since launch; launch again")
         return
-    deadline = time.time() + protocol.round_plan.deadline_minutes * 60
-    directory = NodeDirectory(transport, store.site_nodes())
+    launch = Launch(transport, store, protocol, launch_id, study["protocol_yaml"],
+                    NodeDirectory(transport, store.site_nodes()),
+                    time.time() + protocol.round_plan.deadline_minutes * 60, sleep)
+    adapter: WireRecords = {}
     try:
-        for round_ in range(protocol.round_plan.rounds):
-            RoundRunner(transport, store, protocol, launch_id, round_, directory, study["protocol_yaml"],
-                        sleep=sleep).run(deadline)
+        for round_ in protocol.round_numbers:
+            if round_ >= 1 and protocol.finetune is not None:
+                adapter = train_step(launch, round_, adapter, adapters_dir or Path("adapters"))
+            StepRunner(launch, Step(JobKind.EVALUATE, round_, protocol.sites, adapter)).run()
     except Exception as exc:
         store.finish_launch(launch_id, "failed", f"{type(exc).__name__}: {exc}")
         raise

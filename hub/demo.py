@@ -11,10 +11,10 @@ from types import FrameType
 
 from hub.launcher import launch
 from hub.loopback import LoopbackFederation, render_protocol
-from hub.report import report
+from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
 
-STUDY_ID = "demo-phase"
+STUDIES = {"evaluate": ("demo-phase", "demo.yaml.tmpl"), "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl")}
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class DemoSite:
 
 # Shift grows from the first to the last center; none matches the model's warm-up domain.
 SITES = (DemoSite("lakeside-university", 0.2, 11), DemoSite("mercy-general", 0.5, 22), DemoSite("st-elsewhere", 0.8, 33))
+# Fine-tuning: the two shifted centers train; the held-out center's shift differs from both.
+TRAINERS = ("mercy-general", "st-elsewhere")
 
 
 def cache_root() -> Path:
@@ -47,20 +49,23 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
     run.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     model_dir = ensure_tiny_model(cache_root())
+    study_id, template = STUDIES[mode]
     with LoopbackFederation(run, insecure=insecure) as fed:
         hub = fed.start_hub()
-        protocol = render_protocol(run / "study.yaml", "demo.yaml.tmpl", sites=[s.name for s in sites],
-                                   model_sha256=manifest_hash(model_dir))
+        protocol = render_protocol(run / "study.yaml", template, sites=[s.name for s in sites],
+                                   trainers=list(TRAINERS), model_sha256=manifest_hash(model_dir))
         for site in sites:
             synthesize_site(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
             home = SiteHome(fed.site_home(site.name, model_dir))
             ingest(home, run / "raw" / site.name, "cholec80")
             approve(home.approved_dir, protocol)
             fed.serve_site(site.name)
-        launch(hub, protocol)
+        launch_id = launch(hub, protocol)
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
-        report(hub, STUDY_ID, report_dir)
+        report(hub, study_id, report_dir)
+        if mode == "finetune":
+            export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
     return report_dir
 
 

@@ -51,6 +51,7 @@ class HubHome:
     superlink_db = property(lambda self: self.root / "state" / "superlink.db")
     flwr_home = property(lambda self: self.root / "flwr")
     logs_dir = property(lambda self: self.root / "logs")
+    adapters_dir = property(lambda self: self.root / "adapters")
 
     def require(self) -> HubHome:
         if not self.config_file.is_file():

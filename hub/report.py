@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 from hub.home import HubHome
 from protocols import __version__
 from protocols.errors import DataError
-from reports import write_report
+import pandas as pd
+
+from reports import Blinder, write_report
 from reports.meta import SiteInfo, StudyMeta
 
 
@@ -21,15 +24,42 @@ def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:  # type
     store = home.store()
     study = store.study(study_id)
     jobs = store.jobs(launch["launch_id"])
-    rounds = sorted({j["round"] for j in jobs})
     versions = {j["center"]: j["software_version"] for j in jobs if j["software_version"]}
+    round_dates: dict[int, str] = {}
+    for job in sorted(jobs, key=lambda j: j["updated_at"]):
+        round_dates[job["round"]] = _iso(job["updated_at"])  # when the round's last site finished
+    adapters = {a["round"]: a["sha256"] for a in store.adapters(launch["launch_id"])}
     return StudyMeta(
         study=study_id, protocol_id=study_id, protocol_version=study["version"], protocol_hash=study["protocol_hash"],
-        model_hash=study["model_hash"], adapter_hashes={}, round_dates={r: _iso(launch["started_at"]) for r in rounds},
+        model_hash=study["model_hash"], adapter_hashes=adapters, round_dates=round_dates,
         sites=[SiteInfo(center=c, software_version=versions.get(c), release=None)
                for c in sorted({j["center"] for j in jobs})],
         package_version=__version__,
     )
+
+
+def export_adapter(row: dict, out_dir: Path) -> Path:  # type: ignore[type-arg]
+    """Copy a stored round adapter (a standard PEFT directory) and check it still has the sha256 the store holds."""
+    from protocols.adapters import adapter_sha256
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(row["path"], out_dir)
+    digest = adapter_sha256(out_dir)
+    if digest != row["sha256"]:
+        raise DataError(f"adapter of round {row['round']} at {row['path']} hashes to {digest[:16]}..., "
+                        f"the store holds {row['sha256'][:16]}...: it was changed after the round")
+    return out_dir
+
+
+def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:  # type: ignore[type-arg]
+    store = home.store()
+    launch = store.latest_launch(study_id)
+    for row in store.adapters(launch["launch_id"]):
+        if row["round"] == round_:
+            return row
+    rounds = [a["round"] for a in store.adapters(launch["launch_id"])]
+    raise DataError(f"study {study_id!r}: no global adapter for round {round_}; rounds with one: {rounds}")
 
 
 def report(home: HubHome, study_id: str, out_dir: Path, *, round_: int | None = None, blind: bool = False,
@@ -39,5 +69,25 @@ def report(home: HubHome, study_id: str, out_dir: Path, *, round_: int | None = 
     frame = store.results_frame(launch["launch_id"])
     if frame.empty:
         raise DataError(f"study {study_id!r}: launch {launch['launch_id']} stored no results (see `hub launch` output)")
-    return write_report(frame, Path(out_dir), study_meta(home, study_id, launch), round=round_, formats=formats,
-                        blind=blind)
+    meta = study_meta(home, study_id, launch)
+    paths = write_report(frame, Path(out_dir), meta, round=round_, formats=formats, blind=blind)
+    # The same first-seen order as write_report's, so a center gets the same pseudonym in every file.
+    blinder = Blinder([*dict.fromkeys(frame["center"]), *[s.center for s in meta.sites]], enabled=blind)
+    privacy = _privacy_table(store.jobs(launch["launch_id"]), blinder)
+    if privacy is not None:
+        path = Path(out_dir) / "privacy.csv"
+        privacy.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def _privacy_table(jobs: list[dict], blinder: Blinder) -> pd.DataFrame | None:  # type: ignore[type-arg]
+    """Each DP trainer's epsilon (per video) after each round, as the site reported it."""
+    rows = [{"round": j["round"], "center": j["center"], "epsilon": j["epsilon"]} for j in jobs
+            if j["kind"] == "train" and j["epsilon"] is not None]
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    table["center"] = table["center"].map(blinder.center)
+    table["privacy_unit"] = "video"
+    return table

@@ -49,12 +49,26 @@ site_jobs = Table(
     Column("launch_id", String(64), nullable=False),
     Column("round", Integer, nullable=False),
     Column("center", String(64), nullable=False),
-    Column("job_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # evaluate | train
+    Column("job_id", String(160), nullable=False),
     Column("state", String(24), nullable=False),
     Column("detail", Text, nullable=True),
     Column("software_version", String(32), nullable=True),
+    Column("epsilon", Float, nullable=True),  # a DP trainer's spent epsilon for the study, as it reported
     Column("updated_at", Float, nullable=False),
-    UniqueConstraint("launch_id", "round", "center"),
+    UniqueConstraint("launch_id", "round", "center", "kind"),
+)
+# Each fine-tuning round's global adapter: a PEFT directory at the hub and its sha256.
+adapters = Table(
+    "adapters", metadata,
+    Column("launch_id", String(64), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("num_examples", Integer, nullable=False),
+    Column("sites", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("launch_id", "round"),
 )
 # Only per-site aggregates: one row per released (or suppressed) number. No file names, no per-frame data.
 results = Table(
@@ -154,11 +168,12 @@ class ResultsStore:
         return dict(row._mapping)
 
     # -- site jobs ------------------------------------------------------------------------------
-    def set_job(self, launch_id: str, round_: int, center: str, **values: Any) -> None:
-        key = (site_jobs.c.launch_id == launch_id) & (site_jobs.c.round == round_) & (site_jobs.c.center == center)
+    def set_job(self, launch_id: str, round_: int, center: str, *, kind: str = "evaluate", **values: Any) -> None:
+        key = ((site_jobs.c.launch_id == launch_id) & (site_jobs.c.round == round_) & (site_jobs.c.center == center)
+               & (site_jobs.c.kind == kind))
         with self.engine.begin() as con:
             if con.execute(select(site_jobs.c.center).where(key)).first() is None:
-                con.execute(insert(site_jobs).values(launch_id=launch_id, round=round_, center=center,
+                con.execute(insert(site_jobs).values(launch_id=launch_id, round=round_, center=center, kind=kind,
                                                      updated_at=time.time(), **values))
             else:
                 con.execute(update(site_jobs).where(key).values(updated_at=time.time(), **values))
@@ -173,6 +188,18 @@ class ResultsStore:
     def jobs(self, launch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as con:
             q = select(site_jobs).where(site_jobs.c.launch_id == launch_id).order_by(site_jobs.c.round, site_jobs.c.center)
+            return [dict(r._mapping) for r in con.execute(q)]
+
+    # -- adapters -------------------------------------------------------------------------------
+    def add_adapter(self, launch_id: str, round_: int, sha256: str, path: str, num_examples: int, sites: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(delete(adapters).where((adapters.c.launch_id == launch_id) & (adapters.c.round == round_)))
+            con.execute(insert(adapters).values(launch_id=launch_id, round=round_, sha256=sha256, path=path,
+                                                num_examples=num_examples, sites=sites, created_at=time.time()))
+
+    def adapters(self, launch_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as con:
+            q = select(adapters).where(adapters.c.launch_id == launch_id).order_by(adapters.c.round)
             return [dict(r._mapping) for r in con.execute(q)]
 
     # -- results --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import yaml
 
 from protocols import __version__
 from protocols.errors import ProtocolError
+from protocols.finetune import FinetunePlan, parse_finetune
 from protocols.tasks import TaskDefinition, load_task
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -93,6 +94,18 @@ class StudyProtocol:
     tasks: tuple[TaskPlan, ...]
     round_plan: RoundPlan
     privacy: Privacy
+    finetune: FinetunePlan | None = None
+
+    @property
+    def round_numbers(self) -> range:
+        """Evaluation studies: rounds 0..n-1. Fine-tuning: round 0 is the baseline, 1..n train then evaluate."""
+        n = self.round_plan.rounds
+        return range(n + 1) if self.finetune is not None else range(n)
+
+    def role(self, site: str) -> str:
+        if self.finetune is None:
+            return "evaluate"
+        return "train" if site in self.finetune.trainers else "held_out"
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved protocol (task definitions and prompts included) that the hash covers."""
@@ -110,7 +123,7 @@ class StudyProtocol:
                 "rounds": self.round_plan.rounds,
                 "deadline_minutes": self.round_plan.deadline_minutes,
                 "poll_seconds": self.round_plan.poll_seconds,
-                "finetune": self.round_plan.finetune,
+                "finetune": self.finetune.to_dict() if self.finetune else None,
             },
             "privacy": {
                 "min_videos": self.privacy.min_videos,
@@ -198,6 +211,12 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
         raise ProtocolError(f"{source}: {exc}") from exc
     if len({t.name for t in tasks}) != len(tasks):
         raise ProtocolError(f"{source}: duplicate task names in {[t.name for t in tasks]}")
+    finetune = None
+    if round_plan.mode is StudyMode.FINETUNE:
+        finetune = parse_finetune(round_plan.finetune, source)
+        finetune.check_sites(sites, source)
+    elif round_plan.finetune:
+        raise ProtocolError(f"{source}: round_plan.finetune is set but round_plan.mode is {round_plan.mode.value!r}")
     return StudyProtocol(
         study_id=study_id,
         version=_version(study, source),
@@ -208,6 +227,7 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
         tasks=tasks,
         round_plan=round_plan,
         privacy=privacy,
+        finetune=finetune,
     )
 
 

@@ -16,6 +16,7 @@ from protocols.study import OutputLevel, StudyProtocol
 from site_node.approvals import approved, is_approved, refusal_reason
 from site_node.audit import AuditLog
 from site_node.evaluation import evaluate_protocol
+from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
 from site_node.jobs import Job, JobStore
 from site_node.model.loading import LoadedModel, load_model
@@ -85,17 +86,17 @@ class SiteEngine:
             check_records(op, records, direction="request")
             values = records.get("job", {}).get("values", {})
             self.audit.append("request", op=op.value, job_id=values.get("job-id"), protocol_hash=values.get("protocol-hash"))
-            reply = self._dispatch(op, values)
+            reply = self._dispatch(op, values, records)
             return {"ok": True, "records": self.gate.release(op, reply, job_id=values.get("job-id"))}
         except (ValueError, SurgFedError) as exc:
             self.audit.append("refused-request", op=str(request.get("op"))[:32], reason=str(exc)[:500])
             return {"ok": False, "error": str(exc)}
 
-    def _dispatch(self, op: Op, values: dict[str, Any]) -> WireRecords:
+    def _dispatch(self, op: Op, values: dict[str, Any], records: WireRecords) -> WireRecords:
         if op is Op.HELLO:
             return {"site": {"kind": "config", "values": {"software-version": __version__, "site-name": self.config.name}}}
         if op is Op.SUBMIT:
-            return _job_record(self._submit(values))
+            return _job_record(self._submit(values, records))
         job = self.jobs.get(values["job-id"])
         if job is None:
             raise ContractError(f"unknown job {values['job-id']!r}")
@@ -103,7 +104,7 @@ class SiteEngine:
             return job.payload
         return _job_record(job)
 
-    def _submit(self, values: dict[str, Any]) -> Job:
+    def _submit(self, values: dict[str, Any], records: WireRecords) -> Job:
         existing = self.jobs.get(values["job-id"])
         if existing is not None:  # a restarted hub re-submits: answer with the job as it stands
             return existing
@@ -114,8 +115,10 @@ class SiteEngine:
             protocol = approved(self.home.approved_dir, job.protocol_hash)
             if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
                 raise ContractError(f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave")
-            if job.kind is not JobKind.EVALUATE:
-                raise ContractError(f"this site does not run {job.kind.value} jobs")
+            if job.kind is JobKind.TRAIN:
+                check_train(protocol, self.config.name, self.store,
+                            privacy_context(self.home, self.config, protocol, job.round))
+            save_incoming_adapter(self.jobs.work_dir(job.job_id), records)
         except SurgFedError as exc:
             job.state, job.detail = JobState.REFUSED, str(exc)
             self.audit.append("refused", job_id=job.job_id, protocol_hash=job.protocol_hash, reason=str(exc))
@@ -155,6 +158,12 @@ class SiteEngine:
         def progress(task: str, done: int, total: int) -> None:
             self.jobs.update(job.job_id, progress=done / max(total, 1), detail=f"{task}: {done}/{total} frames")
 
-        outcomes = evaluate_protocol(self.model, self.store, protocol, batch_size=self.config.batch_size,
-                                     predictions=self.jobs.work_dir(job.job_id) / "predictions.jsonl", progress=progress)
+        work_dir = self.jobs.work_dir(job.job_id)
+        if job.kind is JobKind.TRAIN:
+            privacy = privacy_context(self.home, self.config, protocol, job.round)
+            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy,
+                             seed=protocol.bootstrap_seed + job.round, progress=progress)
+        with model_for_job(self.model, protocol, work_dir) as model:
+            outcomes = evaluate_protocol(model, self.store, protocol, batch_size=self.config.batch_size,
+                                         predictions=work_dir / "predictions.jsonl", progress=progress)
         return evaluation_payload(job.job_id, protocol, {t: o.estimates for t, o in outcomes.items()})

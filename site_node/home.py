@@ -38,6 +38,7 @@ class SiteConfig:
     insecure: bool
     supernode_port: int
     sandbox: bool
+    epsilon_budget: float | None
 
 
 class SiteHome:
@@ -89,6 +90,15 @@ def _get(data: dict[str, Any], section: str, key: str, kind: type, default: Any,
     raise ConfigError(f"{source}: [{section}] {key} must be {kind.__name__}, got {value!r}")
 
 
+def _budget(data: dict[str, Any], source: Path) -> float | None:
+    value = data.get("privacy", {}).get("epsilon_budget")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{source}: [privacy] epsilon_budget must be a positive number, got {value!r}")
+    return float(value)
+
+
 def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
     name = _get(data, "site", "name", str, None, source)
     if not name or not _NAME.fullmatch(name):
@@ -115,6 +125,7 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         insecure=_get(data, "hub", "insecure", bool, False, source),
         supernode_port=_get(data, "supernode", "port", int, 0, source),
         sandbox=_get(data, "supernode", "sandbox", bool, True, source),
+        epsilon_budget=_budget(data, source),
     )
 
 
@@ -139,6 +150,11 @@ port = 0
 superlink = "{superlink}"
 {certs_line}
 insecure = false
+
+[privacy]
+# The most differential-privacy epsilon (per video) this site spends on one fine-tuning study;
+# unset = the protocol's target. A training round that would pass it is refused before it starts.
+# epsilon_budget = 8.0
 
 [supernode]
 port = 0

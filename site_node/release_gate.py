@@ -41,10 +41,30 @@ def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str
     return records
 
 
+def train_payload(job_id: str, protocol: StudyProtocol, arrays: dict[str, Any], meta: dict[str, str],
+                  num_examples: int, epsilon: float | None) -> WireRecords:
+    """The fetch reply of a finished training round: the adapter, its metadata, the FedAvg weight (and epsilon)."""
+    train: dict[str, Any] = {"num-examples": int(num_examples)}
+    if epsilon is not None:
+        train["epsilon"] = float(epsilon)
+    records: WireRecords = {
+        "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
+        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
+        "adapter": {"kind": "array", "values": arrays},
+        "adapter-meta": {"kind": "config", "values": dict(meta)},
+        "train": {"kind": "metric", "values": train},
+    }
+    check_records(Op.FETCH, records)
+    return records
+
+
 def _summary(records: WireRecords) -> dict[str, Any]:
     metrics = [n for n in records if n.startswith("metric.")]
     suppressed = [n for n in metrics if records[n]["values"].get("suppressed") == 1]
-    return {"records": len(records), "metrics": len(metrics), "suppressed": len(suppressed)}
+    summary = {"records": len(records), "metrics": len(metrics), "suppressed": len(suppressed)}
+    if "adapter" in records:
+        summary["adapter_values"] = sum(len(v["b64"]) * 3 // 4 for v in records["adapter"]["values"].values())
+    return summary
 
 
 class ReleaseGate:

@@ -42,5 +42,5 @@ class GridTransport:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    store = HubHome(Path(str(context.run_config["hub-home"]))).store()
-    run_launch(GridTransport(grid), store, str(context.run_config["launch-id"]))
+    home = HubHome(Path(str(context.run_config["hub-home"])))
+    run_launch(GridTransport(grid), home.store(), str(context.run_config["launch-id"]), adapters_dir=home.adapters_dir)

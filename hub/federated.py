@@ -1,0 +1,40 @@
+"""A fine-tuning round at the hub: trainers' adapters averaged as they arrive, stored as a PEFT directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hub.aggregation import StreamingFedAvg, write_peft_adapter
+from hub.coordinator import Launch, Step, StepRunner
+from protocols.adapters import encode_state
+from protocols.arrays import from_wire, to_wire
+from protocols.contract import JobKind, WireRecords
+from protocols.errors import SurgFedError
+
+
+def adapter_records(arrays: dict[str, Any], meta: dict[str, str]) -> WireRecords:
+    return {"adapter": {"kind": "array", "values": {k: to_wire(v) for k, v in arrays.items()}},
+            "adapter-meta": {"kind": "config", "values": dict(meta)}}
+
+
+def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: Path) -> WireRecords:
+    """Train at every trainer from `adapter` (none in round 1), FedAvg the replies, store and return the result."""
+    plan = launch.protocol.finetune
+    assert plan is not None
+    fedavg = StreamingFedAvg()
+
+    def on_train(site: str, records: WireRecords) -> None:
+        arrays = {k: from_wire(v) for k, v in records["adapter"]["values"].items()}
+        fedavg.add(arrays, records["adapter-meta"]["values"], int(records["train"]["values"]["num-examples"]), site)
+
+    StepRunner(launch, Step(JobKind.TRAIN, round_, plan.trainers, adapter, on_train)).run()
+    if fedavg.num_examples == 0:
+        raise SurgFedError(f"round {round_}: no trainer returned an adapter; see the site states")
+    state = fedavg.result(plan.wire_dtype)
+    out = adapters_dir / launch.launch_id / f"round-{round_}"
+    stored = write_peft_adapter(state, plan.lora, launch.protocol.model_name, out,
+                                num_examples=fedavg.num_examples, sites=tuple(fedavg.sites))
+    launch.store.add_adapter(launch.launch_id, round_, stored.sha256, str(stored.path), stored.num_examples,
+                             ",".join(stored.sites))
+    return adapter_records(*encode_state(state, plan.wire_dtype))
