@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 from hub.demo import SITES, DemoSite
 from hub.loopback import LoopbackFederation, render_protocol
 from protocols.model_ref import manifest_hash
+
+
+DP_CAPPED = SITES[2].name
 
 
 @dataclass
@@ -27,11 +31,12 @@ class Federation:
     def hub(self):  # type: ignore[no-untyped-def]
         return self.fed.hub
 
-    def protocol(self, name: str, sites: list[str], replace: dict[str, str] | None = None) -> Path:
-        """A study file from the demo template, with the roster and optional text replacements."""
-        path = render_protocol(self.run / f"{name}.yaml", "demo.yaml.tmpl", sites=sites,
+    def protocol(self, name: str, sites: list[str], replace: dict[str, str] | None = None, *,
+                 template: str = "demo.yaml.tmpl", trainers: tuple[str, ...] = ()) -> Path:
+        """A study file from a demo template, with the roster and optional text replacements."""
+        path = render_protocol(self.run / f"{name}.yaml", template, sites=sites, trainers=list(trainers),
                                model_sha256=manifest_hash(self.model_dir))
-        text = path.read_text().replace("id: demo-phase", f"id: {name}")
+        text = re.sub(r"(?m)^  id: .*$", f"  id: {name}", path.read_text())
         for old, new in (replace or {}).items():
             assert old in text, old
             text = text.replace(old, new)
@@ -52,7 +57,11 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         fed.start_hub()
         for site in SITES:
             synthesize_site(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
-            ingest(SiteHome(fed.site_home(site.name, tiny_model_dir)), run / "raw" / site.name, "cholec80")
+            home = SiteHome(fed.site_home(site.name, tiny_model_dir))
+            if site.name == DP_CAPPED:  # this site's own privacy budget is far below any DP study's target
+                home.config_file.write_text(home.config_file.read_text().replace(
+                    "# epsilon_budget = 8.0", "epsilon_budget = 0.05"))
+            ingest(home, run / "raw" / site.name, "cholec80")
             fed.serve_site(site.name)
         broken = "empty-store"
         fed.site_home(broken, tiny_model_dir)
