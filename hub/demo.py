@@ -27,6 +27,8 @@ class DemoSite:
 
 # Shift grows from the first to the last center; none matches the model's warm-up domain.
 SITES = (DemoSite("lakeside-university", 0.2, 11), DemoSite("mercy-general", 0.5, 22), DemoSite("st-elsewhere", 0.8, 33))
+# Together these formats feed all five tasks (coco and csv would add the same videos again).
+DEMO_FORMATS = ("cholec80", "cholect50", "endoscapes")
 # Fine-tuning: the two shifted centers train; the held-out center's shift differs from both.
 TRAINERS = ("mercy-general", "st-elsewhere")
 
@@ -41,7 +43,7 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
     from site_node.home import SiteHome
     from site_node.ingest import ingest
     from site_node.model.tiny import ensure_tiny_model
-    from site_node.synth import synthesize_site
+    from site_node.synth_formats import synthesize_all
 
     out = Path(out).resolve()
     run = out / "run"
@@ -55,9 +57,10 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
         protocol = render_protocol(run / "study.yaml", template, sites=[s.name for s in sites],
                                    trainers=list(TRAINERS), model_sha256=manifest_hash(model_dir))
         for site in sites:
-            synthesize_site(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
+            folders = synthesize_all(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
             home = SiteHome(fed.site_home(site.name, model_dir))
-            ingest(home, run / "raw" / site.name, "cholec80")
+            for fmt in DEMO_FORMATS if mode == "evaluate" else ("cholec80",):
+                ingest(home, folders[fmt], fmt)
             approve(home.approved_dir, protocol)
             fed.serve_site(site.name)
         launch_id = launch(hub, protocol)

@@ -49,10 +49,12 @@ def cmd_model_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from site_node.synth import synthesize_site
+    from site_node.synth_formats import synthesize_all
 
-    paths = synthesize_site(args.out, args.site, args.videos, args.shift, args.seed, progress=True)
-    print(f"{len(paths)} videos written under {args.out}")
+    folders = synthesize_all(args.out, args.site, args.videos, args.shift, args.seed, seconds=args.seconds,
+                             progress=True)
+    for fmt, folder in folders.items():
+        print(f"{fmt}: {folder}  (site_node ingest --source {folder} --format {fmt})")
     return 0
 
 
@@ -167,12 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=cmd_model_hash)
 
-    p = sub.add_parser("synth", parents=[common], help="write synthetic Cholec80-format videos for one site")
+    p = sub.add_parser("synth", parents=[common], help="write synthetic videos and labels in every supported format")
     p.add_argument("--site", required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--videos", type=int, default=6)
     p.add_argument("--shift", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seconds", type=float, default=24.0, help="length of each video")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", parents=[common], help="de-identify a dataset into the site's store")
@@ -211,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
+    from site_node.commands_eval import register as register_eval
     from site_node.deid.command import register as register_deid
 
+    register_eval(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

@@ -1,21 +1,23 @@
-"""Evaluate a protocol's tasks on the local store: sample frames, generate, parse, score per video."""
+"""Evaluate a protocol's tasks on the local store: sample frames, generate, score candidates, then score per video."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 from protocols.errors import DataError
 from protocols.study import StudyProtocol, TaskPlan
+from site_node.datasets.registry import check_frames, iter_frames
 from site_node.metrics.bootstrap import Estimate
 from site_node.model.generate import generate_answers
 from site_node.model.loading import LoadedModel
-from site_node.store import DataStore, VideoEntry
-from site_node.task_runtime import TaskRuntime, runtime_for
-from site_node.video import sample_frames
+from site_node.scoring import Record, TaskScore, VideoLabels, score_records, task_seed
+from site_node.store import DataStore, FrameLabels, VideoEntry
+from site_node.task_runtime import Answer, TaskRuntime, runtime_for
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # task, frames done, frames total
@@ -26,24 +28,54 @@ class TaskOutcome:
     estimates: dict[str, Estimate]
     n_videos: int
     skipped: dict[str, str] = field(default_factory=dict)  # video id -> reason (local only)
+    score: TaskScore | None = None  # the full local result (what `site_node score` reproduces)
 
 
-def _labelled_videos(rt: TaskRuntime, store: DataStore) -> tuple[list[tuple[VideoEntry, dict[int, Any]]], dict[str, str]]:
+@dataclass(frozen=True)
+class _Video:
+    dataset: str
+    entry: VideoEntry
+    labels: FrameLabels
+
+
+def _labelled_videos(rt: TaskRuntime, store: DataStore) -> tuple[list[_Video], dict[str, str]]:
     ready, skipped = [], {}
-    for video in store.videos_with(rt.label_kind):
-        try:
-            labels = rt.load_labels(store, video)
-            beyond = [f for f in labels if not 0 <= f < video.n_frames]
-            if beyond:
-                raise DataError(f"{video.labels[rt.label_kind]}: frame {beyond[0]} is beyond the video's {video.n_frames} frames")
-            ready.append((video, labels))
-        except DataError as exc:
-            skipped[video.video_id] = str(exc)
-            log.warning("skipping video %s: %s", video.video_id, exc)
+    for ds in store.datasets():
+        for video in (v for v in ds.videos if rt.label_kind.value in v.labels):
+            try:
+                labels = rt.load_labels(store, video)
+                check_frames(labels, store.path(video.video), store.path(video.labels[rt.label_kind.value]),
+                             fps=video.fps, n_frames=video.n_frames)
+                ready.append(_Video(ds.dataset_id, video, labels))
+            except DataError as exc:
+                skipped[f"{ds.dataset_id}/{video.video_id}"] = str(exc)
+                log.warning("skipping video %s: %s", video.video_id, exc)
     if not ready:
-        raise DataError(f"the data store has no usable videos with {rt.label_kind} labels" +
+        raise DataError(f"the data store has no usable videos with {rt.label_kind.value} labels" +
                         (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first"))
     return ready, skipped
+
+
+def select_frames(frames: list[int], fps: float, every_s: float) -> list[int]:
+    """The first labelled frame at or after each multiple of `every_s` seconds (all frames of sparse labels)."""
+    out: list[int] = []
+    next_t = 0.0
+    for f in sorted(frames):
+        t = f / fps
+        if t >= next_t - 1e-9:
+            out.append(f)
+            next_t = (math.floor(t / every_s + 1e-9) + 1) * every_s
+    return out
+
+
+def _answers(lm: LoadedModel, rt: TaskRuntime, images: list, plan: TaskPlan, batch_size: int) -> list[Answer]:
+    from site_node.model.scoring import candidate_logprobs, model_input_size
+
+    prompt = rt.task.render_prompt()
+    texts = generate_answers(lm, images, prompt, max_new_tokens=plan.max_new_tokens, batch_size=batch_size)
+    candidates = rt.candidates()
+    scores = candidate_logprobs(lm, images, prompt, texts, candidates) if candidates else [None] * len(texts)
+    return [Answer(t, s, model_input_size(lm, im)) for t, s, im in zip(texts, scores, images)]
 
 
 def evaluate_task(
@@ -53,38 +85,46 @@ def evaluate_task(
     """Run one task over every labelled video; per-frame answers go only to the local predictions file."""
     rt = runtime_for(plan.name)
     videos, skipped = _labelled_videos(rt, store)
-    prompt = rt.task.render_prompt()
-    steps = {v.video_id: max(1, round(v.fps * plan.sample_every_s)) for v, _ in videos}
-    total = sum(len([f for f in labels if f % steps[v.video_id] == 0]) for v, labels in videos)
-    done, pairs = 0, []
+    chosen = [select_frames(list(v.labels.labels), v.labels.fps or v.entry.fps, plan.sample_every_s) for v in videos]
+    total, done, records = sum(len(c) for c in chosen), 0, []
     out = predictions.open("a", encoding="utf-8") if predictions else None
     try:
-        for video, labels in videos:
-            frames = [(i, img) for i, img in sample_frames(store.path(video.video), steps[video.video_id]) if i in labels]
-            answers = generate_answers(lm, [img for _, img in frames], prompt,
-                                       max_new_tokens=plan.max_new_tokens, batch_size=batch_size)
-            pairs.append(([labels[i] for i, _ in frames], [rt.parse(a) for a in answers]))
-            if out:
-                for (i, _), answer in zip(frames, answers):
-                    out.write(json.dumps({"task": plan.name, "video": video.video_id, "frame": i, "answer": answer}) + "\n")
-            done += len(frames)
+        for video, frames in zip(videos, chosen):
+            pairs = list(iter_frames(store.path(video.entry.video), video.labels, frames, video.entry.fps))
+            answers = _answers(lm, rt, [img for _, img in pairs], plan, batch_size)
+            for (frame, _), answer in zip(pairs, answers):
+                rec = Record(video.entry.video_id, frame, answer, video.dataset, plan.name)
+                records.append(rec)
+                if out:
+                    out.write(json.dumps(rec.to_json()) + "\n")
+            done += len(pairs)
             if progress:
                 progress(plan.name, done, total)
     finally:
         if out:
             out.close()
-    pairs = [p for p in pairs if p[0]]
-    return TaskOutcome(rt.summarise(pairs, seed=seed, replicates=replicates), len(pairs), skipped)
+    labels = [VideoLabels(v.dataset, v.entry.video_id, v.labels) for v in videos]
+    score = score_records(rt, labels, records, seed=seed, replicates=replicates, skipped=skipped)
+    first = next(iter(score.estimates.values()))
+    return TaskOutcome(score.estimates, first.n_videos, skipped, score)
 
 
 def evaluate_protocol(
     lm: LoadedModel, store: DataStore, protocol: StudyProtocol, *, batch_size: int,
     predictions: Path | None = None, progress: Progress | None = None,
 ) -> dict[str, TaskOutcome]:
-    return {
-        plan.name: evaluate_task(
-            lm, store, plan, batch_size=batch_size, seed=protocol.bootstrap_seed + 1000 * i,
-            replicates=protocol.privacy.bootstrap_replicates, predictions=predictions, progress=progress,
-        )
-        for i, plan in enumerate(protocol.tasks)
-    }
+    """Every task the store has labels for; a task without usable data is left out (logged), all missing fails."""
+    outcomes, failures = {}, {}
+    for plan in protocol.tasks:
+        try:
+            outcomes[plan.name] = evaluate_task(
+                lm, store, plan, batch_size=batch_size, seed=task_seed(protocol, plan.name),
+                replicates=protocol.privacy.bootstrap_replicates, predictions=predictions, progress=progress,
+            )
+        except DataError as exc:
+            failures[plan.name] = str(exc)
+            log.warning("task %s not run: %s", plan.name, exc)
+    if not outcomes:
+        raise DataError("; ".join(f"{task}: {reason}" for task, reason in failures.items()))
+    return outcomes
+

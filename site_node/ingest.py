@@ -10,14 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import DataError, UsageError
-from protocols.tasks import load_task
-from site_node.datasets.cholec80 import find_pairs, read_phase_file
+from site_node.datasets.registry import FORMATS, build_entries
 from site_node.home import SiteHome
-from site_node.store import DataStore, DatasetEntry, VideoEntry
-from site_node.video import probe_video
+from site_node.store import DatasetEntry, DataStore, VideoEntry
 
 log = logging.getLogger(__name__)
-FORMATS = ("cholec80",)
 
 
 @dataclass(frozen=True)
@@ -41,22 +38,9 @@ def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome) -> No
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
 
 
-def _cholec80_entries(root: Path, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
-    task = load_task("phase")
-    videos, skipped = [], {}
-    for video_id, video, phase_file in find_pairs(root):
-        try:
-            info = probe_video(video)
-            labels = read_phase_file(phase_file, task)
-            last = max(labels)
-            if last >= info.n_frames:
-                raise DataError(f"{phase_file.name}: labels frame {last} but the video has {info.n_frames} frames")
-        except DataError as exc:
-            skipped[video_id] = str(exc)
-            continue
-        rel = lambda p: p.resolve().relative_to(store.root.resolve()).as_posix()  # noqa: E731
-        videos.append(VideoEntry(video_id, rel(video), {"phase": rel(phase_file)}, info.fps, info.n_frames))
-    return videos, skipped
+def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
+    """The manifest entries of a staged (de-identified) dataset: every video whose labels read cleanly."""
+    return build_entries(root, fmt, store.root)
 
 
 def ingest(home: SiteHome, source: Path, fmt: str) -> IngestResult:
@@ -73,7 +57,7 @@ def ingest(home: SiteHome, source: Path, fmt: str) -> IngestResult:
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     _stage(Path(source), fmt, staging, key, home)
-    videos, skipped = _cholec80_entries(staging, store)
+    videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{source}: no usable videos; " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))

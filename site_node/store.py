@@ -5,9 +5,36 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from protocols.errors import DataError
+
+
+class LabelKind(str, Enum):
+    """What a manifest label file provides; one file may serve several kinds (a CholecT50 JSON: triplet, action, boxes)."""
+
+    PHASE = "phase"
+    TRIPLET = "triplet"
+    ACTION = "action"
+    CVS = "cvs"
+    BOXES = "boxes"
+
+
+@dataclass(frozen=True)
+class FrameLabels:
+    """One video's labels of one kind, keyed by the label file's own frame numbering."""
+
+    labels: dict[int, Any]
+    fps: float | None = None  # the label file's frame rate; None: the video's own numbering (or unknown)
+    images: dict[int, Path] = field(default_factory=dict)  # frame -> image file, where frames are images
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # frame -> (width, height) when known
+    dropped: int = 0  # labelled frames left out by the task's rules (e.g. a frame with two actions)
+
+    def video_frame(self, frame: int, video_fps: float) -> int:
+        """The decoded-frame index of a label frame in the video file."""
+        return frame if self.fps is None else int(round(frame * video_fps / self.fps))
 
 
 @dataclass(frozen=True)
@@ -16,7 +43,7 @@ class VideoEntry:
 
     video_id: str
     video: str
-    labels: dict[str, str]  # label kind (e.g. "phase") -> relative path
+    labels: dict[str, str]  # label kind (a LabelKind value) -> relative path; a video may be a frame folder
     fps: float
     n_frames: int
 

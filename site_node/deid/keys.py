@@ -33,8 +33,15 @@ def keyed_hex(key: bytes, namespace: str, value: str) -> str:
 
 
 def pseudonym(key: bytes, namespace: str, value: str, prefix: str = "", length: int = 16) -> str:
-    """A short keyed pseudonym; 16 hex digits (64 bits) keep collisions negligible for a site's data."""
-    return prefix + keyed_hex(key, namespace, value)[:length]
+    """A short keyed pseudonym of lowercase letters (16 letters: ~75 bits, collisions negligible for a site).
+
+    Letters only: a hex pseudonym with nine digits in a row would read as a phone or record number to the
+    identifier scan of label text, and quarantine the very files it names.
+    """
+    if not 1 <= length <= 32:
+        raise ValueError(f"pseudonym length must be in [1, 32], got {length}")
+    digest = bytes.fromhex(keyed_hex(key, namespace, value))
+    return prefix + "".join(chr(ord("a") + b % 26) for b in digest[:length])
 
 
 class UidMapper:

@@ -1,0 +1,95 @@
+"""Candidate scores for AP: the log-probability of each candidate answer after the model's own reasoning."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from protocols.errors import ConfigError
+from site_node.model.generate import chat_text
+from site_node.model.loading import LoadedModel
+
+_ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
+
+
+def reasoning_prefix(answer: str) -> str:
+    """The generated text up to and including its last '<answer>' tag (the tag is appended when it is missing)."""
+    opens = list(_ANSWER_OPEN.finditer(answer))
+    return answer[: opens[-1].start()] + "<answer>" if opens else answer.rstrip() + "<answer>"
+
+
+def model_input_size(lm: LoadedModel, image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as the model sees it after the processor's resize (Qwen2.5-VL pixel boxes)."""
+    proc = lm.processor.image_processor
+    try:
+        grid = proc(images=[image.convert("RGB")], return_tensors="pt")["image_grid_thw"][0]
+        patch = int(proc.patch_size)
+        return int(grid[2]) * patch, int(grid[1]) * patch
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return image.size
+
+
+def _prefix(lm: LoadedModel, image: Image.Image, prefix: str) -> tuple[Any, torch.Tensor, int, torch.Tensor]:
+    """One forward pass over image + prompt + reasoning: (cache, log-probs of the next token, length, rope delta)."""
+    enc = lm.processor(text=[prefix], images=[image.convert("RGB")], return_tensors="pt")
+    enc = {k: v.to(lm.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
+    enc["pixel_values"] = enc["pixel_values"].to(lm.dtype)
+    out = lm.model(**enc, use_cache=True)
+    # Qwen2.5-VL's 3-D rotary positions: text after the image continues at (index + delta) on all three axes;
+    # the prefill just computed delta and left it on the inner model (under a PEFT wrapper when an adapter is on).
+    base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+    delta = base.model.rope_deltas
+    return out.cache, torch.log_softmax(out.logits[0, -1].float(), -1), int(enc["input_ids"].shape[1]), delta
+
+
+def _continue(lm: LoadedModel, cache: Any, n_prefix: int, delta: torch.Tensor, conts: Sequence[list[int]]) -> torch.Tensor:
+    """Log-probs (rows x tokens x vocab) of right-padded continuations fed after a copy of the prefix cache."""
+    n, width = len(conts), max(len(c) for c in conts)
+    pad = lm.processor.tokenizer.pad_token_id or 0
+    ids = torch.tensor([c + [pad] * (width - len(c)) for c in conts], device=lm.device)
+    mask = torch.tensor([[1] * (n_prefix + len(c)) + [0] * (width - len(c)) for c in conts], device=lm.device)
+    positions = torch.arange(n_prefix, n_prefix + width, device=lm.device).view(1, 1, -1) + delta.view(1, -1, 1)[:, :1]
+    rows = copy.deepcopy(cache)
+    rows.batch_repeat_interleave(n)
+    out = lm.model(input_ids=ids, attention_mask=mask, cache=rows, use_cache=True,
+                   position_ids=positions.expand(3, n, width))
+    return torch.log_softmax(out.logits.float(), -1)
+
+
+def candidate_logprobs(lm: LoadedModel, images: Sequence[Image.Image], prompt: str, answers: Sequence[str],
+                       candidates: Mapping[str, str], *, chunk: int = 32) -> list[dict[str, float]]:
+    """Per frame, {candidate key: sum of the log-probabilities of its tokens} after the frame's reasoning prefix.
+
+    Continuations are tokenised on their own and appended to the tokenised prefix, so every candidate is scored
+    on the same prefix tokens. Cost: one forward pass over the prefix per frame, then one short pass per `chunk`
+    candidates on a copy of its key/value cache.
+    """
+    if chunk < 1:
+        raise ConfigError(f"chunk must be >= 1, got {chunk}")
+    if len(images) != len(answers):
+        raise ConfigError(f"expected one answer per image, got {len(answers)} answers for {len(images)} images")
+    keys = list(candidates)
+    tok = lm.processor.tokenizer
+    cont_ids = [tok(candidates[k], add_special_tokens=False)["input_ids"] for k in keys]
+    if any(not c for c in cont_ids):
+        raise ConfigError("every candidate answer must be non-empty text")
+    base = chat_text(lm.processor, prompt)
+    out = []
+    for image, answer in zip(images, answers):
+        prefix = base + reasoning_prefix(answer)
+        scores: dict[str, float] = {}
+        with torch.inference_mode():
+            cache, first, n_prefix, delta = _prefix(lm, image, prefix)
+            for start in range(0, len(keys), chunk):
+                part = cont_ids[start:start + chunk]
+                logp = _continue(lm, cache, n_prefix, delta, part)
+                for row, (key, ids) in enumerate(zip(keys[start:start + chunk], part)):
+                    rest = logp[row, torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)]
+                    scores[key] = float(first[ids[0]] + rest.sum())
+        out.append(scores)
+    return out
