@@ -23,10 +23,17 @@ TOOL_EVERY = 25  # Cholec80 tool files carry one row every 25 frames
 SOURCE_SHIFT = 0.0  # the domain the tiny model is warmed up on; demo sites use shift > 0
 
 # The phase signature: the dominant organ colour sits at its own angle on the chroma wheel, so
-# neighbouring phases look alike and a camera colour cast (a chroma rotation) pushes each phase
-# towards the next one. Calibrated so the warmed-up tiny model loses accuracy steadily with shift.
+# neighbouring phases look alike. A site's camera adds a colour cast (a chroma rotation): a fixed part
+# plus auto-white-balance drift whose spread grows with shift, pushing frames towards the neighbouring
+# phases on either side. A random drift, rather than a fixed rotation, makes the accuracy of a
+# source-trained model fall smoothly with shift and depend little on where exactly it drew its
+# class boundaries, so the calibration holds across warm-up seeds.
 HUE_JITTER_DEG = 21.0  # per-frame spread of the organ hue within a phase
-MAX_HUE_ROTATION_DEG = 38.0  # colour cast of a site at shift 1; it grows fast at first, then saturates
+CAST_MEAN_DEG = 10.0  # fixed colour cast at shift 1
+# Spread of the white-balance drift: a mild part that appears quickly with shift, and a severe part
+# only the most shifted sites show (the instrument cues would otherwise hold accuracy up there).
+CAST_DRIFT_MILD_DEG, CAST_DRIFT_MILD_POWER = 45.0, 0.7
+CAST_DRIFT_SEVERE_DEG, CAST_DRIFT_SEVERE_POWER = 30.0, 4.0
 _ORGAN_CHROMA = 0.16
 _FIRST_ANGLE_DEG = 15.0
 
@@ -37,37 +44,30 @@ _YCC2RGB = np.linalg.inv(_RGB2YCC)
 
 @dataclass(frozen=True)
 class PhaseScene:
-    """What a phase shows: tool presence probabilities and the words of its reasoning."""
+    """What a phase shows (tool presence probabilities, the words of its reasoning) and how long it lasts."""
 
     tools: dict[str, float]
     perception: str  # L1: instruments and anatomy
     relation: str  # L2: tool-tissue-action
+    duration: float  # relative length (Cholec80's long and short phases, flattened)
 
 
 # Keyed by phase NAME; the order comes from the phase task definition.
 _SCENES: dict[str, PhaseScene] = {
-    "Preparation": PhaseScene({"Grasper": 0.9, "Hook": 0.4}, "grasper, liver, gallbladder", "grasper exposes gallbladder"),
-    "CalotTriangleDissection": PhaseScene({"Grasper": 0.9, "Hook": 0.95}, "hook, cystic duct", "hook dissects Calot triangle"),
-    "ClippingCutting": PhaseScene(
-        {"Grasper": 0.8, "Clipper": 0.7, "Scissors": 0.4}, "clipper, cystic duct", "clipper clips cystic duct"
-    ),
-    "GallbladderDissection": PhaseScene(
-        {"Grasper": 0.9, "Hook": 0.9}, "hook, gallbladder, liver", "hook dissects gallbladder bed"
-    ),
-    "GallbladderPackaging": PhaseScene(
-        {"Grasper": 0.9, "SpecimenBag": 0.9}, "specimen bag, gallbladder", "grasper packs gallbladder"
-    ),
-    "CleaningCoagulation": PhaseScene(
-        {"Grasper": 0.6, "Bipolar": 0.5, "Irrigator": 0.6}, "irrigator, liver bed", "bipolar coagulates liver bed"
-    ),
-    "GallbladderRetraction": PhaseScene(
-        {"Grasper": 0.8, "SpecimenBag": 0.8}, "grasper, specimen bag", "grasper retracts specimen bag"
-    ),
-}
-# Relative phase durations (roughly Cholec80's ordering of long and short phases, flattened).
-_DURATION_WEIGHT = {
-    "Preparation": 0.8, "CalotTriangleDissection": 1.6, "ClippingCutting": 1.0, "GallbladderDissection": 1.6,
-    "GallbladderPackaging": 0.9, "CleaningCoagulation": 1.0, "GallbladderRetraction": 0.9,
+    "Preparation": PhaseScene({"Grasper": 0.9, "Hook": 0.4}, "grasper, liver, gallbladder",
+                              "grasper exposes gallbladder", 0.8),
+    "CalotTriangleDissection": PhaseScene({"Grasper": 0.9, "Hook": 0.95}, "hook, cystic duct",
+                                          "hook dissects Calot triangle", 1.6),
+    "ClippingCutting": PhaseScene({"Grasper": 0.8, "Clipper": 0.7, "Scissors": 0.4}, "clipper, cystic duct",
+                                  "clipper clips cystic duct", 1.0),
+    "GallbladderDissection": PhaseScene({"Grasper": 0.9, "Hook": 0.9}, "hook, gallbladder, liver",
+                                        "hook dissects gallbladder bed", 1.6),
+    "GallbladderPackaging": PhaseScene({"Grasper": 0.9, "SpecimenBag": 0.9}, "specimen bag, gallbladder",
+                                       "grasper packs gallbladder", 0.9),
+    "CleaningCoagulation": PhaseScene({"Grasper": 0.6, "Bipolar": 0.5, "Irrigator": 0.6}, "irrigator, liver bed",
+                                      "bipolar coagulates liver bed", 1.0),
+    "GallbladderRetraction": PhaseScene({"Grasper": 0.8, "SpecimenBag": 0.8}, "grasper, specimen bag",
+                                        "grasper retracts specimen bag", 0.9),
 }
 
 
@@ -81,9 +81,33 @@ def phase_names() -> tuple[str, ...]:
 
 
 def phase_scene(name: str) -> PhaseScene:
+    """The scene table entry of a phase, by name."""
     if name not in _SCENES:
         raise ConfigError(f"unknown phase {name!r}; expected one of {phase_names()}")
     return _SCENES[name]
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Colour response and sensor of one recording set-up."""
+
+    gain: float = 1.0
+    saturation: float = 1.0
+    noise_std: float = 2.0 / 255.0
+    cast_mean_deg: float = 0.0  # fixed colour cast
+    cast_drift_deg: float = 0.0  # spread of the white-balance drift around it
+
+    def matrix(self, cast_deg: float) -> np.ndarray:
+        """RGB -> RGB matrix: chroma rotation by the cast, desaturation, gain."""
+        a = math.radians(cast_deg)
+        rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+        scale = np.diag([self.gain, self.gain * self.saturation, self.gain * self.saturation])
+        return (_YCC2RGB @ scale @ rot @ _RGB2YCC).astype(np.float32)
+
+    def varied(self, rng: np.random.Generator) -> Camera:
+        """Another set-up with the same colour cast but its own exposure, saturation and sensor noise."""
+        return Camera(self.gain * rng.uniform(0.7, 1.1), self.saturation * rng.uniform(0.75, 1.1),
+                      rng.uniform(1.0, 12.0) / 255.0, self.cast_mean_deg, self.cast_drift_deg)
 
 
 @dataclass(frozen=True)
@@ -106,33 +130,16 @@ class SiteDomain:
         return width, width * 3 // 4
 
     @property
-    def hue_rotation_deg(self) -> float:
-        # sin-shaped: the instrument cues keep accuracy up under small casts, so a linear cast would
-        # leave accuracy flat at low shift and collapse it at high shift
-        return MAX_HUE_ROTATION_DEG * math.sin(math.pi / 2 * self.shift)
-
-    @property
-    def gain(self) -> float:
-        return 1.0 - 0.3 * self.shift
-
-    @property
-    def saturation(self) -> float:
-        return 1.0 - 0.25 * self.shift
-
-    @property
-    def noise_std(self) -> float:
-        return (2.0 + 10.0 * self.shift) / 255.0
-
-    @property
     def crf(self) -> int:
         return int(round(20 + 10 * self.shift))
 
-    def colour_matrix(self) -> np.ndarray:
-        """RGB -> RGB matrix of the site's camera: chroma rotation (cast), desaturation, gain."""
-        a = math.radians(self.hue_rotation_deg)
-        rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-        scale = np.diag([self.gain, self.gain * self.saturation, self.gain * self.saturation])
-        return (_YCC2RGB @ scale @ rot @ _RGB2YCC).astype(np.float32)
+    @property
+    def camera(self) -> Camera:
+        s = self.shift
+        return Camera(gain=1.0 - 0.3 * s, saturation=1.0 - 0.25 * s, noise_std=(2.0 + 10.0 * s) / 255.0,
+                      cast_mean_deg=CAST_MEAN_DEG * s,
+                      cast_drift_deg=CAST_DRIFT_MILD_DEG * s**CAST_DRIFT_MILD_POWER
+                      + CAST_DRIFT_SEVERE_DEG * s**CAST_DRIFT_SEVERE_POWER)
 
 
 @dataclass(frozen=True)
@@ -146,12 +153,13 @@ class _Layout:
 
     @staticmethod
     def draw(rng: np.random.Generator) -> _Layout:
-        organ = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.26, 0.34), rng.uniform(0.3, 0.4))
+        organ = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58), rng.uniform(0.28, 0.32), rng.uniform(0.33, 0.37))
         texture = tuple(
             (rng.uniform(2, 9), rng.uniform(2, 9), rng.uniform(0, 2 * math.pi), rng.uniform(0.02, 0.05))
             for _ in range(4)
         )
-        tissue = (rng.uniform(0.45, 0.55), rng.uniform(-0.05, -0.02), rng.uniform(0.09, 0.13))
+        # tissue varies in brightness only: a per-video chroma would bias every frame of a video alike
+        tissue = (rng.uniform(0.45, 0.55), -0.035, 0.11)
         return _Layout(organ, tuple(rng.uniform(0, 2 * math.pi, 3)), texture, tissue)
 
 
@@ -208,13 +216,16 @@ _TOOL_ENTRY = {
 }
 _METAL = np.array([0.62, 0.63, 0.66], np.float32)
 _DARK = np.array([0.18, 0.18, 0.2], np.float32)
+_CLIP = np.array([0.9, 0.8, 0.5], np.float32)
+_INSULATION = np.array([0.25, 0.35, 0.7], np.float32)
 
 
 def _paint_tools(img: np.ndarray, tools: Sequence[str], centre: tuple[float, float], t: float) -> None:
+    """Instruments from their entry ports to tips near the organ (site_node.synth_formats boxes them)."""
     h, w, _ = img.shape
     if "SpecimenBag" in tools:  # a pale translucent bag in the lower left
         x, y, _ = _grid(w, h)
-        bag = np.clip(1.0 - (((x - 0.27) / 0.17) ** 2 + ((y - 0.72) / 0.13) ** 2), 0, 1) ** 0.5 * 0.75
+        bag = np.clip(1.0 - (((x - 0.27) / 0.13) ** 2 + ((y - 0.74) / 0.1) ** 2), 0, 1) ** 0.5 * 0.5
         img[:] = img * (1 - bag[..., None]) + np.float32(0.86) * bag[..., None]
     for k, name in enumerate(n for n in TOOL_NAMES if n in tools and n in _TOOL_ENTRY):
         (ex, ey), (ox, oy) = _TOOL_ENTRY[name]
@@ -237,13 +248,13 @@ def _paint_tip(img: np.ndarray, name: str, entry: tuple[float, float], tip: tupl
             end = (tip[0] + s * (ux + sign * spread * px), tip[1] + s * (uy + sign * spread * py))
             _paint_segment(img, tip, end, 0.015 * w, _DARK)
         if name == "Clipper":
-            _paint_segment(img, tip, (tip[0] + s * ux, tip[1] + s * uy), 0.02 * w, np.array([0.9, 0.8, 0.5], np.float32))
+            _paint_segment(img, tip, (tip[0] + s * ux, tip[1] + s * uy), 0.02 * w, _CLIP)
     elif name == "Hook":  # an L-shaped electrode
         bend = (tip[0] + s * ux, tip[1] + s * uy)
         _paint_segment(img, tip, bend, 0.012 * w, _DARK)
         _paint_segment(img, bend, (bend[0] + 0.6 * s * px, bend[1] + 0.6 * s * py), 0.012 * w, _DARK)
     elif name == "Bipolar":  # blue insulated forceps
-        _paint_segment(img, (tip[0] - s * ux, tip[1] - s * uy), tip, 0.04 * w, np.array([0.25, 0.35, 0.7], np.float32))
+        _paint_segment(img, (tip[0] - s * ux, tip[1] - s * uy), tip, 0.04 * w, _INSULATION)
     elif name == "Irrigator":  # open tube end
         _paint_segment(img, (tip[0] - 0.3 * s * ux, tip[1] - 0.3 * s * uy), tip, 0.05 * w, _DARK)
 
@@ -251,18 +262,17 @@ def _paint_tip(img: np.ndarray, name: str, entry: tuple[float, float], tip: tupl
 class _Renderer:
     """Draws the frames of one video: tissue, phase-coloured organ, instruments, then the site's camera."""
 
-    def __init__(self, layout: _Layout, domain: SiteDomain, size: tuple[int, int], rng: np.random.Generator,
+    def __init__(self, layout: _Layout, camera: Camera, size: tuple[int, int], rng: np.random.Generator,
                  noise_bank: int = 8) -> None:
-        self.layout, self.size = layout, size
-        self.matrix = domain.colour_matrix().T
+        self.layout, self.size, self.camera = layout, size, camera
         x, y, self.vignette = _grid(*size)
         self.background = _background(layout, *size)
         # A small bank of sensor-noise fields, reused with random offsets: fresh Gaussian noise for every
         # frame would cost more than drawing the frame itself.
         self.noise = rng.standard_normal((noise_bank, size[1], size[0], 3), dtype=np.float32)
-        self.noise *= np.float32(domain.noise_std)
+        self.noise *= np.float32(camera.noise_std)
 
-    def __call__(self, phase_index: int, jitter_deg: float, tools: Sequence[str], t: float,
+    def __call__(self, phase_index: int, jitter_deg: float, cast_deg: float, tools: Sequence[str], t: float,
                  rng: np.random.Generator) -> np.ndarray:
         width, height = self.size
         x, y, _ = _grid(width, height)
@@ -284,7 +294,7 @@ class _Renderer:
             hy = (cy + 0.08 * math.sin(m[2] + 2.5 * k)) * height
             _paint_segment(img, (hx, hy), (hx + 3, hy + 1), 0.015 * width + 2, np.ones(3, np.float32), 0.8)
         img *= self.vignette[..., None]
-        img = (img.reshape(-1, 3) @ self.matrix).reshape(img.shape)
+        img = (img.reshape(-1, 3) @ self.camera.matrix(cast_deg).T).reshape(img.shape)
         shift = (int(rng.integers(height)), int(rng.integers(width)))
         img += np.roll(self.noise[int(rng.integers(len(self.noise)))], shift, axis=(0, 1))
         np.clip(img, 0.0, 1.0, out=img)
@@ -307,25 +317,30 @@ def render_frame(phase_index: int, shift: float, rng: np.random.Generator,
                  size: tuple[int, int] = (W, H)) -> np.ndarray:
     """One independent frame (HxWx3 uint8) of the given phase, seen through a site at `shift`."""
     name = _check_phase_index(phase_index)
-    domain = SiteDomain(shift)
+    camera = SiteDomain(shift).camera
     layout = _Layout.draw(rng)
     jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
-    render = _Renderer(layout, domain, size, rng, noise_bank=1)
-    return render(int(phase_index), jitter, _sample_tools(name, rng), float(rng.uniform(0, 60)), rng)
+    cast = float(rng.normal(camera.cast_mean_deg, camera.cast_drift_deg))
+    render = _Renderer(layout, camera, size, rng, noise_bank=1)
+    return render(int(phase_index), jitter, cast, _sample_tools(name, rng), float(rng.uniform(0, 60)), rng)
 
 
 def render_batch(phase_indices: Sequence[int], shift: float, rng: np.random.Generator,
-                 size: tuple[int, int] = (W, H), frames_per_scene: int = 16) -> list[np.ndarray]:
+                 size: tuple[int, int] = (W, H), frames_per_scene: int = 16,
+                 vary_camera: bool = False) -> list[np.ndarray]:
     """Independent frames like render_frame, but `frames_per_scene` frames share one scene layout
-    (as frames of one video do), which is several times faster for training sets."""
+    (as frames of one video do), which is several times faster for training sets. With
+    `vary_camera`, each scene has its own exposure, saturation and noise (the cast stays the shift's)."""
     names = [_check_phase_index(k) for k in phase_indices]
-    domain, out = SiteDomain(shift), []
+    nominal, out = SiteDomain(shift).camera, []
     for start in range(0, len(names), frames_per_scene):
-        render = _Renderer(_Layout.draw(rng), domain, size, rng, noise_bank=4)
+        camera = nominal.varied(rng) if vary_camera else nominal
+        render = _Renderer(_Layout.draw(rng), camera, size, rng, noise_bank=4)
         for k in range(start, min(start + frames_per_scene, len(names))):
             jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
+            cast = float(rng.normal(camera.cast_mean_deg, camera.cast_drift_deg))
             tools = _sample_tools(names[k], rng)
-            out.append(render(int(phase_indices[k]), jitter, tools, float(rng.uniform(0, 60)), rng))
+            out.append(render(int(phase_indices[k]), jitter, cast, tools, float(rng.uniform(0, 60)), rng))
     return out
 
 
@@ -346,7 +361,7 @@ def plan_video(rng: np.random.Generator, n_frames: int, fps: int) -> VideoPlan:
         present.remove(names.index("CleaningCoagulation"))
     if rng.random() < 0.15:
         present.remove(names.index("Preparation"))
-    weights = np.array([_DURATION_WEIGHT[names[k]] for k in present]) * rng.gamma(4.0, 0.25, len(present))
+    weights = np.array([_SCENES[names[k]].duration for k in present]) * rng.gamma(4.0, 0.25, len(present))
     lengths = np.maximum(fps, np.floor(weights / weights.sum() * n_frames)).astype(int)
     lengths[-1] = max(1, n_frames - int(lengths[:-1].sum()))
     phases = [k for k, n in zip(present, lengths) for _ in range(n)][:n_frames]
@@ -360,10 +375,10 @@ def plan_video(rng: np.random.Generator, n_frames: int, fps: int) -> VideoPlan:
     return VideoPlan(fps, tuple(phases), tuple(tools))
 
 
-def _hue_track(rng: np.random.Generator, n: int, fps: int) -> np.ndarray:
-    """Organ hue jitter over time: stationary AR(1) with HUE_JITTER_DEG spread and ~0.5 s memory."""
-    rho = math.exp(-1.0 / (0.5 * fps))
-    eps = rng.standard_normal(n) * HUE_JITTER_DEG
+def _drift(rng: np.random.Generator, n: int, fps: int, sd: float) -> np.ndarray:
+    """A stationary AR(1) track with spread `sd` and ~0.25 s memory (hue jitter, white-balance drift)."""
+    rho = math.exp(-1.0 / (0.25 * fps))
+    eps = rng.standard_normal(n) * sd
     out = np.empty(n)
     out[0] = eps[0]
     for i in range(1, n):
@@ -375,7 +390,11 @@ def _encode(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int,
     """H.264 yuv420p MP4; returns the number of frames written."""
     count = 0
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": str(crf)})
+        # x264's macroblock-tree rate control (and threading) made identical runs encode differently;
+        # without them a seed gives the same decoded frames every time.
+        params = "threads=1:lookahead-threads=1:mbtree=0"
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": str(crf),
+                                                                     "x264-params": params})
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for arr in frames:
@@ -420,9 +439,13 @@ def synthesize_site(out_dir: Path, site: str, videos: int, shift: float, seed: i
         rng = _site_rng(site, seed, v)
         n_frames = max(len(phase_names()) * domain.fps, int(seconds * rng.uniform(0.85, 1.15) * domain.fps))
         plan = plan_video(rng, n_frames, domain.fps)
-        layout, hues = _Layout.draw(rng), _hue_track(rng, n_frames, domain.fps)
-        render = _Renderer(layout, domain, domain.size, rng)
-        frames = (render(k, hues[i], plan.tools[i], i / domain.fps, rng) for i, k in enumerate(plan.phases))
+        layout = _Layout.draw(rng)
+        hues = _drift(rng, n_frames, domain.fps, HUE_JITTER_DEG)
+        camera = domain.camera
+        casts = camera.cast_mean_deg + _drift(rng, n_frames, domain.fps, camera.cast_drift_deg)
+        render = _Renderer(layout, camera, domain.size, rng)
+        frames = (render(k, hues[i], casts[i], plan.tools[i], i / domain.fps, rng)
+                  for i, k in enumerate(plan.phases))
         path = out_dir / "videos" / f"video{v:02d}.mp4"
         written = _encode(path, frames, domain.fps, domain.size, domain.crf)
         if written != len(plan.phases):

@@ -24,16 +24,19 @@ def chat_text(processor: Any, prompt: str) -> str:
     return str(processor.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True))
 
 
+# Neutral values for sampling settings a checkpoint may ship (Qwen2.5-VL's do): under greedy decoding they
+# only produce warnings, and None would not do, because generate() fills None from the model's config.
+_NEUTRAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0}
+
+
 def greedy_config(model: Any, max_new_tokens: int) -> GenerationConfig:
-    """The model's own generation config (its EOS and pad ids), forced to deterministic greedy decoding."""
+    """The model's own generation config (EOS and pad ids, repetition penalty), forced to greedy decoding."""
     config = copy.deepcopy(model.generation_config)
     config.do_sample = False
     config.num_beams = 1
     config.max_new_tokens = max_new_tokens
-    # Sampling settings a checkpoint may ship would only produce warnings under greedy decoding.
-    config.temperature = None
-    config.top_p = None
-    config.top_k = None
+    for key, value in _NEUTRAL_SAMPLING.items():
+        setattr(config, key, value)
     return config
 
 

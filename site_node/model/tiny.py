@@ -10,7 +10,6 @@ import tempfile
 from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tokenizers
 import torch
@@ -18,7 +17,6 @@ import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.utils import is_torchvision_available
 
 from protocols.errors import ModelError
 from protocols.tasks import load_task
@@ -117,20 +115,18 @@ def build_tokenizer(cfg: TinyConfig) -> Qwen2Tokenizer:
     return tok
 
 
-def build_processor(tok: Qwen2Tokenizer, cfg: TinyConfig) -> Any:
-    """The stock Qwen2.5-VL processor where torchvision exists, else the image+text subclass."""
-    kwargs = dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, patch_size=14, temporal_patch_size=2,
-                  merge_size=2)
-    if is_torchvision_available():
-        from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+def build_processor(tok: Qwen2Tokenizer, cfg: TinyConfig) -> ImageTextQwen2_5_VLProcessor:
+    """Image+text processor with the PIL image processor, so the build is the same with or without torchvision.
 
-        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(**kwargs), tokenizer=tok,
-                                   video_processor=Qwen2VLVideoProcessor(**kwargs), chat_template=CHAT_TEMPLATE)
-    return ImageTextQwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessorPil(**kwargs), tokenizer=tok,
-                                        chat_template=CHAT_TEMPLATE)
+    It saves the files a stock Qwen2.5-VL processor reads (see _make_stock for the video section).
+    """
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, patch_size=14,
+                                               temporal_patch_size=2, merge_size=2)
+    return ImageTextQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok, chat_template=CHAT_TEMPLATE)
 
 
 def build_config(tok: Qwen2Tokenizer, cfg: TinyConfig) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL config at toy sizes, with the special-token ids of `tok`."""
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     half = cfg.hidden // cfg.heads // 2
     # M-RoPE splits the rotary half into temporal, height and width sections in Qwen2.5-VL's 2:3:3 ratio
@@ -188,10 +184,11 @@ def build_tiny_model(out_dir: Path, seed: int = 0, warmup: bool = True, progress
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = TinyConfig()
-    torch.manual_seed(seed)
     tok = build_tokenizer(cfg)
     processor = build_processor(tok, cfg)
-    model = Qwen2_5_VLForConditionalGeneration(build_config(tok, cfg))
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(build_config(tok, cfg))
     model.generation_config = GenerationConfig(
         eos_token_id=[tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), do_sample=False,

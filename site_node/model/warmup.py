@@ -73,46 +73,50 @@ def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, 
     """Render source-domain frames and encode them with the same chat template and processor as inference."""
     names = synth.phase_names()
     phases = rng.permutation(np.arange(cfg.pool_size) % len(names))
-    frames = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng)
+    # varied exposure and noise (never a colour cast) keep the answer format stable on other sites' frames
+    frames = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng, vary_camera=True)
+    images = [Image.fromarray(f) for f in frames]
     prompt = chat_text(processor, load_task("phase").render_prompt())
-    eos = processor.tokenizer.eos_token  # the model must learn to stop
-    tokenizer = processor.tokenizer
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
-    parts: list[dict[str, torch.Tensor]] = []
-    try:
-        width = _max_len(processor, prompt, eos, Image.fromarray(frames[0]))
-        for start in range(0, len(frames), chunk):
-            ks = phases[start:start + chunk]
-            texts = [prompt + target_answer(names[k]) + eos for k in ks]
-            images = [Image.fromarray(f) for f in frames[start:start + chunk]]
-            enc = processor(text=texts, images=images, padding="max_length", max_length=width, return_tensors="pt")
-            parts.append(dict(enc))
-        prompt_len = len(processor(text=[prompt], images=[Image.fromarray(frames[0])])["input_ids"][0])
-    finally:
-        tokenizer.padding_side = side
-    enc = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    # the answer ends with the EOS token (<|im_end|>): the model must learn to stop
+    texts = [prompt + target_answer(names[k]) + processor.tokenizer.eos_token for k in phases]
+    enc = _encode_right_padded(processor, texts, images, chunk)
+    prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
     labels = enc["input_ids"].clone()
-    labels[:, :prompt_len] = IGNORE
+    labels[:, :prompt_len] = IGNORE  # loss on the assistant's answer only
     labels[enc["attention_mask"] == 0] = IGNORE
-    n = len(frames)
     skip = {"input_ids", "attention_mask", "pixel_values", "image_grid_thw"}
     return _Examples(
         input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
         extra={k: v for k, v in enc.items() if k not in skip},
-        pixel_values=enc["pixel_values"].reshape(n, -1, enc["pixel_values"].shape[-1]),
+        pixel_values=enc["pixel_values"].reshape(len(images), -1, enc["pixel_values"].shape[-1]),
         image_grid_thw=enc["image_grid_thw"],
     )
 
 
-def _max_len(processor: Any, prompt: str, eos: str, image: Image.Image) -> int:
-    """Length of the longest example, so every chunk pads to the same width."""
-    names = synth.phase_names()
-    texts = [prompt + target_answer(n) + eos for n in names]
-    enc = processor(text=texts, images=[image] * len(texts), padding=True)
-    return len(enc["input_ids"][0])
+def _encode_right_padded(processor: Any, texts: list[str], images: list[Image.Image],
+                         chunk: int) -> dict[str, torch.Tensor]:
+    """Processor outputs for all examples, in chunks, with the text padded on the right to one width."""
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        parts = [dict(processor(text=texts[i:i + chunk], images=images[i:i + chunk], padding=True,
+                                return_tensors="pt")) for i in range(0, len(texts), chunk)]
+    finally:
+        tokenizer.padding_side = side
+    width = max(p["input_ids"].shape[1] for p in parts)
+    pad_value = {"input_ids": tokenizer.pad_token_id}
+    out = {}
+    for key in parts[0]:
+        if key in ("pixel_values", "image_grid_thw"):  # per patch / per image: nothing to pad
+            out[key] = torch.cat([p[key] for p in parts])
+        else:
+            out[key] = torch.cat([torch.nn.functional.pad(p[key], (0, width - p[key].shape[1]),
+                                                          value=pad_value.get(key, 0)) for p in parts])
+    return out
 
 
 def _lr_factor(step: int, cfg: WarmupConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak rate."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
