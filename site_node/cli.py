@@ -61,7 +61,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from site_node.ingest import ingest
 
-    result = ingest(_home(args), args.source, args.format)
+    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body)
     print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
     for video_id, reason in result.skipped.items():
         print(f"  skipped {video_id}: {reason}", file=sys.stderr)
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="de-identify a dataset into the site's store")
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--format", required=True)
+    p.add_argument("--out-of-body", default="colour", choices=["colour", "none"],
+                   help="out-of-body frame detector: the colour heuristic (default), or none for footage known to "
+                        "hold no room scenes (e.g. synthetic data)")
     p.set_defaults(func=cmd_ingest)
 
     protocols = sub.add_parser("protocols", help="approve study protocols").add_subparsers(dest="pcmd", required=True)

@@ -61,6 +61,30 @@ class ColourHeuristicDetector:
         return bool(warm.mean() < self.warm_fraction or np.median(sat) < self.min_saturation)
 
 
+class NeverOutOfBody:
+    """For footage known to contain no room scenes (synthetic data, recordings already cut at the trocar).
+
+    Chosen explicitly by the site (`site_node ingest --out-of-body none`); the de-identification report
+    names the detector used, so the choice is on record.
+    """
+
+    name = "none (site declared: no out-of-body footage)"
+    thumbnail_width = 8
+
+    def is_out_of_body(self, rgb: np.ndarray) -> bool:
+        return False
+
+
+DETECTORS = {"colour": ColourHeuristicDetector, "none": NeverOutOfBody}
+
+
+def detector_named(name: str) -> OutOfBodyDetector:
+    try:
+        return DETECTORS[name]()
+    except KeyError:
+        raise ValueError(f"out-of-body detector must be one of {sorted(DETECTORS)}, got {name!r}") from None
+
+
 def with_margin(flags: Iterable[tuple[T, bool]], margin: int) -> Iterator[tuple[T, bool]]:
     """Yield (item, blank): blank if any flag within `margin` items on either side is set.
 

@@ -61,7 +61,7 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
             if site.name == DP_CAPPED:  # this site's own privacy budget is far below any DP study's target
                 home.config_file.write_text(home.config_file.read_text().replace(
                     "# epsilon_budget = 8.0", "epsilon_budget = 0.05"))
-            ingest(home, run / "raw" / site.name, "cholec80")
+            ingest(home, run / "raw" / site.name, "cholec80", out_of_body="none")  # synthetic: no room scenes
             fed.serve_site(site.name)
         broken = "empty-store"
         fed.site_home(broken, tiny_model_dir)
@@ -69,7 +69,8 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         # Three videos (below the default minimum of five) and a data owner who approves each release.
         small = DemoSite("small-manual", 0.3, 44, videos=3)
         synthesize_site(run / "raw" / small.name, small.name, small.videos, small.shift, small.seed)
-        ingest(SiteHome(fed.site_home(small.name, tiny_model_dir, release="manual")), run / "raw" / small.name, "cholec80")
+        ingest(SiteHome(fed.site_home(small.name, tiny_model_dir, release="manual")), run / "raw" / small.name,
+               "cholec80", out_of_body="none")
         fed.serve_site(small.name)
         yield Federation(fed, tiny_model_dir, run, SITES, broken, small.name)
     shutil.rmtree(run / "raw", ignore_errors=True)
