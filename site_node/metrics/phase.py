@@ -44,14 +44,15 @@ def video_scores(truth: Sequence[str], pred: Sequence[str | None]) -> VideoScore
 
 
 def summarise(
-    videos: Sequence[tuple[Sequence[str], Sequence[str | None]]], *, seed: int, replicates: int = 1000
+    videos: Sequence[tuple[Sequence[str], Sequence[str | None]]], *, seed: int, replicates: int = 1000,
+    metrics: Sequence[str] = PHASE_METRICS,
 ) -> dict[str, Estimate]:
-    """Per-metric mean over videos with a video-level bootstrap CI."""
+    """Per-metric mean over videos with a video-level bootstrap CI (any of the per-video single-label scores)."""
     scores = [video_scores(t, p) for t, p in videos]
     n_frames = sum(len(t) for t, _ in videos)
     n_failed = sum(sum(x is None for x in p) for _, p in videos)
     return {
         name: summarise_videos([getattr(s, name) for s in scores], n_frames=n_frames, n_failed=n_failed,
                                seed=seed + i, replicates=replicates)
-        for i, name in enumerate(PHASE_METRICS)
+        for i, name in enumerate(metrics)
     }
