@@ -70,7 +70,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     home = _home(args).require()
     launch_id = launch(home, args.protocol)
     for job in home.store().jobs(launch_id):
-        print(f"{job['center']}: {job['state']} {job['detail'] or ''}".rstrip())
+        print(f"round {job['round']} {job['kind']} {job['center']}: {job['state']} {job['detail'] or ''}".rstrip())
     print(f"launch {launch_id} finished; `hub report --study ... --out DIR` writes the tables")
     return 0
 

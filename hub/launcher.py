@@ -43,14 +43,16 @@ def follow(home: HubHome, launch_id: str, run_id: str, protocol: StudyProtocol, 
     """Print each site's state as it changes until the ServerApp marks the launch finished."""
     store = home.store()
     end = time.time() + protocol.round_plan.deadline_minutes * 60 + 300
-    seen: dict[tuple[int, str], str] = {}
+    seen: dict[tuple[int, str, str], str] = {}
     last_check = 0.0
     while time.time() < end:
         for job in store.jobs(launch_id):
-            key, state = (job["round"], job["center"]), f"{job['state']} {job['detail'] or ''}".strip()
+            key = (job["round"], job["kind"], job["center"])
+            state = f"{job['state']} {job['detail'] or ''}".strip()
             if seen.get(key) != state:
                 seen[key] = state
-                echo(f"  round {job['round']} {job['center']}: {state}")
+                what = "" if job["kind"] == "evaluate" else f" {job['kind']}"
+                echo(f"  round {job['round']}{what} {job['center']}: {state}")
         launch = store.launch(launch_id)
         if launch["state"] == "finished":
             return
