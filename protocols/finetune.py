@@ -187,7 +187,8 @@ class FinetunePlan:
         }
 
 
-def _mapping(data: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+def check_mapping(data: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    """`data` as a mapping with no keys outside `allowed`; ProtocolError naming `where` otherwise."""
     if not isinstance(data, dict):
         raise ProtocolError(f"{where} must be a mapping, got {type(data).__name__} ({data!r})")
     unknown = sorted(set(data) - allowed)
@@ -203,14 +204,14 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_lora(data: Any, source: str) -> LoraPlan:
-    raw = dict(_mapping(data, f"{source}: finetune.lora", {f.name for f in fields(LoraPlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune.lora", {f.name for f in fields(LoraPlan)}))
     if "target_modules" in raw:
         raw["target_modules"] = _names(raw["target_modules"], f"{source}: finetune.lora.target_modules")
     return LoraPlan(**raw)
 
 
 def _parse_dp(data: Any, source: str) -> DpPlan:
-    raw = dict(_mapping(data, f"{source}: finetune.dp", {f.name for f in fields(DpPlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune.dp", {f.name for f in fields(DpPlan)}))
     missing = [k for k in ("target_epsilon", "delta") if k not in raw]
     if missing:
         raise ProtocolError(f"{source}: finetune.dp is missing {missing}")
@@ -221,7 +222,7 @@ def _parse_dp(data: Any, source: str) -> DpPlan:
 
 def parse_finetune(data: Any, source: str = "<protocol>") -> FinetunePlan:
     """Validate a round plan's `finetune` mapping; every error names `source` and the value received."""
-    raw = dict(_mapping(data, f"{source}: finetune", {f.name for f in fields(FinetunePlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune", {f.name for f in fields(FinetunePlan)}))
     if "trainers" not in raw:
         raise ProtocolError(f"{source}: finetune.trainers is required (the sites that train)")
     raw["trainers"] = _names(raw["trainers"], f"{source}: finetune.trainers")

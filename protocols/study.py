@@ -14,7 +14,7 @@ import yaml
 
 from protocols import __version__
 from protocols.errors import ProtocolError
-from protocols.finetune import FinetunePlan, parse_finetune
+from protocols.finetune import FinetunePlan, check_mapping, parse_finetune
 from protocols.tasks import TaskDefinition, load_task
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -162,12 +162,6 @@ def _require(mapping: Any, key: str, source: str, kind: type) -> Any:
     return value
 
 
-def _check_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(mapping) - allowed)
-    if unknown:
-        raise ProtocolError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-
-
 def _version(study: dict[str, Any], source: str) -> str:
     version = study.get("version")
     if not isinstance(version, (str, int, float)) or isinstance(version, bool) or str(version) == "":
@@ -179,9 +173,9 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
     """Validate a protocol mapping; every error names `source` and the offending value."""
     if not isinstance(data, dict):
         raise ProtocolError(f"{source}: expected a mapping at top level, got {type(data).__name__}")
-    _check_keys(data, _TOP_KEYS, source)
+    check_mapping(data, source, _TOP_KEYS)
     study = _require(data, "study", source, dict)
-    _check_keys(study, {"id", "version", "title"}, f"{source}: study")
+    check_mapping(study, f"{source}: study", {"id", "version", "title"})
     study_id = str(_require(study, "id", f"{source}: study", str))
     if not _ID.fullmatch(study_id):
         raise ProtocolError(f"{source}: study.id {study_id!r} must match {_ID.pattern}")
@@ -189,7 +183,7 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
     if not sites or not all(isinstance(s, str) and _ID.fullmatch(s) for s in sites) or len(set(sites)) != len(sites):
         raise ProtocolError(f"{source}: sites must be a non-empty list of unique site names, got {sites!r}")
     model = _require(data, "model", source, dict)
-    _check_keys(model, {"name", "manifest_sha256"}, f"{source}: model")
+    check_mapping(model, f"{source}: model", {"name", "manifest_sha256"})
     sha = str(_require(model, "manifest_sha256", f"{source}: model", str))
     if not _SHA256.fullmatch(sha):
         raise ProtocolError(f"{source}: model.manifest_sha256 must be 64 lowercase hex digits, got {sha!r}")
