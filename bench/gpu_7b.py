@@ -40,7 +40,7 @@ from site_node.model.loading import LoadedModel, load_model  # noqa: E402
 from site_node.model.tiny import TinyConfig, _make_stock, build_config, build_processor, build_tokenizer  # noqa: E402
 from site_node.training.dp import DpSchedule, DpTrainer  # noqa: E402
 from site_node.training.examples import encode_batch as encode_train_batch  # noqa: E402
-from site_node.training.examples import hierarchical_target  # noqa: E402
+from site_node.answer_format import hierarchical_target  # noqa: E402
 from site_node.training.lora import (adapter_state, attach_lora, detach_lora, sequence_losses,  # noqa: E402
                                      training_mode)
 

@@ -20,6 +20,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from protocols.errors import ModelError
 from protocols.tasks import load_task
+from site_node import synth
 from site_node.model.loading import ImageTextQwen2_5_VLProcessor
 from site_node.model.warmup import WarmupConfig, target_answer, warm_up
 
@@ -55,7 +56,7 @@ CHAT_TEMPLATE = (
 _SITE_NODE = Path(__file__).resolve().parents[1]
 _SOURCES = (
     _SITE_NODE / "model" / "tiny.py", _SITE_NODE / "model" / "warmup.py", _SITE_NODE / "model" / "loading.py",
-    _SITE_NODE / "model" / "generate.py", _SITE_NODE / "synth.py",
+    _SITE_NODE / "model" / "generate.py", _SITE_NODE / "synth.py", _SITE_NODE / "answer_format.py",
 )
 
 
@@ -81,7 +82,7 @@ def _tokenizer_corpus() -> list[str]:
     return [
         "You are a helpful assistant.",
         task.render_prompt(),
-        *(target_answer(name) for name in task.label_names),
+        *(target_answer(name, tuple(synth.phase_scene(name).tools)) for name in task.label_names),
         " ".join(words),
         "The laparoscopic cholecystectomy shows the gallbladder, cystic duct, cystic artery, liver and clips.",
         "Question: which instruments are visible? grasper, bipolar, hook, scissors, clipper, irrigator, specimen bag.",

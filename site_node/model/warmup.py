@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from protocols.errors import ConfigError
 from protocols.tasks import load_task
 from site_node import synth
+from site_node.answer_format import hierarchical_target, tool_word
 from site_node.model.generate import chat_text
 
 IGNORE = -100  # label value the loss skips
@@ -38,11 +40,10 @@ class WarmupConfig:
             raise ConfigError(f"WarmupConfig.lr must be in (0, 1), got {self.lr}")
 
 
-def target_answer(phase: str) -> str:
-    """Surg-R1's format, kept short because generation length dominates evaluation time."""
-    scene = synth.phase_scene(phase)
-    return (f"<think>L1: {scene.perception}. L2: {scene.relation}. L3: {phase}.</think>"
-            f"<answer>{phase}</answer>")
+def target_answer(phase: str, tools: Sequence[str]) -> str:
+    """What a site's training example says for a Cholec80 frame with these tools (synthetic tool names):
+    the same text as site_node.training, so fine-tuning does not have to re-teach the layout."""
+    return hierarchical_target(phase, [tool_word(t) for t in tools])
 
 
 @dataclass
@@ -74,11 +75,12 @@ def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, 
     names = synth.phase_names()
     phases = rng.permutation(np.arange(cfg.pool_size) % len(names))
     # varied exposure and noise (never a colour cast) keep the answer format stable on other sites' frames
-    frames = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng, vary_camera=True)
+    frames, tools = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng, vary_camera=True)
     images = [Image.fromarray(f) for f in frames]
     prompt = chat_text(processor, load_task("phase").render_prompt())
     # the answer ends with the EOS token (<|im_end|>): the model must learn to stop
-    texts = [prompt + target_answer(names[k]) + processor.tokenizer.eos_token for k in phases]
+    texts = [prompt + target_answer(names[k], present) + processor.tokenizer.eos_token
+             for k, present in zip(phases, tools)]
     enc = _encode_right_padded(processor, texts, images, chunk)
     prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
     labels = enc["input_ids"].clone()

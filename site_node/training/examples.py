@@ -13,32 +13,14 @@ from PIL import Image
 
 from protocols.errors import DataError
 from protocols.tasks import load_task
+from site_node.answer_format import TOOL_WORDS, hierarchical_target, tool_word
 from site_node.datasets.cholec80 import read_phase_file
-from site_node.labels import normalise
 from site_node.model.generate import chat_text
 from site_node.store import DataStore, VideoEntry
 from site_node.video import sample_frames
 
 IGNORE = -100  # label value the loss skips
-# Cholec80 tool columns -> the words the answer uses (matched by normalised name, never by column index).
-TOOL_WORDS = {"grasper": "grasper", "bipolar": "bipolar", "hook": "hook", "scissors": "scissors",
-              "clipper": "clipper", "irrigator": "irrigator", "specimenbag": "specimen bag"}
 Progress = Callable[[int, int], None]
-
-
-def hierarchical_target(phase: str, tools: Sequence[str] | None = None, relation: str | None = None) -> str:
-    """Surg-R1's answer: L1 (instruments), L2 (tool-tissue-action), L3 (phase), then the final answer.
-
-    A level is written only when local labels support it; inventing an L2 without triplets would teach
-    the model statements nobody annotated.
-    """
-    levels = []
-    if tools is not None:
-        levels.append(f"L1: {', '.join(tools) if tools else 'no instrument'}.")
-    if relation:
-        levels.append(f"L2: {relation}.")
-    levels.append(f"L3: {phase}.")
-    return f"<think>{' '.join(levels)}</think><answer>{phase}</answer>"
 
 
 def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
@@ -53,9 +35,10 @@ def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
                         else f"{path}: empty")
     words = []
     for name in header[1:]:
-        if normalise(name) not in TOOL_WORDS:
-            raise DataError(f"{path}:1: unknown tool column {name!r}; expected names from {sorted(TOOL_WORDS)}")
-        words.append(TOOL_WORDS[normalise(name)])
+        try:
+            words.append(tool_word(name))
+        except DataError as exc:
+            raise DataError(f"{path}:1: unknown tool column {name!r}; expected names from {sorted(TOOL_WORDS)}") from exc
     rows: dict[int, tuple[str, ...]] = {}
     for lineno, line in enumerate(lines[1:], start=2):
         parts = [p.strip() for p in line.split("\t")]

@@ -34,17 +34,28 @@ def finetune(federation):  # type: ignore[no-untyped-def]
     return protocol, launch(federation.hub, protocol, echo=lambda _: None)
 
 
+# Held-out phase accuracy gain (last round over round 0) measured with this configuration on the 2-core
+# development machine: 0.424 -> 0.522 -> 0.577 -> 0.545 (+0.12; in-process runs of the same recipe gave
+# +0.12 to +0.19). Asserting half of it leaves room for other CPUs' float rounding.
+HELD_OUT_MIN_GAIN = 0.06
+
+
 def test_every_round_is_evaluated_at_every_center(federation, finetune) -> None:  # type: ignore[no-untyped-def]
-    # The issue also asks that the held-out center gain over round 0; measured here it does not yet
-    # (0.58 -> 0.17 -> 0.12 -> 0.23 with this configuration), so that stays open on the issue, not asserted.
     frame = federation.hub.store().results_frame(finetune[1])
     acc = frame[frame.metric == "accuracy"]
     assert sorted(acc["round"].unique()) == [0, 1, 2, 3]
     assert (acc.groupby("round")["center"].nunique() == 3).all()
-    held = acc[acc.role == "held_out"]
-    assert held.center.nunique() == 1 and held.center.iloc[0] not in TRAINERS
     roles = frame.drop_duplicates("center").set_index("center")["role"].to_dict()
     assert {c for c, r in roles.items() if r == "train"} == set(TRAINERS)
+    assert [c for c, r in roles.items() if r == "held_out"] == [c for c in roles if c not in TRAINERS]
+
+
+def test_held_out_center_gains_from_federated_fine_tuning(federation, finetune) -> None:  # type: ignore[no-untyped-def]
+    frame = federation.hub.store().results_frame(finetune[1])
+    held = frame[(frame.metric == "accuracy") & (frame.role == "held_out")].set_index("round")
+    first, last = held.loc[0], held.loc[held.index.max()]
+    assert last.estimate - first.estimate >= HELD_OUT_MIN_GAIN, held[["estimate", "ci_low", "ci_high"]]
+    assert last.ci_low < last.estimate < last.ci_high and first.ci_high > first.estimate
 
 
 def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

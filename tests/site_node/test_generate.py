@@ -18,7 +18,8 @@ from site_node.video import sample_frames
 
 TASK = load_task("phase")
 PROMPT = TASK.render_prompt()
-FORMAT = re.compile(r"<think>L1: [^<]+ L2: [^<]+ L3: (\w+)\.</think><answer>(\w+)</answer>")
+# the warm-up teaches what a site trains on from Cholec80 labels: L1 instruments, L3 phase (no triplets, no L2)
+FORMAT = re.compile(r"<think>L1: [a-z ]+(?:, [a-z ]+)*\. L3: (\w+)\.</think><answer>(\w+)</answer>")
 ANSWER = re.compile(r"<answer>(.*?)</answer>")
 
 

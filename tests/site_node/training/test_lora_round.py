@@ -13,9 +13,10 @@ from transformers import AutoModelForImageTextToText
 from protocols.errors import ConfigError, ContractError
 from protocols.finetune import LoraPlan, parse_finetune
 from protocols.tasks import load_task
+from site_node.answer_format import hierarchical_target
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
-from site_node.training.examples import encode_batch, hierarchical_target
+from site_node.training.examples import encode_batch
 from site_node.training.lora import (TrainResult, adapter_state, applied_adapter, attach_lora, detach_lora,
                                      load_global_adapter, save_peft_dir, sequence_losses, train_round)
 

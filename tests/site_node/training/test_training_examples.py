@@ -14,17 +14,9 @@ from protocols.tasks import load_task
 from site_node.datasets.cholec80 import read_phase_file
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
-from site_node.training.examples import (IGNORE, FrameAugment, build_training_set, encode_batch,
-                                         hierarchical_target, load_frames, read_tool_file, tool_file_for)
-
-
-def test_hierarchical_target_writes_only_supported_levels() -> None:
-    assert hierarchical_target("ClippingCutting", ["grasper", "clipper"]) == (
-        "<think>L1: grasper, clipper. L3: ClippingCutting.</think><answer>ClippingCutting</answer>")
-    assert hierarchical_target("Preparation", [], "grasper retracts gallbladder") == (
-        "<think>L1: no instrument. L2: grasper retracts gallbladder. L3: Preparation.</think>"
-        "<answer>Preparation</answer>")
-    assert hierarchical_target("Preparation") == "<think>L3: Preparation.</think><answer>Preparation</answer>"
+from site_node.answer_format import hierarchical_target
+from site_node.training.examples import (IGNORE, FrameAugment, build_training_set, encode_batch, load_frames,
+                                         read_tool_file, tool_file_for)
 
 
 def test_tool_file_is_read_by_column_name(tmp_path: Path) -> None:
