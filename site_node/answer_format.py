@@ -20,8 +20,10 @@ def tool_word(name: str) -> str:
     return word
 
 
-def hierarchical_target(phase: str, tools: Sequence[str] | None = None, relation: str | None = None) -> str:
-    """Surg-R1's answer: L1 (instruments), L2 (tool-tissue-action), L3 (phase), then the final answer.
+def hierarchical_target(phase: str, tools: Sequence[str] | None = None, relation: str | None = None,
+                        cvs_achieved: bool | None = None) -> str:
+    """Surg-R1's answer: L1 (instruments), L2 (tool-tissue-action), L3 (phase and, where labelled, the
+    critical view of safety), then the final answer (the phase).
 
     A level is written only when labels support it; inventing an L2 without triplets would teach the model
     statements nobody annotated. The tiny model's warm-up writes its targets with this same function, so
@@ -32,5 +34,6 @@ def hierarchical_target(phase: str, tools: Sequence[str] | None = None, relation
         levels.append(f"L1: {', '.join(tools) if tools else 'no instrument'}.")
     if relation:
         levels.append(f"L2: {relation}.")
-    levels.append(f"L3: {phase}.")
+    safety = "" if cvs_achieved is None else f", critical view of safety {'' if cvs_achieved else 'not '}achieved"
+    levels.append(f"L3: {phase}{safety}.")
     return f"<think>{' '.join(levels)}</think><answer>{phase}</answer>"

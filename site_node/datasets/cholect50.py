@@ -13,8 +13,8 @@ from site_node.datasets.registry import VIDEO_EXTS, Found, frame_folder, line_of
 from site_node.store import FrameLabels, LabelKind
 
 # Positions in a 15-value instance vector: triplet, instrument (+score, box xywh), verb, target (+score, box), phase.
-_TRIPLET, _INSTRUMENT, _BOX, _VERB, _TARGET = 0, 1, slice(3, 7), 7, 8
-_KINDS = ("triplet", "instrument", "verb", "target")
+_TRIPLET, _INSTRUMENT, _BOX, _VERB, _TARGET, _PHASE = 0, 1, slice(3, 7), 7, 8, 14
+_KINDS = ("triplet", "instrument", "verb", "target")  # required category tables; `phase` is optional
 _FPS_KEY = '"fps"'
 
 
@@ -27,6 +27,7 @@ class Instance:
     verb: str | None
     target: str | None
     box: tuple[float, float, float, float] | None  # the instrument's box, normalised xywh
+    phase: str | None = None  # only when the file has a `phase` category table
 
 
 def is_cholect50(path: Path) -> bool:
@@ -42,7 +43,7 @@ def _categories(data: dict[str, Any], path: Path) -> dict[str, dict[int, str]]:
     if not isinstance(raw, dict):
         raise DataError(f"{path}: `categories` must map triplet/instrument/verb/target to names, got {type(raw).__name__}")
     out: dict[str, dict[int, str]] = {}
-    for kind in _KINDS:
+    for kind in (*_KINDS, "phase"):
         table = raw.get(kind, {})
         try:
             pairs = ([(c["id"], c["name"]) for c in table] if isinstance(table, list) else list(table.items()))
@@ -80,11 +81,12 @@ def read_instances(path: Path) -> tuple[float, dict[int, list[Instance]]]:
             try:
                 box = tuple(float(v) for v in vec[_BOX])
                 names = [_name(cats, k, vec[i], where) for k, i in zip(_KINDS, (_TRIPLET, _INSTRUMENT, _VERB, _TARGET))]
+                phase = _name(cats, "phase", vec[_PHASE], where) if cats["phase"] and len(vec) > _PHASE else None
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{where}: non-numeric instance vector {str(vec)[:60]}") from exc
             has_box = box[0] >= 0 and box[2] > 0 and box[3] > 0
             instances.append(Instance(names[0], names[1], names[2], names[3],
-                                      (box[0], box[1], box[2], box[3]) if has_box else None))
+                                      (box[0], box[1], box[2], box[3]) if has_box else None, phase))
         frames[int(key)] = instances
     fps = data.get("fps", 1)
     if not isinstance(fps, (int, float)) or fps <= 0:
@@ -133,6 +135,26 @@ def _actions(path: Path, task: TaskDefinition) -> FrameLabels:
     return FrameLabels(labels, fps=fps, dropped=dropped)
 
 
+def _phases(path: Path, task: TaskDefinition) -> FrameLabels:
+    """The phase each frame's vectors carry (every vector of a frame repeats it), by the file's phase names."""
+    names = AliasIndex(task.labels)
+    fps, frames = read_instances(path)
+    labels = {}
+    for frame, instances in frames.items():
+        found = {inst.phase for inst in instances if inst.phase is not None}
+        if len(found) > 1:
+            raise DataError(f"{path}: frame {frame}: vectors name different phases {sorted(found)}")
+        if found:
+            raw = found.pop()
+            name = names.canonical(raw)
+            if name is None:
+                _, text = load_json(path)
+                raise DataError(f"{path}:{line_of(text, raw)}: frame {frame}: unknown phase {raw!r}; "
+                                f"expected one of {list(task.label_names)} or their synonyms")
+            labels[frame] = name
+    return FrameLabels(labels, fps=fps)
+
+
 def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
     names = AliasIndex(task.labels)
     fps, frames = read_instances(path)
@@ -156,7 +178,7 @@ def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
 
 
 def read_labels(path: Path, kind: LabelKind, task: TaskDefinition) -> FrameLabels:
-    readers = {LabelKind.TRIPLET: _triplets, LabelKind.ACTION: _actions, LabelKind.BOXES: _boxes}
+    readers = {LabelKind.TRIPLET: _triplets, LabelKind.ACTION: _actions, LabelKind.BOXES: _boxes, LabelKind.PHASE: _phases}
     return readers[kind](Path(path), task)
 
 
@@ -176,6 +198,8 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
         kinds = {LabelKind.TRIPLET: path, LabelKind.ACTION: path}
         if any(i.box is not None for insts in frames.values() for i in insts):
             kinds[LabelKind.BOXES] = path
+        if any(i.phase is not None for insts in frames.values() for i in insts):
+            kinds[LabelKind.PHASE] = path
         folder = videos_dir / vid
         files_ = [p for p in videos_dir.glob(f"{vid}.*") if p.suffix.lower() in VIDEO_EXTS] if videos_dir.is_dir() else []
         if folder.is_dir():

@@ -127,7 +127,8 @@ def read_labels(kind: LabelKind, path: Path, task: TaskDefinition, video_id: str
         return FrameLabels(cholec80.read_phase_file(path, task))
     if suffix == ".csv" and kind in (LabelKind.ACTION, LabelKind.CVS, LabelKind.PHASE):
         return csv_labels.read_labels(path, kind, task, video_id)
-    if suffix == ".json" and kind in (LabelKind.TRIPLET, LabelKind.ACTION, LabelKind.BOXES) and cholect50.is_cholect50(path):
+    cholect50_kinds = (LabelKind.TRIPLET, LabelKind.ACTION, LabelKind.BOXES, LabelKind.PHASE)
+    if suffix == ".json" and kind in cholect50_kinds and cholect50.is_cholect50(path):
         return cholect50.read_labels(path, kind, task)
     if suffix == ".json" and kind is LabelKind.CVS:
         return endoscapes.read_labels(path, task, video_id)

@@ -14,10 +14,10 @@ from PIL import Image
 from protocols.errors import DataError
 from protocols.tasks import load_task
 from site_node.answer_format import TOOL_WORDS, hierarchical_target, tool_word
-from site_node.datasets.cholec80 import read_phase_file
+from site_node.datasets.registry import KIND_TASK, iter_frames, read_labels
+from site_node.evaluation import select_frames
 from site_node.model.generate import chat_text
-from site_node.store import DataStore, VideoEntry
-from site_node.video import sample_frames
+from site_node.store import DataStore, FrameLabels, LabelKind, VideoEntry
 
 IGNORE = -100  # label value the loss skips
 Progress = Callable[[int, int], None]
@@ -61,16 +61,24 @@ def tool_file_for(store: DataStore, video: VideoEntry) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _tools_at(rows: dict[int, tuple[str, ...]], keys: np.ndarray, frame: int) -> tuple[str, ...]:
-    """The last annotated tool row at or before `frame` (Cholec80 annotates every 25th frame)."""
-    i = int(np.searchsorted(keys, frame, side="right")) - 1
-    return rows[int(keys[i])] if i >= 0 else ()
+class _AtOrBefore:
+    """Sparse labels looked up by decoded-frame index: the last labelled frame at or before it (Cholec80
+    tool rows come every 25th frame, CholecT50 triplets once a second)."""
+
+    def __init__(self, fl: FrameLabels, video_fps: float) -> None:
+        pairs = sorted((fl.video_frame(f, video_fps), v) for f, v in fl.labels.items())
+        self._keys = np.array([k for k, _ in pairs], dtype=np.int64)
+        self._values = [v for _, v in pairs]
+
+    def __call__(self, frame: int) -> Any:
+        i = int(np.searchsorted(self._keys, frame, side="right")) - 1
+        return self._values[i] if i >= 0 else None
 
 
 @dataclass(frozen=True)
 class TrainingExample:
     video_id: str
-    frame: int
+    frame: int  # in the phase labels' numbering, as evaluation selects frames
     target: str
 
 
@@ -80,7 +88,7 @@ class TrainingSet:
 
     examples: list[TrainingExample]
     videos: dict[str, VideoEntry]
-    steps: dict[str, int]  # video id -> frame stride used for sampling
+    phases: dict[str, FrameLabels]  # video id -> its phase labels (frame numbering, fps, frame images)
     skipped: dict[str, str]
 
     def indices_by_video(self) -> dict[str, list[int]]:
@@ -90,37 +98,62 @@ class TrainingSet:
         return {v: idx for v, idx in out.items() if idx}
 
 
-def _video_examples(store: DataStore, video: VideoEntry, step: int) -> list[TrainingExample]:
-    phases = read_phase_file(store.path(video.labels["phase"]), load_task("phase"))
+def _labels(store: DataStore, video: VideoEntry, kind: LabelKind) -> FrameLabels | None:
+    rel = video.labels.get(kind.value)
+    return None if rel is None else read_labels(kind, store.path(rel), load_task(KIND_TASK[kind]), video.video_id)
+
+
+def _levels(store: DataStore, video: VideoEntry) -> tuple[Callable[[int], Any], ...]:
+    """Per decoded frame: the tools (L1), the triplets (L1 when there is no tool file, and L2) and the CVS (L3)."""
+    none: Callable[[int], Any] = lambda _frame: None
     tool_path = tool_file_for(store, video)
-    tools = read_tool_file(tool_path) if tool_path is not None else None
-    keys = np.array(sorted(tools), dtype=np.int64) if tools else np.zeros(0, dtype=np.int64)
-    frames = [f for f in sorted(phases) if f % step == 0 and 0 <= f < video.n_frames]
-    return [TrainingExample(video.video_id, f,
-                            hierarchical_target(phases[f], _tools_at(tools, keys, f) if tools is not None else None))
-            for f in frames]
+    tools = _AtOrBefore(FrameLabels(read_tool_file(tool_path)), video.fps) if tool_path is not None else none
+    found = _labels(store, video, LabelKind.TRIPLET)
+    triplets = _AtOrBefore(found, video.fps) if found is not None else none
+    found = _labels(store, video, LabelKind.CVS)
+    cvs = _AtOrBefore(found, video.fps) if found is not None else none
+    return tools, triplets, cvs
+
+
+def _target(phase: str, tools: tuple[str, ...] | None, triplets: frozenset[str] | None, cvs: Any) -> str:
+    parts = [t.split(",") for t in sorted(triplets or ())]
+    if tools is None and triplets is not None:  # CholecT50 names each triplet's instrument
+        tools = tuple(dict.fromkeys(p[0] for p in parts))
+    acts = [" ".join(p).replace("_", " ") for p in parts if p[1] != "null_verb"]  # an idle instrument does nothing
+    return hierarchical_target(phase, tools, "; ".join(acts) or None, None if cvs is None else all(bool(c) for c in cvs))
+
+
+def _video_examples(store: DataStore, video: VideoEntry, sample_every_s: float) -> tuple[FrameLabels, list[TrainingExample]]:
+    phases = _labels(store, video, LabelKind.PHASE)
+    assert phases is not None  # videos_with("phase")
+    tools, triplets, cvs = _levels(store, video)
+    frames = select_frames(list(phases.labels), phases.fps or video.fps, sample_every_s)
+    examples = []
+    for f in frames:
+        vf = phases.video_frame(f, video.fps)
+        if video.n_frames and not 0 <= vf < video.n_frames:
+            continue
+        examples.append(TrainingExample(video.video_id, f, _target(phases.labels[f], tools(vf), triplets(vf), cvs(vf))))
+    return phases, examples
 
 
 def build_training_set(store: DataStore, sample_every_s: float) -> TrainingSet:
-    """One example per sampled labelled frame (same stride rule as evaluation); unusable videos are skipped."""
+    """One example per sampled labelled frame (the stride rule of evaluation); unusable videos are skipped."""
     examples: list[TrainingExample] = []
-    videos, steps, skipped = {}, {}, {}
+    videos, phases, skipped = {}, {}, {}
     for video in store.videos_with("phase"):
-        step = max(1, round(video.fps * sample_every_s))
         try:
-            if not store.path(video.video).is_file():  # frame folders need the image reader, not PyAV
-                raise DataError(f"{video.video}: training reads video files only")
-            found = _video_examples(store, video, step)
+            labels, found = _video_examples(store, video, sample_every_s)
         except DataError as exc:
             skipped[video.video_id] = str(exc)
             continue
         if found:
             examples.extend(found)
-            videos[video.video_id], steps[video.video_id] = video, step
+            videos[video.video_id], phases[video.video_id] = video, labels
     if not examples:
         raise DataError("the data store has no usable videos with phase labels to train on"
                         + (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first"))
-    return TrainingSet(examples, videos, steps, skipped)
+    return TrainingSet(examples, videos, phases, skipped)
 
 
 def load_frames(store: DataStore, ts: TrainingSet, wanted: set[int],
@@ -132,12 +165,9 @@ def load_frames(store: DataStore, ts: TrainingSet, wanted: set[int],
         by_video.setdefault(ex.video_id, {})[ex.frame] = i
     out: dict[int, Image.Image] = {}
     for k, (vid, frames) in enumerate(sorted(by_video.items())):
-        last = max(frames)
-        for index, image in sample_frames(store.path(ts.videos[vid].video), ts.steps[vid]):
-            if index in frames:
-                out[frames[index]] = image
-            if index >= last:
-                break
+        video = ts.videos[vid]
+        for frame, image in iter_frames(store.path(video.video), ts.phases[vid], sorted(frames), video.fps):
+            out[frames[frame]] = image
         if progress:
             progress(k + 1, len(by_video))
     missing = sorted(wanted - set(out))

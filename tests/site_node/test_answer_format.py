@@ -26,3 +26,10 @@ def test_tool_names_map_to_answer_words(name: str, word: str) -> None:
 def test_unknown_tool_names_the_value() -> None:
     with pytest.raises(DataError, match="unknown tool 'Laser'"):
         tool_word("Laser")
+
+
+def test_cvs_joins_the_phase_in_l3() -> None:
+    assert hierarchical_target("ClippingCutting", ["clipper"], cvs_achieved=True) == (
+        "<think>L1: clipper. L3: ClippingCutting, critical view of safety achieved.</think>"
+        "<answer>ClippingCutting</answer>")
+    assert "critical view of safety not achieved" in hierarchical_target("ClippingCutting", cvs_achieved=False)

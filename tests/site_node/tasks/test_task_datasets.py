@@ -22,10 +22,12 @@ from site_node.task_runtime import runtime_for
 GR, HK = "grasper,retract,gallbladder", "hook,dissect,cystic_plate"
 
 
-def _cholect50(path: Path, *, triplet_names: dict[str, str] | None = None) -> Path:
+def _cholect50(path: Path, *, triplet_names: dict[str, str] | None = None, phases: dict[str, str] | None = None) -> Path:
     """Ids deliberately not CholecT50's own: only the file's names say what they mean."""
     cats = {"triplet": triplet_names or {"0": HK, "1": GR}, "instrument": {"0": "hook", "1": "grasper"},
             "verb": {"0": "dissect", "1": "retract"}, "target": {"0": "cystic_plate", "1": "gallbladder"}}
+    if phases:
+        cats["phase"] = phases
     gr = [1, 1, 1, 0.1, 0.2, 0.3, 0.4, 1, 1, 1, -1, -1, -1, -1, 0]
     hk = [0, 0, 1, -1, -1, -1, -1, 0, 0, 1, -1, -1, -1, -1, 0]
     data = {"fps": 1, "categories": cats, "annotations": {"0": [gr], "1": [gr, hk], "2": [[-1] * 14 + [0]]}}
@@ -43,6 +45,19 @@ def test_cholect50_is_read_by_name(tmp_path: Path) -> None:
     boxes = read_labels(LabelKind.BOXES, path, load_task("localization"), "VID01")
     assert boxes.labels[0][0].label == "grasper" and boxes.labels[0][0].xyxy == pytest.approx((0.1, 0.2, 0.4, 0.6))
     assert list(boxes.labels) == [0, 1]  # frames with a box only
+
+
+def test_cholect50_phase_is_read_only_where_the_file_names_phases(tmp_path: Path) -> None:
+    path = _cholect50(tmp_path / "with" / "labels" / "VID01.json", phases={"0": "carlot-triangle-dissection"})
+    phases = read_labels(LabelKind.PHASE, path, load_task("phase"), "VID01")
+    assert phases.labels == {0: "CalotTriangleDissection", 1: "CalotTriangleDissection", 2: "CalotTriangleDissection"}
+    assert phases.fps == 1.0
+    assert LabelKind.PHASE in scan(tmp_path / "with", "cholect50")[0][0].labels
+    _cholect50(tmp_path / "without" / "labels" / "VID01.json")
+    assert LabelKind.PHASE not in scan(tmp_path / "without", "cholect50")[0][0].labels
+    path.write_text(path.read_text().replace("carlot-triangle-dissection", "lunch"))
+    with pytest.raises(DataError, match=r"VID01\.json:\d+: frame 0: unknown phase 'lunch'"):
+        read_labels(LabelKind.PHASE, path, load_task("phase"), "VID01")
 
 
 @pytest.mark.parametrize(
