@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from protocols.errors import ProtocolError
+from protocols.mapping import check_mapping
 
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -187,16 +188,6 @@ class FinetunePlan:
         }
 
 
-def check_mapping(data: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-    """`data` as a mapping with no keys outside `allowed`; ProtocolError naming `where` otherwise."""
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{where} must be a mapping, got {type(data).__name__} ({data!r})")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ProtocolError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-    return data
-
-
 def _names(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise ProtocolError(f"{where} must be a list, got {type(value).__name__} ({value!r})")
@@ -204,14 +195,14 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_lora(data: Any, source: str) -> LoraPlan:
-    raw = dict(check_mapping(data, f"{source}: finetune.lora", {f.name for f in fields(LoraPlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune.lora", {f.name for f in fields(LoraPlan)}, ProtocolError))
     if "target_modules" in raw:
         raw["target_modules"] = _names(raw["target_modules"], f"{source}: finetune.lora.target_modules")
     return LoraPlan(**raw)
 
 
 def _parse_dp(data: Any, source: str) -> DpPlan:
-    raw = dict(check_mapping(data, f"{source}: finetune.dp", {f.name for f in fields(DpPlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune.dp", {f.name for f in fields(DpPlan)}, ProtocolError))
     missing = [k for k in ("target_epsilon", "delta") if k not in raw]
     if missing:
         raise ProtocolError(f"{source}: finetune.dp is missing {missing}")
@@ -222,7 +213,7 @@ def _parse_dp(data: Any, source: str) -> DpPlan:
 
 def parse_finetune(data: Any, source: str = "<protocol>") -> FinetunePlan:
     """Validate a round plan's `finetune` mapping; every error names `source` and the value received."""
-    raw = dict(check_mapping(data, f"{source}: finetune", {f.name for f in fields(FinetunePlan)}))
+    raw = dict(check_mapping(data, f"{source}: finetune", {f.name for f in fields(FinetunePlan)}, ProtocolError))
     if "trainers" not in raw:
         raise ProtocolError(f"{source}: finetune.trainers is required (the sites that train)")
     raw["trainers"] = _names(raw["trainers"], f"{source}: finetune.trainers")

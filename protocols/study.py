@@ -14,7 +14,8 @@ import yaml
 
 from protocols import __version__
 from protocols.errors import ProtocolError
-from protocols.finetune import FinetunePlan, check_mapping, parse_finetune
+from protocols.finetune import FinetunePlan, parse_finetune
+from protocols.mapping import check_mapping
 from protocols.tasks import TaskDefinition, load_task
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -173,9 +174,9 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
     """Validate a protocol mapping; every error names `source` and the offending value."""
     if not isinstance(data, dict):
         raise ProtocolError(f"{source}: expected a mapping at top level, got {type(data).__name__}")
-    check_mapping(data, source, _TOP_KEYS)
+    check_mapping(data, source, _TOP_KEYS, ProtocolError)
     study = _require(data, "study", source, dict)
-    check_mapping(study, f"{source}: study", {"id", "version", "title"})
+    check_mapping(study, f"{source}: study", {"id", "version", "title"}, ProtocolError)
     study_id = str(_require(study, "id", f"{source}: study", str))
     if not _ID.fullmatch(study_id):
         raise ProtocolError(f"{source}: study.id {study_id!r} must match {_ID.pattern}")
@@ -183,7 +184,7 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
     if not sites or not all(isinstance(s, str) and _ID.fullmatch(s) for s in sites) or len(set(sites)) != len(sites):
         raise ProtocolError(f"{source}: sites must be a non-empty list of unique site names, got {sites!r}")
     model = _require(data, "model", source, dict)
-    check_mapping(model, f"{source}: model", {"name", "manifest_sha256"})
+    check_mapping(model, f"{source}: model", {"name", "manifest_sha256"}, ProtocolError)
     sha = str(_require(model, "manifest_sha256", f"{source}: model", str))
     if not _SHA256.fullmatch(sha):
         raise ProtocolError(f"{source}: model.manifest_sha256 must be 64 lowercase hex digits, got {sha!r}")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from protocols.errors import ConfigError
+from protocols.mapping import check_mapping
 
 
 class AnswerKind(str, Enum):
@@ -100,15 +101,10 @@ _REQUIRED = ("name", "title", "answer_kind", "prompt", "metrics", "headline")
 
 def parse_task(data: Any, source: str) -> TaskDefinition:
     """Validate a task mapping (from YAML); `source` names it in errors."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    check_mapping(data, source, set(_REQUIRED) | {"labels", "extra"})
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ConfigError(f"{source}: missing keys {missing}")
-    known = set(_REQUIRED) | {"labels", "extra"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown keys {unknown}; expected {sorted(known)}")
     try:
         kind = AnswerKind(data["answer_kind"])
         metrics = tuple(MetricSpec(str(m["name"]), Scale(m["scale"])) for m in data["metrics"])

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from protocols.errors import ConfigError, DeidError
+from protocols.mapping import check_mapping
 
 Box = tuple[float, float, float, float]
 PixelBox = tuple[int, int, int, int]
@@ -88,11 +89,7 @@ def _box(value: Any, where: str) -> Box:
 
 def parse_rule(data: Any, where: str) -> RecorderRule:
     """Validate one recorder rule mapping; `where` names the file and position in errors."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a recorder rule is a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - _RULE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; expected {sorted(_RULE_KEYS)}")
+    check_mapping(data, f"{where}: a recorder rule", _RULE_KEYS)
     name = str(data.get("name") or "").strip()
     if not name:
         raise ConfigError(f"{where}: a recorder rule needs a name")

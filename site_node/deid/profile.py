@@ -17,6 +17,7 @@ import yaml
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
 from protocols.errors import ConfigError
+from protocols.mapping import check_mapping
 from site_node.deid.overlay import RecorderRule, parse_rules
 
 
@@ -101,12 +102,7 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown keys {unknown}; expected {sorted(_TOP_KEYS)}")
-    return data
+    return check_mapping(data, f"{source}: the top level", _TOP_KEYS)
 
 
 def _builtin_text(name: str) -> str:
