@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -82,6 +82,7 @@ class _Base:
 @dataclass
 class PhaseRuntime(_Base):
     label_kind: LabelKind = LabelKind.PHASE
+    metrics: ClassVar[Any] = phase_metrics  # the metrics module; single-label tasks differ only in it
 
     def __post_init__(self) -> None:
         self._mapper = LabelMapper(self.task)
@@ -91,19 +92,16 @@ class PhaseRuntime(_Base):
 
     def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         pairs = [([t for t, _ in v], [self.parse(a) for _, a in v]) for v in videos]
-        return phase_metrics.summarise(pairs, seed=seed, replicates=replicates)
+        return self.metrics.summarise(pairs, seed=seed, replicates=replicates)
 
 
 @dataclass
 class ActionRuntime(PhaseRuntime):
     label_kind: LabelKind = LabelKind.ACTION
+    metrics: ClassVar[Any] = action_metrics
 
     def candidates(self) -> dict[str, str]:
         return {name: f"{name}</answer>" for name in self.task.label_names} if self.scored else {}
-
-    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
-        pairs = [([t for t, _ in v], [self.parse(a) for _, a in v]) for v in videos]
-        return action_metrics.summarise(pairs, seed=seed, replicates=replicates)
 
 
 @dataclass
