@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,54 @@ from protocols.adapters import decode_state, encode_state, serialized_nbytes, st
 from protocols.finetune import DpMode, DpPlan, LoraPlan  # noqa: E402
 from protocols.model_ref import manifest_hash  # noqa: E402
 from protocols.tasks import load_task  # noqa: E402
-from site_node import synth  # noqa: E402
+from site_node.answer_format import hierarchical_target  # noqa: E402
 from site_node.model.generate import chat_text, encode_batch, greedy_config  # noqa: E402
 from site_node.model.loading import LoadedModel, load_model  # noqa: E402
-from site_node.model.tiny import TinyConfig, _make_stock, build_config, build_processor, build_tokenizer  # noqa: E402
+from site_node.synthetic import render  # noqa: E402
+from site_node.synthetic.tiny_model import TinyConfig, _make_stock, build_config, build_processor, build_tokenizer  # noqa: E402
 from site_node.training.dp import DpSchedule, DpTrainer  # noqa: E402
 from site_node.training.examples import encode_batch as encode_train_batch  # noqa: E402
-from site_node.answer_format import hierarchical_target  # noqa: E402
-from site_node.training.lora import (adapter_state, attach_lora, detach_lora, sequence_losses,  # noqa: E402
-                                     training_mode)
+from site_node.training.lora import (
+    adapter_state,
+    attach_lora,
+    detach_lora,
+    sequence_losses,  # noqa: E402
+    training_mode,
+)
 
 # Qwen2.5-VL-7B-Instruct's published configuration (config.json), minus token ids (ours come from the
 # local tokenizer). LoRA r=16 on the language model's q,k,v,o,gate,up,down = 40,370,176 parameters.
-TEXT_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-               num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
-               rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-               use_sliding_window=False, sliding_window=32768, max_window_layers=28, tie_word_embeddings=False,
-               hidden_act="silu")
-VISION_7B = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                 patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                 fullatt_block_indexes=[7, 15, 23, 31], in_chans=3, hidden_act="silu", tokens_per_second=2)
+TEXT_7B = dict(
+    vocab_size=152064,
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    max_position_embeddings=128000,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    use_sliding_window=False,
+    sliding_window=32768,
+    max_window_layers=28,
+    tie_word_embeddings=False,
+    hidden_act="silu",
+)
+VISION_7B = dict(
+    depth=32,
+    hidden_size=1280,
+    intermediate_size=3420,
+    num_heads=16,
+    out_hidden_size=3584,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    window_size=112,
+    fullatt_block_indexes=[7, 15, 23, 31],
+    in_chans=3,
+    hidden_act="silu",
+    tokens_per_second=2,
+)
 LORA_7B_PARAMS = 40_370_176
 FRAME_7B = (854, 480)  # Cholec80's frame size
 FRAME_TINY = (112, 84)
@@ -61,13 +89,22 @@ FRAME_TINY = (112, 84)
 
 def config_7b(tok: Any) -> Qwen2_5_VLConfig:
     """The 7B architecture with this tokenizer's special-token ids (vocabulary stays 152,064 wide)."""
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>",
-                                                     "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    ids = {
+        t: tok.convert_tokens_to_ids(t)
+        for t in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    }
     return Qwen2_5_VLConfig(
-        text_config={**TEXT_7B, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
-        vision_config=VISION_7B, image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        text_config={
+            **TEXT_7B,
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config=VISION_7B,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
 
@@ -99,8 +136,12 @@ def build_random_model(out_dir: Path, tiny: bool, device: torch.device, dtype: t
     n_params = sum(p.numel() for p in model.parameters())
     del model
     _free(device)
-    return {"build_s": built, "save_s": saved, "parameters": float(n_params),
-            "weights_gb": sum(p.stat().st_size for p in out_dir.glob("*.safetensors")) / 1e9}
+    return {
+        "build_s": built,
+        "save_s": saved,
+        "parameters": float(n_params),
+        "weights_gb": sum(p.stat().st_size for p in out_dir.glob("*.safetensors")) / 1e9,
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -125,8 +166,8 @@ def _peak_gb(device: torch.device) -> float | None:
 
 def frames(n: int, size: tuple[int, int], seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    names = synth.phase_names()
-    return [Image.fromarray(synth.render_frame(i % len(names), 0.2, rng, size=size)) for i in range(n)]
+    names = render.phase_names()
+    return [Image.fromarray(render.render_frame(i % len(names), 0.2, rng, size=size)) for i in range(n)]
 
 
 def eval_throughput(lm: LoadedModel, images: list[Image.Image], batch: int, new_tokens: int) -> dict[str, float]:
@@ -140,7 +181,7 @@ def eval_throughput(lm: LoadedModel, images: list[Image.Image], batch: int, new_
         enc = encode_batch(lm, imgs, text)
         with torch.inference_mode():
             out = lm.model.generate(**enc, generation_config=config)
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1] :]
         lm.processor.batch_decode(new, skip_special_tokens=True)
         return int((new != pad).sum())
 
@@ -148,7 +189,7 @@ def eval_throughput(lm: LoadedModel, images: list[Image.Image], batch: int, new_
     _sync(lm.device)
     t0, tokens, done = time.perf_counter(), 0, 0
     for start in range(0, len(images) - batch + 1, batch):
-        tokens += one(images[start:start + batch])
+        tokens += one(images[start : start + batch])
         done += batch
     _sync(lm.device)
     dt = time.perf_counter() - t0
@@ -156,7 +197,7 @@ def eval_throughput(lm: LoadedModel, images: list[Image.Image], batch: int, new_
 
 
 def _train_batch(lm: LoadedModel, images: list[Image.Image]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    names = synth.phase_names()
+    names = render.phase_names()
     answers = [hierarchical_target(names[i % len(names)], ["grasper", "hook"]) for i in range(len(images))]
     return encode_train_batch(lm.processor, images, answers, load_task("phase").render_prompt(), lm.device, lm.dtype)
 
@@ -194,8 +235,15 @@ def lora_bench(lm: LoadedModel, images: list[Image.Image], steps: int, checkpoin
         state = adapter_state(model)
     finally:
         detach_lora(lm, model)
-    return {"batch": len(images), "tokens_per_seq": int(batch["input_ids"].shape[1]), "checkpointing": checkpointing,
-            "step_s": seconds, "peak_gb": peak, "trainable": sum(p.numel() for p in params), "state": state}
+    return {
+        "batch": len(images),
+        "tokens_per_seq": int(batch["input_ids"].shape[1]),
+        "checkpointing": checkpointing,
+        "step_s": seconds,
+        "peak_gb": peak,
+        "trainable": sum(p.numel() for p in params),
+        "state": state,
+    }
 
 
 def ghost_bench(lm: LoadedModel, images: list[Image.Image]) -> dict[str, Any]:
@@ -229,9 +277,14 @@ def wire_bench(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     exact = all(torch.equal(back[k].view(torch.int16), state[k].to(torch.bfloat16).view(torch.int16)) for k in state)
     expected = state_nbytes(state, "bf16")
-    return {"adapter_params": sum(t.numel() for t in state.values()), "bf16_mb": expected / 1e6,
-            "payload_mb": serialized_nbytes(arrays) / 1e6, "payload_ratio": serialized_nbytes(arrays) / expected,
-            "bit_exact": exact, "encode_decode_s": seconds}
+    return {
+        "adapter_params": sum(t.numel() for t in state.values()),
+        "bf16_mb": expected / 1e6,
+        "payload_mb": serialized_nbytes(arrays) / 1e6,
+        "payload_ratio": serialized_nbytes(arrays) / expected,
+        "bit_exact": exact,
+        "encode_decode_s": seconds,
+    }
 
 
 def device_name(device: torch.device) -> str:
@@ -248,9 +301,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = work / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir(parents=True)
-    out: dict[str, Any] = {"device": device_name(device), "model": "tiny" if args.tiny else "qwen2.5-vl-7b (random)",
-                           "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
-                           "transformers": transformers.__version__}
+    out: dict[str, Any] = {
+        "device": device_name(device),
+        "model": "tiny" if args.tiny else "qwen2.5-vl-7b (random)",
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     out["build"] = build_random_model(model_dir, args.tiny, device, dtype)
     t0 = time.perf_counter()
     out["manifest_sha256"] = manifest_hash(model_dir, cache_dir=work)  # cache beside, not inside, the model
@@ -260,34 +317,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["load_s"] = time.perf_counter() - t0
     size = FRAME_TINY if args.tiny else FRAME_7B
     images = frames(max(args.batches) * args.eval_rounds, size)
-    out["eval"] = [eval_throughput(lm, images[:b * args.eval_rounds], b, args.new_tokens) for b in args.batches]
-    train_images = images[:args.train_batch]
+    out["eval"] = [eval_throughput(lm, images[: b * args.eval_rounds], b, args.new_tokens) for b in args.batches]
+    train_images = images[: args.train_batch]
     lora = lora_bench(lm, train_images, args.lora_steps, checkpointing=True)
     out["wire"] = wire_bench(lora.pop("state"))
     out["lora"] = lora
-    out["ghost"] = ghost_bench(lm, images[:args.dp_batch])
+    out["ghost"] = ghost_bench(lm, images[: args.dp_batch])
     if not args.keep:
         shutil.rmtree(model_dir, ignore_errors=True)
     return out
 
 
 def markdown(r: dict[str, Any], argv: list[str]) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     b, lora, ghost, wire = r["build"], r["lora"], r["ghost"], r["wire"]
     mem = lambda v: "n/a (CPU)" if v is None else f"{v:.1f} GB"  # noqa: E731
     lines = [
-        f"## {r['model']} on {r['device']} ({when})", "",
+        f"## {r['model']} on {r['device']} ({when})",
+        "",
         f"`python bench/gpu_7b.py {' '.join(argv)}`; {r['dtype']}, torch {r['torch']}, "
-        f"transformers {r['transformers']}", "",
-        "| measure | value |", "|---|---|",
+        f"transformers {r['transformers']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
         f"| parameters / weights on disk | {int(b['parameters']):,} / {b['weights_gb']:.3f} GB |",
         f"| build random model / save_pretrained | {b['build_s']:.1f} s / {b['save_s']:.1f} s |",
         f"| manifest sha256 (cold) | {r['manifest_hash_s']:.1f} s |",
         f"| load_model (engine path) | {r['load_s']:.1f} s |",
     ]
     for e in r["eval"]:
-        lines.append(f"| evaluation, batch {e['batch']} ({e['frames']} frames) | {e['frames_per_s']:.2f} frames/s, "
-                     f"{e['gen_tokens_per_s']:.0f} generated tokens/s |")
+        lines.append(
+            f"| evaluation, batch {e['batch']} ({e['frames']} frames) | {e['frames_per_s']:.2f} frames/s, "
+            f"{e['gen_tokens_per_s']:.0f} generated tokens/s |"
+        )
     lines += [
         f"| LoRA step, batch {lora['batch']} x {lora['tokens_per_seq']} tokens, activation checkpointing | "
         f"{lora['step_s']:.2f} s, peak {mem(lora['peak_gb'])} |",
@@ -295,7 +357,8 @@ def markdown(r: dict[str, Any], argv: list[str]) -> str:
         f"| opacus ghost step, batch {ghost['batch']} (no checkpointing) | {ghost['step_s']:.2f} s, peak "
         f"{mem(ghost['peak_gb'])}; noise-only step {ghost['noise_only_step_s']:.3f} s |",
         f"| adapter on the wire (bf16) | {wire['bf16_mb']:.1f} MB, payload x{wire['payload_ratio']:.4f}, "
-        f"bit exact: {wire['bit_exact']}, encode+decode {wire['encode_decode_s']:.2f} s |", "",
+        f"bit exact: {wire['bit_exact']}, encode+decode {wire['encode_decode_s']:.2f} s |",
+        "",
     ]
     return "\n".join(lines) + "\n"
 

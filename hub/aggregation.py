@@ -42,8 +42,9 @@ class StreamingFedAvg:
         self.num_examples = 0
         self.sites: list[str] = []
 
-    def add(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str], num_examples: int,
-            site: str = "?") -> None:
+    def add(
+        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str], num_examples: int, site: str = "?"
+    ) -> None:
         """Fold one site's encoded adapter into the sum; refuses one whose tensors differ from the first."""
         if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
             raise ContractError(f"site {site}: num-examples must be a positive integer, got {num_examples!r}")
@@ -70,8 +71,15 @@ class StreamingFedAvg:
         return {k: (s / total).to(out_dtype) for k, s in self._sum.items()}
 
 
-def write_peft_adapter(state: Mapping[str, torch.Tensor], lora: LoraPlan, base_model_name_or_path: str,
-                       out_dir: Path, *, num_examples: int = 0, sites: tuple[str, ...] = ()) -> StoredAdapter:
+def write_peft_adapter(
+    state: Mapping[str, torch.Tensor],
+    lora: LoraPlan,
+    base_model_name_or_path: str,
+    out_dir: Path,
+    *,
+    num_examples: int = 0,
+    sites: tuple[str, ...] = (),
+) -> StoredAdapter:
     """Store a round's global adapter as a standard PEFT directory; returns where it is and its sha256."""
     sha = write_peft_dir(state, lora, base_model_name_or_path, Path(out_dir))
     return StoredAdapter(Path(out_dir), sha, num_examples, tuple(sites))

@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hub.home import HOME_ENV, HubHome
 from protocols.errors import SurgFedError, UsageError
@@ -22,8 +22,14 @@ def _home(args: argparse.Namespace) -> HubHome:
 def cmd_init(args: argparse.Namespace) -> int:
     from hub.home import init_hub
 
-    home = init_hub(_home(args).root, study=args.study, public_host=args.host, public_port=args.port,
-                    internal_port=args.internal_port, hosts=args.san or None)
+    home = init_hub(
+        _home(args).root,
+        study=args.study,
+        public_host=args.host,
+        public_port=args.port,
+        internal_port=args.internal_port,
+        hosts=args.san or None,
+    )
     print(f"hub home created: {home.root}\nstudy CA for the sites: {home.ca_cert}")
     return 0
 
@@ -78,8 +84,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hub.report import report
 
-    paths = report(_home(args).require(), args.study, args.out, round_=args.round, blind=args.blind,
-                   formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
+    paths = report(
+        _home(args).require(),
+        args.study,
+        args.out,
+        round_=args.round,
+        blind=args.blind,
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+    )
     for path in paths:
         print(path)
     return 0
@@ -96,7 +108,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hub.demo import run_demo
+    from hub.demo.study import run_demo
 
     report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
     print(f"demo report: {report_dir}")
@@ -107,8 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hub", description="Surg-R1 federated validation hub (coordinating center).")
     common = argparse.ArgumentParser(add_help=False)
     env_home = os.environ.get(HOME_ENV)
-    common.add_argument("--home", type=Path, default=Path(env_home) if env_home else None,
-                        help=f"hub home folder (default: ${HOME_ENV})")
+    common.add_argument(
+        "--home",
+        type=Path,
+        default=Path(env_home) if env_home else None,
+        help=f"hub home folder (default: ${HOME_ENV})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
@@ -123,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
     p.set_defaults(func=cmd_serve)
 
-    sites = sub.add_parser("sites", help="register and revoke site node keys").add_subparsers(dest="scmd", required=True)
+    sites = sub.add_parser("sites", help="register and revoke site node keys").add_subparsers(
+        dest="scmd", required=True
+    )
     p = sites.add_parser("add", parents=[common], help="register a site's node public key")
     p.add_argument("name")
     p.add_argument("pubkey", type=Path)
@@ -146,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     adapters = sub.add_parser("adapters", help="global LoRA adapters of fine-tuning studies").add_subparsers(
-        dest="acmd", required=True)
+        dest="acmd", required=True
+    )
     p = adapters.add_parser("export", parents=[common], help="write a round's global adapter as a PEFT directory")
     p.add_argument("--study", required=True)
     p.add_argument("--round", type=int, required=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, parse_metric_record_name
 from protocols.errors import ContractError
@@ -92,8 +93,11 @@ class StepRunner:
 
     def __init__(self, launch: Launch, step: Step) -> None:
         self.l, self.step = launch, step
-        previous = {j["center"]: j["state"] for j in launch.store.jobs(launch.launch_id)
-                    if j["round"] == step.round and j["kind"] == step.kind.value}
+        previous = {
+            j["center"]: j["state"]
+            for j in launch.store.jobs(launch.launch_id)
+            if j["round"] == step.round and j["kind"] == step.kind.value
+        }
         self.tracks = {}
         for site in step.sites:
             state = previous.get(site, "pending")
@@ -104,8 +108,16 @@ class StepRunner:
         if state != track.state or detail:
             log.info("round %d %s %s: %s %s", self.step.round, self.step.kind.value, track.center, state, detail or "")
         track.state = state
-        self.l.store.set_job(self.l.launch_id, self.step.round, track.center, kind=self.step.kind.value,
-                             job_id=track.job_id, state=state, detail=detail, **extra)
+        self.l.store.set_job(
+            self.l.launch_id,
+            self.step.round,
+            track.center,
+            kind=self.step.kind.value,
+            job_id=track.job_id,
+            state=state,
+            detail=detail,
+            **extra,
+        )
 
     def _open(self) -> list[SiteTrack]:
         return [t for t in self.tracks.values() if t.state not in FINAL_SITE_STATES]
@@ -132,9 +144,20 @@ class StepRunner:
     def _next_request(self, track: SiteTrack) -> tuple[Op, WireRecords]:
         job = {"job-id": track.job_id}
         if track.state == "pending":
-            return Op.SUBMIT, {"job": {"kind": "config", "values": {
-                **job, "kind": self.step.kind.value, "study": self.l.protocol.study_id, "round": self.step.round,
-                "protocol-hash": self.l.protocol.content_hash, "protocol": self.l.protocol_text}}, **self.step.adapter}
+            return Op.SUBMIT, {
+                "job": {
+                    "kind": "config",
+                    "values": {
+                        **job,
+                        "kind": self.step.kind.value,
+                        "study": self.l.protocol.study_id,
+                        "round": self.step.round,
+                        "protocol-hash": self.l.protocol.content_hash,
+                        "protocol": self.l.protocol_text,
+                    },
+                },
+                **self.step.adapter,
+            }
         op = Op.FETCH if track.state == JobState.DONE.value else Op.STATUS
         return op, {"job": {"kind": "config", "values": job}}
 
@@ -158,8 +181,12 @@ class StepRunner:
     def _store(self, track: SiteTrack, records: WireRecords) -> None:
         meta = records.get("meta", {}).get("values", {})
         if meta.get("protocol-hash") != self.l.protocol.content_hash:
-            self._record(track, "error", f"result for protocol {str(meta.get('protocol-hash'))[:12]}, "
-                                         f"expected {self.l.protocol.content_hash[:12]}")
+            self._record(
+                track,
+                "error",
+                f"result for protocol {str(meta.get('protocol-hash'))[:12]}, "
+                f"expected {self.l.protocol.content_hash[:12]}",
+            )
             return
         version = str(meta.get("software-version"))
         if self.step.kind is JobKind.TRAIN:
@@ -182,16 +209,34 @@ class StepRunner:
             if parsed is None:
                 continue
             v = record["values"]
-            rows.append(ResultRow(
-                study=self.l.protocol.study_id, round=self.step.round, center=center, role=self.l.protocol.role(center),
-                task=parsed[0], metric=parsed[1], estimate=v.get("estimate"), ci_low=v.get("ci_low"),
-                ci_high=v.get("ci_high"), n_videos=v.get("n_videos"), n_frames=v.get("n_frames"),
-                parse_fail_rate=v.get("parse_fail_rate"), suppressed=bool(v["suppressed"])))
+            rows.append(
+                ResultRow(
+                    study=self.l.protocol.study_id,
+                    round=self.step.round,
+                    center=center,
+                    role=self.l.protocol.role(center),
+                    task=parsed[0],
+                    metric=parsed[1],
+                    estimate=v.get("estimate"),
+                    ci_low=v.get("ci_low"),
+                    ci_high=v.get("ci_high"),
+                    n_videos=v.get("n_videos"),
+                    n_frames=v.get("n_frames"),
+                    parse_fail_rate=v.get("parse_fail_rate"),
+                    suppressed=bool(v["suppressed"]),
+                )
+            )
         return rows
 
 
-def run_launch(transport: Transport, store: Any, launch_id: str, *, adapters_dir: Path | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> None:
+def run_launch(
+    transport: Transport,
+    store: Any,
+    launch_id: str,
+    *,
+    adapters_dir: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Run every round of a launch; a failing site is recorded against that site and the study goes on."""
     from hub.federated import train_step  # torch and peft only when a study fine-tunes
 
@@ -201,9 +246,16 @@ def run_launch(transport: Transport, store: Any, launch_id: str, *, adapters_dir
     if protocol.content_hash != row["protocol_hash"]:
         store.finish_launch(launch_id, "failed", "the hub's package version changed since launch; launch again")
         return
-    launch = Launch(transport, store, protocol, launch_id, study["protocol_yaml"],
-                    NodeDirectory(transport, store.site_nodes()),
-                    time.time() + protocol.round_plan.deadline_minutes * 60, sleep)
+    launch = Launch(
+        transport,
+        store,
+        protocol,
+        launch_id,
+        study["protocol_yaml"],
+        NodeDirectory(transport, store.site_nodes()),
+        time.time() + protocol.round_plan.deadline_minutes * 60,
+        sleep,
+    )
     adapter: WireRecords = {}
     try:
         for round_ in protocol.round_numbers:

@@ -14,8 +14,10 @@ from protocols.errors import SurgFedError
 
 
 def adapter_records(arrays: dict[str, Any], meta: dict[str, str]) -> WireRecords:
-    return {"adapter": {"kind": "array", "values": {k: to_wire(v) for k, v in arrays.items()}},
-            "adapter-meta": {"kind": "config", "values": dict(meta)}}
+    return {
+        "adapter": {"kind": "array", "values": {k: to_wire(v) for k, v in arrays.items()}},
+        "adapter-meta": {"kind": "config", "values": dict(meta)},
+    }
 
 
 def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: Path) -> WireRecords:
@@ -33,8 +35,10 @@ def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: 
         raise SurgFedError(f"round {round_}: no trainer returned an adapter; see the site states")
     state = fedavg.result(plan.wire_dtype)
     out = adapters_dir / launch.launch_id / f"round-{round_}"
-    stored = write_peft_adapter(state, plan.lora, launch.protocol.model_name, out,
-                                num_examples=fedavg.num_examples, sites=tuple(fedavg.sites))
-    launch.store.add_adapter(launch.launch_id, round_, stored.sha256, str(stored.path), stored.num_examples,
-                             ",".join(stored.sites))
+    stored = write_peft_adapter(
+        state, plan.lora, launch.protocol.model_name, out, num_examples=fedavg.num_examples, sites=tuple(fedavg.sites)
+    )
+    launch.store.add_adapter(
+        launch.launch_id, round_, stored.sha256, str(stored.path), stored.num_examples, ",".join(stored.sites)
+    )
     return adapter_records(*encode_state(state, plan.wire_dtype))

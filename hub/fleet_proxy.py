@@ -16,8 +16,18 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 # Hop-by-hop headers are per connection; the node-auth headers (flwr-*) pass through unchanged.
-HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-       "transfer-encoding", "upgrade", "host", "content-length"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 FLEET_PATH = re.compile(r"/v1/fleet/[a-z][a-z0-9-]*")
 MAX_BODY = 64 * 1024 * 1024  # objects travel in <= 5 MiB chunks and bundles are <= 10 MB
 
@@ -43,7 +53,8 @@ def make_app(upstream: str, ca_file: Path | None) -> Starlette:
         upstream_req = client.build_request("POST", raw_path, headers=headers, content=request.stream())
         reply = await client.send(upstream_req, stream=True)
         return StreamingResponse(
-            reply.aiter_raw(), status_code=reply.status_code,
+            reply.aiter_raw(),
+            status_code=reply.status_code,
             headers={k: v for k, v in reply.headers.items() if k.lower() not in HOP},
             background=BackgroundTask(reply.aclose),
         )

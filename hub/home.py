@@ -63,8 +63,10 @@ class HubHome:
         try:
             data: dict[str, Any] = tomllib.loads(self.config_file.read_text(encoding="utf-8"))
             return HubConfig(
-                study_name=str(data["hub"]["study_name"]), store_url=str(data["hub"]["store_url"]),
-                internal_port=int(data["superlink"]["port"]), public_host=str(data["fleet"]["host"]),
+                study_name=str(data["hub"]["study_name"]),
+                store_url=str(data["hub"]["store_url"]),
+                internal_port=int(data["superlink"]["port"]),
+                public_host=str(data["fleet"]["host"]),
                 public_port=int(data["fleet"]["port"]),
             )
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -74,8 +76,15 @@ class HubHome:
         return ResultsStore(self.config().store_url)
 
 
-def init_hub(root: Path, *, study: str = "surgfed", public_host: str = "127.0.0.1", public_port: int = 9092,
-             internal_port: int = 9093, hosts: list[str] | None = None) -> HubHome:
+def init_hub(
+    root: Path,
+    *,
+    study: str = "surgfed",
+    public_host: str = "127.0.0.1",
+    public_port: int = 9092,
+    internal_port: int = 9093,
+    hosts: list[str] | None = None,
+) -> HubHome:
     home = HubHome(root)
     if home.config_file.exists():
         raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a hub home")
@@ -84,8 +93,14 @@ def init_hub(root: Path, *, study: str = "surgfed", public_host: str = "127.0.0.
     home.ca_cert.parent.chmod(0o700)
     make_ca(home.ca_cert, home.ca_key, study)
     make_server_cert(home.ca_cert, home.ca_key, home.server_cert, home.server_key, hosts or [public_host])
-    home.config_file.write_text(HUB_TOML.format(
-        study=study, store=home.root / "state" / "results.db", internal_port=internal_port,
-        public_host=public_host, public_port=public_port))
+    home.config_file.write_text(
+        HUB_TOML.format(
+            study=study,
+            store=home.root / "state" / "results.db",
+            internal_port=internal_port,
+            public_host=public_host,
+            public_port=public_port,
+        )
+    )
     home.config()
     return home

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hub.home import HubHome
 from hub.superlink import run_status, start_run
@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 def register_study(home: HubHome, protocol_file: Path) -> StudyProtocol:
     protocol = load_protocol(protocol_file)
     home.store().put_study(
-        study_id=protocol.study_id, version=protocol.version, title=protocol.title,
-        protocol_hash=protocol.content_hash, protocol_yaml=Path(protocol_file).read_text(encoding="utf-8"),
-        model_hash=protocol.model_sha256)
+        study_id=protocol.study_id,
+        version=protocol.version,
+        title=protocol.title,
+        protocol_hash=protocol.content_hash,
+        protocol_yaml=Path(protocol_file).read_text(encoding="utf-8"),
+        model_hash=protocol.model_sha256,
+    )
     return protocol
 
 
@@ -32,14 +36,17 @@ def launch(home: HubHome, protocol_file: Path, *, echo: Callable[[str], None] = 
     launch_id = f"{protocol.study_id}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     store.new_launch(launch_id, protocol.study_id, protocol.content_hash)
     run_id = start_run(home, launch_id)
-    echo(f"launch {launch_id}: Flower run {run_id}, {len(protocol.sites)} sites, "
-         f"{protocol.round_plan.rounds} round(s), deadline {protocol.round_plan.deadline_minutes:g} min")
+    echo(
+        f"launch {launch_id}: Flower run {run_id}, {len(protocol.sites)} sites, "
+        f"{protocol.round_plan.rounds} round(s), deadline {protocol.round_plan.deadline_minutes:g} min"
+    )
     follow(home, launch_id, run_id, protocol, echo=echo)
     return launch_id
 
 
-def follow(home: HubHome, launch_id: str, run_id: str, protocol: StudyProtocol, *,
-           echo: Callable[[str], None] = print) -> None:
+def follow(
+    home: HubHome, launch_id: str, run_id: str, protocol: StudyProtocol, *, echo: Callable[[str], None] = print
+) -> None:
     """Print each site's state as it changes until the ServerApp marks the launch finished."""
     store = home.store()
     end = time.time() + protocol.round_plan.deadline_minutes * 60 + 300

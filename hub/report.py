@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
+import pandas as pd
 
 from hub.home import HubHome
 from protocols import __version__
 from protocols.errors import DataError
-import pandas as pd
-
 from reports import Blinder, write_report
 from reports.meta import SiteInfo, StudyMeta
 
 
 def _iso(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else "n/a"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "n/a"
 
 
 def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:  # type: ignore[type-arg]
@@ -30,10 +30,17 @@ def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:  # type
         round_dates[job["round"]] = _iso(job["updated_at"])  # when the round's last site finished
     adapters = {a["round"]: a["sha256"] for a in store.adapters(launch["launch_id"])}
     return StudyMeta(
-        study=study_id, protocol_id=study_id, protocol_version=study["version"], protocol_hash=study["protocol_hash"],
-        model_hash=study["model_hash"], adapter_hashes=adapters, round_dates=round_dates,
-        sites=[SiteInfo(center=c, software_version=versions.get(c), release=None)
-               for c in sorted({j["center"] for j in jobs})],
+        study=study_id,
+        protocol_id=study_id,
+        protocol_version=study["version"],
+        protocol_hash=study["protocol_hash"],
+        model_hash=study["model_hash"],
+        adapter_hashes=adapters,
+        round_dates=round_dates,
+        sites=[
+            SiteInfo(center=c, software_version=versions.get(c), release=None)
+            for c in sorted({j["center"] for j in jobs})
+        ],
         package_version=__version__,
     )
 
@@ -47,8 +54,10 @@ def export_adapter(row: dict, out_dir: Path) -> Path:  # type: ignore[type-arg]
     shutil.copytree(row["path"], out_dir)
     digest = adapter_sha256(out_dir)
     if digest != row["sha256"]:
-        raise DataError(f"adapter of round {row['round']} at {row['path']} hashes to {digest[:16]}..., "
-                        f"the store holds {row['sha256'][:16]}...: it was changed after the round")
+        raise DataError(
+            f"adapter of round {row['round']} at {row['path']} hashes to {digest[:16]}..., "
+            f"the store holds {row['sha256'][:16]}...: it was changed after the round"
+        )
     return out_dir
 
 
@@ -62,8 +71,15 @@ def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:  # type: ign
     raise DataError(f"study {study_id!r}: no global adapter for round {round_}; rounds with one: {rounds}")
 
 
-def report(home: HubHome, study_id: str, out_dir: Path, *, round_: int | None = None, blind: bool = False,
-           formats: Sequence[str] = ("csv", "md", "tex", "html")) -> list[Path]:
+def report(
+    home: HubHome,
+    study_id: str,
+    out_dir: Path,
+    *,
+    round_: int | None = None,
+    blind: bool = False,
+    formats: Sequence[str] = ("csv", "md", "tex", "html"),
+) -> list[Path]:
     store = home.store()
     launch = store.latest_launch(study_id)
     frame = store.results_frame(launch["launch_id"])
@@ -83,8 +99,11 @@ def report(home: HubHome, study_id: str, out_dir: Path, *, round_: int | None = 
 
 def _privacy_table(jobs: list[dict], blinder: Blinder) -> pd.DataFrame | None:  # type: ignore[type-arg]
     """Each DP trainer's epsilon (per video) after each round, as the site reported it."""
-    rows = [{"round": j["round"], "center": j["center"], "epsilon": j["epsilon"]} for j in jobs
-            if j["kind"] == "train" and j["epsilon"] is not None]
+    rows = [
+        {"round": j["round"], "center": j["center"], "epsilon": j["epsilon"]}
+        for j in jobs
+        if j["kind"] == "train" and j["epsilon"] is not None
+    ]
     if not rows:
         return None
     table = pd.DataFrame(rows)

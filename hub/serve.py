@@ -25,12 +25,25 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         scheme = "http" if insecure else "https"
         app = make_app(f"{scheme}://127.0.0.1:{cfg.internal_port}", None if insecure else home.ca_cert)
         ssl_args = {} if insecure else {"ssl_certfile": str(home.server_cert), "ssl_keyfile": str(home.server_key)}
-        server = uvicorn.Server(uvicorn.Config(app, host=cfg.public_host, port=cfg.public_port, log_level="warning",
-                                               timeout_keep_alive=60, timeout_graceful_shutdown=3, **ssl_args))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=cfg.public_host,
+                port=cfg.public_port,
+                log_level="warning",
+                timeout_keep_alive=60,
+                timeout_graceful_shutdown=3,
+                **ssl_args,
+            )
+        )
         watcher = threading.Thread(target=_watch, args=(superlink, server), daemon=True)
         watcher.start()
-        log.info("hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)", cfg.public_host, cfg.public_port,
-                 cfg.internal_port)
+        log.info(
+            "hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)",
+            cfg.public_host,
+            cfg.public_port,
+            cfg.internal_port,
+        )
         print(f"hub: Fleet API on {'http' if insecure else 'https'}://{cfg.public_host}:{cfg.public_port}", flush=True)
         server.run()  # handles SIGINT/SIGTERM itself
         return 0 if superlink.alive() else 1
@@ -46,5 +59,3 @@ def _watch(superlink, server: uvicorn.Server) -> None:  # type: ignore[no-untype
             server.should_exit = True
             return
         threading.Event().wait(1.0)
-
-

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        create_engine, delete, insert, select, update)
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 
 from protocols.errors import ConfigError
@@ -17,7 +32,8 @@ from protocols.results import COLUMNS, ResultRow
 metadata = MetaData()
 
 sites = Table(
-    "sites", metadata,
+    "sites",
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("node_id", String(20), unique=True, nullable=True),  # Flower node ids are unsigned 64-bit
     Column("public_key", Text, nullable=True),
@@ -25,7 +41,8 @@ sites = Table(
     Column("revoked_at", Float, nullable=True),
 )
 studies = Table(
-    "studies", metadata,
+    "studies",
+    metadata,
     Column("study_id", String(64), primary_key=True),
     Column("version", String(32), nullable=False),
     Column("title", Text, nullable=False),
@@ -35,7 +52,8 @@ studies = Table(
     Column("created_at", Float, nullable=False),
 )
 launches = Table(
-    "launches", metadata,
+    "launches",
+    metadata,
     Column("launch_id", String(64), primary_key=True),
     Column("study_id", String(64), nullable=False),
     Column("protocol_hash", String(64), nullable=False),
@@ -45,7 +63,8 @@ launches = Table(
     Column("finished_at", Float, nullable=True),
 )
 site_jobs = Table(
-    "site_jobs", metadata,
+    "site_jobs",
+    metadata,
     Column("launch_id", String(64), nullable=False),
     Column("round", Integer, nullable=False),
     Column("center", String(64), nullable=False),
@@ -60,7 +79,8 @@ site_jobs = Table(
 )
 # Each fine-tuning round's global adapter: a PEFT directory at the hub and its sha256.
 adapters = Table(
-    "adapters", metadata,
+    "adapters",
+    metadata,
     Column("launch_id", String(64), nullable=False),
     Column("round", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
@@ -72,7 +92,8 @@ adapters = Table(
 )
 # Only per-site aggregates: one row per released (or suppressed) number. No file names, no per-frame data.
 results = Table(
-    "results", metadata,
+    "results",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("launch_id", String(64), nullable=False),
     Column("study", String(64), nullable=False),
@@ -104,8 +125,14 @@ class ResultsStore:
     def add_site(self, name: str, node_id: int | None, public_key: str | None) -> None:
         with self.engine.begin() as con:
             con.execute(delete(sites).where(sites.c.name == name))
-            con.execute(insert(sites).values(name=name, node_id=None if node_id is None else str(node_id),
-                                             public_key=public_key, added_at=time.time()))
+            con.execute(
+                insert(sites).values(
+                    name=name,
+                    node_id=None if node_id is None else str(node_id),
+                    public_key=public_key,
+                    added_at=time.time(),
+                )
+            )
 
     def revoke_site(self, name: str) -> int | None:
         with self.engine.begin() as con:
@@ -144,8 +171,15 @@ class ResultsStore:
 
     def new_launch(self, launch_id: str, study_id: str, protocol_hash: str) -> None:
         with self.engine.begin() as con:
-            con.execute(insert(launches).values(launch_id=launch_id, study_id=study_id, protocol_hash=protocol_hash,
-                                                state="running", started_at=time.time()))
+            con.execute(
+                insert(launches).values(
+                    launch_id=launch_id,
+                    study_id=study_id,
+                    protocol_hash=protocol_hash,
+                    state="running",
+                    started_at=time.time(),
+                )
+            )
 
     def launch(self, launch_id: str) -> dict[str, Any]:
         with self.engine.connect() as con:
@@ -156,46 +190,76 @@ class ResultsStore:
 
     def finish_launch(self, launch_id: str, state: str, detail: str | None = None) -> None:
         with self.engine.begin() as con:
-            con.execute(update(launches).where(launches.c.launch_id == launch_id)
-                        .values(state=state, detail=detail, finished_at=time.time()))
+            con.execute(
+                update(launches)
+                .where(launches.c.launch_id == launch_id)
+                .values(state=state, detail=detail, finished_at=time.time())
+            )
 
     def latest_launch(self, study_id: str) -> dict[str, Any]:
         with self.engine.connect() as con:
-            row = con.execute(select(launches).where(launches.c.study_id == study_id, launches.c.state == "finished")
-                              .order_by(launches.c.started_at.desc())).first()
+            row = con.execute(
+                select(launches)
+                .where(launches.c.study_id == study_id, launches.c.state == "finished")
+                .order_by(launches.c.started_at.desc())
+            ).first()
         if row is None:
             raise ConfigError(f"study {study_id!r} has no finished launch yet; run `hub launch`")
         return dict(row._mapping)
 
     # -- site jobs ------------------------------------------------------------------------------
     def set_job(self, launch_id: str, round_: int, center: str, *, kind: str = "evaluate", **values: Any) -> None:
-        key = ((site_jobs.c.launch_id == launch_id) & (site_jobs.c.round == round_) & (site_jobs.c.center == center)
-               & (site_jobs.c.kind == kind))
+        key = (
+            (site_jobs.c.launch_id == launch_id)
+            & (site_jobs.c.round == round_)
+            & (site_jobs.c.center == center)
+            & (site_jobs.c.kind == kind)
+        )
         with self.engine.begin() as con:
             if con.execute(select(site_jobs.c.center).where(key)).first() is None:
-                con.execute(insert(site_jobs).values(launch_id=launch_id, round=round_, center=center, kind=kind,
-                                                     updated_at=time.time(), **values))
+                con.execute(
+                    insert(site_jobs).values(
+                        launch_id=launch_id, round=round_, center=center, kind=kind, updated_at=time.time(), **values
+                    )
+                )
             else:
                 con.execute(update(site_jobs).where(key).values(updated_at=time.time(), **values))
 
     def jobs_for_study(self, study_id: str) -> list[dict[str, Any]]:
         """Site jobs of every launch of a study, newest launch first."""
         with self.engine.connect() as con:
-            q = (select(site_jobs).join(launches, launches.c.launch_id == site_jobs.c.launch_id)
-                 .where(launches.c.study_id == study_id).order_by(launches.c.started_at.desc(), site_jobs.c.center))
+            q = (
+                select(site_jobs)
+                .join(launches, launches.c.launch_id == site_jobs.c.launch_id)
+                .where(launches.c.study_id == study_id)
+                .order_by(launches.c.started_at.desc(), site_jobs.c.center)
+            )
             return [dict(r._mapping) for r in con.execute(q)]
 
     def jobs(self, launch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as con:
-            q = select(site_jobs).where(site_jobs.c.launch_id == launch_id).order_by(site_jobs.c.round, site_jobs.c.center)
+            q = (
+                select(site_jobs)
+                .where(site_jobs.c.launch_id == launch_id)
+                .order_by(site_jobs.c.round, site_jobs.c.center)
+            )
             return [dict(r._mapping) for r in con.execute(q)]
 
     # -- adapters -------------------------------------------------------------------------------
     def add_adapter(self, launch_id: str, round_: int, sha256: str, path: str, num_examples: int, sites: str) -> None:
         with self.engine.begin() as con:
             con.execute(delete(adapters).where((adapters.c.launch_id == launch_id) & (adapters.c.round == round_)))
-            con.execute(insert(adapters).values(launch_id=launch_id, round=round_, sha256=sha256, path=path,
-                                                num_examples=num_examples, sites=sites, created_at=time.time()))
+            con.execute(
+                insert(adapters).values(
+                    launch_id=launch_id,
+                    round=round_,
+                    sha256=sha256,
+                    path=path,
+                    num_examples=num_examples,
+                    sites=sites,
+                    created_at=time.time(),
+                )
+            )
 
     def adapters(self, launch_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as con:
@@ -207,13 +271,22 @@ class ResultsStore:
         with self.engine.begin() as con:
             for row in rows:
                 values = asdict(row)
-                con.execute(delete(results).where(
-                    (results.c.launch_id == launch_id) & (results.c.round == row.round) & (results.c.center == row.center)
-                    & (results.c.task == row.task) & (results.c.metric == row.metric)))
+                con.execute(
+                    delete(results).where(
+                        (results.c.launch_id == launch_id)
+                        & (results.c.round == row.round)
+                        & (results.c.center == row.center)
+                        & (results.c.task == row.task)
+                        & (results.c.metric == row.metric)
+                    )
+                )
                 con.execute(insert(results).values(launch_id=launch_id, **values))
 
     def results_frame(self, launch_id: str) -> pd.DataFrame:
         with self.engine.connect() as con:
-            rows = con.execute(select(*[results.c[c] for c in COLUMNS]).where(results.c.launch_id == launch_id)
-                               .order_by(results.c.round, results.c.center, results.c.task, results.c.metric)).all()
+            rows = con.execute(
+                select(*[results.c[c] for c in COLUMNS])
+                .where(results.c.launch_id == launch_id)
+                .order_by(results.c.round, results.c.center, results.c.task, results.c.metric)
+            ).all()
         return pd.DataFrame([dict(r._mapping) for r in rows], columns=list(COLUMNS))

@@ -6,8 +6,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hub.home import HubHome
 from protocols.errors import ConfigError, SurgFedError
@@ -25,8 +26,13 @@ def _exe(name: str) -> str:
 def write_flwr_config(home: HubHome, insecure: bool) -> None:
     """Only our own connection in FLWR_HOME (flwr writes a remote default otherwise)."""
     cfg = home.config()
-    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-             f'address = "127.0.0.1:{cfg.internal_port}"']
+    lines = [
+        "[superlink]",
+        f'default = "{CONNECTION}"',
+        "",
+        f"[superlink.{CONNECTION}]",
+        f'address = "127.0.0.1:{cfg.internal_port}"',
+    ]
     lines.append("insecure = true" if insecure else f'root-certificates = "{home.ca_cert}"')
     home.flwr_home.mkdir(parents=True, exist_ok=True)
     (home.flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
@@ -35,23 +41,47 @@ def write_flwr_config(home: HubHome, insecure: bool) -> None:
 def start_superlink(home: HubHome, insecure: bool) -> Child:
     cfg = home.config()
     write_flwr_config(home, insecure)
-    argv = [_exe("flower-superlink"), "--host", "127.0.0.1", "--port", str(cfg.internal_port),
-            "--database", str(home.superlink_db), "--disable-runtime-dependency-installation"]
+    argv = [
+        _exe("flower-superlink"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(cfg.internal_port),
+        "--database",
+        str(home.superlink_db),
+        "--disable-runtime-dependency-installation",
+    ]
     if insecure:
         argv.append("--insecure")
     else:
-        argv += ["--ssl-ca-certfile", str(home.ca_cert), "--ssl-certfile", str(home.server_cert),
-                 "--ssl-keyfile", str(home.server_key), "--enable-supernode-auth"]
+        argv += [
+            "--ssl-ca-certfile",
+            str(home.ca_cert),
+            "--ssl-certfile",
+            str(home.server_cert),
+            "--ssl-keyfile",
+            str(home.server_key),
+            "--enable-supernode-auth",
+        ]
     return Child("superlink", argv, home.logs_dir / "superlink.log", env=flower_env(home.flwr_home), own_group=False)
 
 
 def flwr(home: HubHome, args: Sequence[str], timeout: float = 120.0) -> dict[str, Any]:
     """Run a `flwr ... --format json` command against the hub's SuperLink and return its JSON."""
     try:
-        proc = subprocess.run([_exe("flwr"), *args, "--format", "json"], capture_output=True, text=True,
-                              timeout=timeout, env=flower_env(home.flwr_home), cwd=home.root, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [_exe("flwr"), *args, "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=flower_env(home.flwr_home),
+            cwd=home.root,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise SurgFedError(f"`flwr {' '.join(args)}` did not answer in {timeout:.0f}s; is `hub serve` running?") from exc
+        raise SurgFedError(
+            f"`flwr {' '.join(args)}` did not answer in {timeout:.0f}s; is `hub serve` running?"
+        ) from exc
     start = proc.stdout.find("{")
     try:
         data = json.loads(proc.stdout[start:]) if start >= 0 else {}

@@ -23,8 +23,11 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _TORCH = {WireDtype.BF16: torch.bfloat16, WireDtype.FP16: torch.float16, WireDtype.FP32: torch.float32}
 # numpy has no bfloat16: its raw bits travel as uint16 and are reinterpreted on arrival.
-_NUMPY = {WireDtype.BF16: np.dtype(np.uint16), WireDtype.FP16: np.dtype(np.float16),
-          WireDtype.FP32: np.dtype(np.float32)}
+_NUMPY = {
+    WireDtype.BF16: np.dtype(np.uint16),
+    WireDtype.FP16: np.dtype(np.float16),
+    WireDtype.FP32: np.dtype(np.float32),
+}
 
 
 def wire_dtype(value: str | WireDtype) -> WireDtype:
@@ -38,8 +41,9 @@ def torch_dtype(value: str | WireDtype) -> torch.dtype:
     return _TORCH[wire_dtype(value)]
 
 
-def encode_state(state: Mapping[str, torch.Tensor],
-                 wire: str | WireDtype) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def encode_state(
+    state: Mapping[str, torch.Tensor], wire: str | WireDtype
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """One flat array (bf16 as raw uint16 bits) and metadata naming the wire dtype and each tensor's name and shape.
 
     One array, not one per tensor: each serialised array carries a ~128-byte header and a key, which on a
@@ -82,14 +86,16 @@ def decode_state(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> d
     arr = arrays[ADAPTER_ARRAY]
     numel = sum(math.prod(shape) for _, shape in tensors)
     if arr.dtype != _NUMPY[w] or arr.shape != (numel,):
-        raise ContractError(f"adapter array: expected {_NUMPY[w]} of shape ({numel},) for wire dtype {w.value} and "
-                            f"{len(tensors)} tensors, got {arr.dtype} of shape {arr.shape}")
+        raise ContractError(
+            f"adapter array: expected {_NUMPY[w]} of shape ({numel},) for wire dtype {w.value} and "
+            f"{len(tensors)} tensors, got {arr.dtype} of shape {arr.shape}"
+        )
     copy = np.array(arr, copy=True, order="C")  # writable and owned: torch must not alias the message buffer
     flat = torch.from_numpy(copy.view(np.int16)).view(torch.bfloat16) if w is WireDtype.BF16 else torch.from_numpy(copy)
     out, offset = {}, 0
     for name, shape in tensors:
         n = math.prod(shape)
-        out[name] = flat[offset:offset + n].view(shape)
+        out[name] = flat[offset : offset + n].view(shape)
         offset += n
     return out
 
@@ -114,14 +120,25 @@ def peft_config_dict(lora: LoraPlan, base_model_name_or_path: str) -> dict[str, 
     """A standard peft LoraConfig for `lora` (same regex targets as training), as adapter_config.json holds it."""
     from peft import LoraConfig  # imported here: only writers of PEFT directories need peft
 
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.peft_target_regex(), bias="none",
-                        base_model_name_or_path=base_model_name_or_path)
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.peft_target_regex(),
+        bias="none",
+        base_model_name_or_path=base_model_name_or_path,
+    )
     return config.to_dict()
 
 
-def write_peft_dir(state: Mapping[str, torch.Tensor], lora: LoraPlan, base_model_name_or_path: str,
-                   out_dir: Path, *, dtype: str | WireDtype | None = None) -> str:
+def write_peft_dir(
+    state: Mapping[str, torch.Tensor],
+    lora: LoraPlan,
+    base_model_name_or_path: str,
+    out_dir: Path,
+    *,
+    dtype: str | WireDtype | None = None,
+) -> str:
     """Write adapter_config.json + adapter_model.safetensors (loadable by PeftModel.from_pretrained);
     returns the directory's sha256. Keys are peft's saved form (get_peft_model_state_dict)."""
     from safetensors.torch import save_file

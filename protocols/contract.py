@@ -88,8 +88,13 @@ METRIC_RECORD = RecordSpec(
     r"metric\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*",
     RecordKind.METRIC,
     _spec(
-        ("estimate", F, False), ("ci_low", F, False), ("ci_high", F, False), ("n_videos", I, False),
-        ("n_frames", I, False), ("parse_fail_rate", F, False), ("suppressed", B, True),
+        ("estimate", F, False),
+        ("ci_low", F, False),
+        ("ci_high", F, False),
+        ("n_videos", I, False),
+        ("n_frames", I, False),
+        ("parse_fail_rate", F, False),
+        ("suppressed", B, True),
     ),
     required=False,
 )
@@ -97,20 +102,30 @@ METRIC_RECORD = RecordSpec(
 # A LoRA adapter (never base weights): one flat array plus the metadata that names its tensors and wire dtype.
 ADAPTER_RECORDS = (
     RecordSpec("adapter", RecordKind.ARRAY, _spec(("adapter", A, True)), required=False),
-    RecordSpec("adapter-meta", RecordKind.CONFIG,
-               _spec(("encoding", S, True), ("wire-dtype", S, True), ("tensors", S, True)), required=False),
+    RecordSpec(
+        "adapter-meta",
+        RecordKind.CONFIG,
+        _spec(("encoding", S, True), ("wire-dtype", S, True), ("tensors", S, True)),
+        required=False,
+    ),
 )
 # A train reply adds the number of examples (FedAvg weight) and, under DP, the site's epsilon so far.
-TRAIN_RECORD = RecordSpec("train", RecordKind.METRIC, _spec(("num-examples", I, True), ("epsilon", F, False)),
-                          required=False)
+TRAIN_RECORD = RecordSpec(
+    "train", RecordKind.METRIC, _spec(("num-examples", I, True), ("epsilon", F, False)), required=False
+)
 
 # What a site may send, per message type.
 REPLIES: dict[Op, tuple[RecordSpec, ...]] = {
     Op.HELLO: (RecordSpec("site", RecordKind.CONFIG, _spec(("software-version", S, True), ("site-name", S, False))),),
     Op.SUBMIT: (JOB_RECORD,),
     Op.STATUS: (JOB_RECORD,),
-    Op.FETCH: (JOB_RECORD, RecordSpec(META_RECORD.name, META_RECORD.kind, META_RECORD.keys, required=False), METRIC_RECORD,
-               *ADAPTER_RECORDS, TRAIN_RECORD),
+    Op.FETCH: (
+        JOB_RECORD,
+        RecordSpec(META_RECORD.name, META_RECORD.kind, META_RECORD.keys, required=False),
+        METRIC_RECORD,
+        *ADAPTER_RECORDS,
+        TRAIN_RECORD,
+    ),
 }
 
 # What the hub may ask, per message type.
@@ -121,8 +136,14 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
             "job",
             RecordKind.CONFIG,
             # The protocol text travels so that a site can say why it refuses one it never approved.
-            _spec(("job-id", S, True), ("kind", S, True), ("study", S, True), ("round", I, True),
-                  ("protocol-hash", S, True), ("protocol", S, False)),
+            _spec(
+                ("job-id", S, True),
+                ("kind", S, True),
+                ("study", S, True),
+                ("round", I, True),
+                ("protocol-hash", S, True),
+                ("protocol", S, False),
+            ),
         ),
         *ADAPTER_RECORDS,  # the global adapter to train from or evaluate with
     ),
@@ -164,7 +185,11 @@ def check_records(op: Op, records: WireRecords, *, direction: str = "reply") -> 
     for name, record in records.items():
         spec = _match(name, specs)
         seen.add(spec.name)
-        if not isinstance(record, dict) or record.get("kind") != spec.kind.value or not isinstance(record.get("values"), dict):
+        if (
+            not isinstance(record, dict)
+            or record.get("kind") != spec.kind.value
+            or not isinstance(record.get("values"), dict)
+        ):
             raise ContractError(f"{op.value} {direction}: record {name!r} must be a {spec.kind.value} record")
         values: dict[str, Any] = record["values"]
         extra = sorted(set(values) - set(spec.keys))

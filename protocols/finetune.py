@@ -77,10 +77,16 @@ class LoraPlan:
         if not 0.0 <= _number(self.dropout, "finetune.lora.dropout") < 1.0:
             raise ProtocolError(f"finetune.lora.dropout must be in [0, 1), got {self.dropout!r}")
         mods = self.target_modules
-        if (not isinstance(mods, tuple) or not mods or len(set(mods)) != len(mods)
-                or not all(isinstance(m, str) and _MODULE.fullmatch(m) for m in mods)):
-            raise ProtocolError(f"finetune.lora.target_modules must be a non-empty list of unique module names "
-                                f"such as {list(DEFAULT_TARGET_MODULES)}, got {mods!r}")
+        if (
+            not isinstance(mods, tuple)
+            or not mods
+            or len(set(mods)) != len(mods)
+            or not all(isinstance(m, str) and _MODULE.fullmatch(m) for m in mods)
+        ):
+            raise ProtocolError(
+                f"finetune.lora.target_modules must be a non-empty list of unique module names "
+                f"such as {list(DEFAULT_TARGET_MODULES)}, got {mods!r}"
+            )
 
     def peft_target_regex(self) -> str:
         """A peft `target_modules` regex matching only the language model's layers, never the vision tower."""
@@ -88,8 +94,12 @@ class LoraPlan:
         return rf".*language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{names})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "alpha": float(self.alpha), "dropout": float(self.dropout),
-                "target_modules": list(self.target_modules)}
+        return {
+            "rank": self.rank,
+            "alpha": float(self.alpha),
+            "dropout": float(self.dropout),
+            "target_modules": list(self.target_modules),
+        }
 
 
 @dataclass(frozen=True)
@@ -117,10 +127,13 @@ class DpPlan:
             raise ProtocolError(f"finetune.dp.mode must be a DpMode, got {self.mode!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target_epsilon": float(self.target_epsilon), "delta": float(self.delta),
-                "max_grad_norm": float(self.max_grad_norm),
-                "noise_multiplier": None if self.noise_multiplier is None else float(self.noise_multiplier),
-                "mode": self.mode.value}
+        return {
+            "target_epsilon": float(self.target_epsilon),
+            "delta": float(self.delta),
+            "max_grad_norm": float(self.max_grad_norm),
+            "noise_multiplier": None if self.noise_multiplier is None else float(self.noise_multiplier),
+            "mode": self.mode.value,
+        }
 
 
 @dataclass(frozen=True)
@@ -142,12 +155,18 @@ class FinetunePlan:
 
     def __post_init__(self) -> None:
         t = self.trainers
-        if (not isinstance(t, tuple) or not t or len(set(t)) != len(t)
-                or not all(isinstance(s, str) and _SITE.fullmatch(s) for s in t)):
+        if (
+            not isinstance(t, tuple)
+            or not t
+            or len(set(t)) != len(t)
+            or not all(isinstance(s, str) and _SITE.fullmatch(s) for s in t)
+        ):
             raise ProtocolError(f"finetune.trainers must be a non-empty list of unique site names, got {t!r}")
         if (self.local_steps is None) == (self.epochs is None):
-            raise ProtocolError(f"finetune needs exactly one of local_steps or epochs, got "
-                                f"local_steps={self.local_steps!r}, epochs={self.epochs!r}")
+            raise ProtocolError(
+                f"finetune needs exactly one of local_steps or epochs, got "
+                f"local_steps={self.local_steps!r}, epochs={self.epochs!r}"
+            )
         if self.local_steps is not None:
             _integer(self.local_steps, "finetune.local_steps", 1, 1_000_000)
         if self.epochs is not None and not 0 < _number(self.epochs, "finetune.epochs") <= 1000:
@@ -179,11 +198,17 @@ class FinetunePlan:
     def to_dict(self) -> dict[str, Any]:
         """Canonical, JSON-ready form (hashed into the protocol)."""
         return {
-            "trainers": list(self.trainers), "local_steps": self.local_steps,
-            "epochs": None if self.epochs is None else float(self.epochs), "batch_size": self.batch_size,
-            "sample_every_s": float(self.sample_every_s), "lora": self.lora.to_dict(),
-            "optimizer": self.optimizer.value, "lr": float(self.lr), "wire_dtype": self.wire_dtype.value,
-            "augment": self.augment, "init_seed": self.init_seed,
+            "trainers": list(self.trainers),
+            "local_steps": self.local_steps,
+            "epochs": None if self.epochs is None else float(self.epochs),
+            "batch_size": self.batch_size,
+            "sample_every_s": float(self.sample_every_s),
+            "lora": self.lora.to_dict(),
+            "optimizer": self.optimizer.value,
+            "lr": float(self.lr),
+            "wire_dtype": self.wire_dtype.value,
+            "augment": self.augment,
+            "init_seed": self.init_seed,
             "dp": None if self.dp is None else self.dp.to_dict(),
         }
 

@@ -27,7 +27,9 @@ def new_secret(path: Path, n_bytes: int = 32) -> None:
 def new_node_key(private_path: Path) -> Path:
     """An OpenSSH ECDSA P-384 key pair, as `ssh-keygen -t ecdsa -b 384` makes; returns the .pub path."""
     key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     write_private(private_path, pem)
     pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     pub_path = private_path.with_name(private_path.name + ".pub")

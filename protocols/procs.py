@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,29 @@ class Child:
     (`own_group=False`), so that stopping the service's group stops them too, even if the service is killed.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, own_group: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        own_group: bool = True,
+    ) -> None:
         self.name = name
         self.own_group = own_group
         self.log_file = log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_file.open("ab")
-        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=own_group, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=own_group,
+            stdin=subprocess.DEVNULL,
+        )
         log.info("started %s (pid %d), log %s", name, self.proc.pid, log_file)
 
     def alive(self) -> bool:
@@ -79,7 +93,9 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, child: Child 
         if check():
             return
         if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited with {child.proc.returncode} while waiting for {what}:\n{child.tail()}")
+            raise RuntimeError(
+                f"{child.name} exited with {child.proc.returncode} while waiting for {what}:\n{child.tail()}"
+            )
         time.sleep(0.2)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
@@ -97,6 +113,11 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     # Flower starts helpers (flower-superexec, flwr-clientapp) by name: put this interpreter's bin first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     return env

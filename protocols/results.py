@@ -34,6 +34,4 @@ class ResultRow:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
-NULLABLE: frozenset[str] = frozenset(
-    {"estimate", "ci_low", "ci_high", "n_videos", "n_frames", "parse_fail_rate"}
-)
+NULLABLE: frozenset[str] = frozenset({"estimate", "ci_low", "ci_high", "n_videos", "n_frames", "parse_fail_rate"})

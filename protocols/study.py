@@ -64,7 +64,9 @@ class Privacy:
         if self.min_videos < 1:
             raise ProtocolError(f"privacy.min_videos must be >= 1, got {self.min_videos}")
         if not 100 <= self.bootstrap_replicates <= 100_000:
-            raise ProtocolError(f"privacy.bootstrap_replicates must be in [100, 100000], got {self.bootstrap_replicates}")
+            raise ProtocolError(
+                f"privacy.bootstrap_replicates must be in [100, 100000], got {self.bootstrap_replicates}"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,10 @@ class StudyProtocol:
             "sites": list(self.sites),
             "model": {"name": self.model_name, "manifest_sha256": self.model_sha256},
             "tasks": [
-                {"plan": {"name": t.name, "sample_every_s": t.sample_every_s, "max_new_tokens": t.max_new_tokens},
-                 "definition": t.definition.to_dict()}
+                {
+                    "plan": {"name": t.name, "sample_every_s": t.sample_every_s, "max_new_tokens": t.max_new_tokens},
+                    "definition": t.definition.to_dict(),
+                }
                 for t in self.tasks
             ],
             "round_plan": {
@@ -195,7 +199,9 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
         tasks = tuple(TaskPlan(**(t if isinstance(t, dict) else {"name": t})) for t in tasks_raw)
         for t in tasks:
             t.definition  # noqa: B018 - loading validates the task name against protocols/tasks
-        round_plan = RoundPlan(**{**data.get("round_plan", {}), "mode": StudyMode(data.get("round_plan", {}).get("mode", "evaluate"))})
+        round_plan = RoundPlan(
+            **{**data.get("round_plan", {}), "mode": StudyMode(data.get("round_plan", {}).get("mode", "evaluate"))}
+        )
         priv = dict(data.get("privacy", {}))
         privacy = Privacy(**{**priv, "outputs": OutputLevel(priv.get("outputs", "aggregate"))})
     except (TypeError, ValueError) as exc:

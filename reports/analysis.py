@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import pandas as pd
 
@@ -130,7 +130,9 @@ def analyse(
 def _center_rows(pm: PooledMetric) -> pd.DataFrame:
     df = pm.centers.copy()
     weights = (
-        dict(zip([c.center for c in pm.contributions if c.reason is None], pm.result.weights)) if pm.result else {}
+        dict(zip([c.center for c in pm.contributions if c.reason is None], pm.result.weights, strict=False))
+        if pm.result
+        else {}
     )
     df["weight"] = [weights.get(c, math.nan) for c in df["center"]]
     notes = []

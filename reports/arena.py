@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pandas as pd
 
@@ -24,7 +24,7 @@ class ArenaScore:
 
 def headline_rows(per_center: pd.DataFrame, infos: Mapping[str, TaskInfo]) -> pd.DataFrame:
     """The rows of each task's headline metric."""
-    keep = [infos[t].headline == m for t, m in zip(per_center["task"], per_center["metric"])]
+    keep = [infos[t].headline == m for t, m in zip(per_center["task"], per_center["metric"], strict=False)]
     return per_center[keep]
 
 

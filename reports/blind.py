@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import struct
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import matplotlib
 import pandas as pd
@@ -122,7 +122,7 @@ def forest_figure(df: pd.DataFrame, title: str, xlabel: str, caption: str, *, pr
         ax.set_xlim(x0, x1)
         xmid = (x0 + x1) / 2
         ys = [n + 1.5 - i for i in range(n)]
-        texts = [_center_row(ax, y, r, xmid) for y, (_, r) in zip(ys, centers.iterrows())]
+        texts = [_center_row(ax, y, r, xmid) for y, (_, r) in zip(ys, centers.iterrows(), strict=False)]
         texts += list(_pooled_rows(ax, pooled, xmid))
         labels = [*centers["center"], POOLED, "95% prediction interval"]
         all_y = [*ys, 1.0, 0.0]
@@ -130,7 +130,7 @@ def forest_figure(df: pd.DataFrame, title: str, xlabel: str, caption: str, *, pr
         ax.set_ylim(-0.7, n + 2.2)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
-        for y, text in zip(all_y, texts):
+        for y, text in zip(all_y, texts, strict=False):
             ax.annotate(text, (1.03, y), xycoords=("axes fraction", "data"), va="center", ha="left")
         ax.annotate(
             "Estimate (95% CI)", (1.03, n + 2.0), xycoords=("axes fraction", "data"), va="center", weight="bold"
@@ -164,7 +164,7 @@ def _center_series(ax: Axes, rows: pd.DataFrame, i: int, n: int) -> None:
     ok = rows[~rows["suppressed"] & rows["estimate"].notna()].sort_values("round")
     x = [int(r) + shift for r in ok["round"]]
     ax.plot(x, ok["estimate"], color=color, lw=1.2)
-    for xi, (_, r) in zip(x, ok.iterrows()):
+    for xi, (_, r) in zip(x, ok.iterrows(), strict=False):
         marker, filled = ROLE_MARKERS.get(str(r["role"]), ("o", True))
         if not (missing(r["ci_low"]) or missing(r["ci_high"])):
             ax.vlines(xi, r["ci_low"], r["ci_high"], color=color, lw=1.0)

@@ -8,8 +8,15 @@ from protocols.errors import DataError
 from site_node.labels import normalise
 
 # Cholec80 tool names -> the words an answer uses (matched by normalised name, never by column index).
-TOOL_WORDS = {"grasper": "grasper", "bipolar": "bipolar", "hook": "hook", "scissors": "scissors",
-              "clipper": "clipper", "irrigator": "irrigator", "specimenbag": "specimen bag"}
+TOOL_WORDS = {
+    "grasper": "grasper",
+    "bipolar": "bipolar",
+    "hook": "hook",
+    "scissors": "scissors",
+    "clipper": "clipper",
+    "irrigator": "irrigator",
+    "specimenbag": "specimen bag",
+}
 
 
 def tool_word(name: str) -> str:
@@ -20,8 +27,9 @@ def tool_word(name: str) -> str:
     return word
 
 
-def hierarchical_target(phase: str, tools: Sequence[str] | None = None, relation: str | None = None,
-                        cvs_achieved: bool | None = None) -> str:
+def hierarchical_target(
+    phase: str, tools: Sequence[str] | None = None, relation: str | None = None, cvs_achieved: bool | None = None
+) -> str:
     """Surg-R1's answer: L1 (instruments), L2 (tool-tissue-action), L3 (phase and, where labelled, the
     critical view of safety), then the final answer (the phase).
 

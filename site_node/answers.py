@@ -45,8 +45,10 @@ class AliasIndex:
     def last_mentioned(self, text: str) -> str | None:
         """The name mentioned last in free text ('the box of the hook is'), the longest alias winning a tie."""
         key = normalise(text)
-        hits = sorted(((key.rfind(a) + len(a), len(a), n) for a, n in self._index.items() if len(a) >= 3 and a in key),
-                      reverse=True)
+        hits = sorted(
+            ((key.rfind(a) + len(a), len(a), n) for a, n in self._index.items() if len(a) >= 3 and a in key),
+            reverse=True,
+        )
         return hits[0][2] if hits else None
 
 
@@ -90,8 +92,11 @@ class TripletVocabulary:
 
     def from_tokens(self, tokens: Sequence[str]) -> str | None:
         """Split free words into instrument / verb / target; accepted only when exactly one split fits."""
-        found = {self.triplet([" ".join(tokens[:a]), " ".join(tokens[a:b]), " ".join(tokens[b:])])
-                 for a in range(1, len(tokens) - 1) for b in range(a + 1, len(tokens))}
+        found = {
+            self.triplet([" ".join(tokens[:a]), " ".join(tokens[a:b]), " ".join(tokens[b:])])
+            for a in range(1, len(tokens) - 1)
+            for b in range(a + 1, len(tokens))
+        }
         found.discard(None)
         return found.pop() if len(found) == 1 else None
 
@@ -234,7 +239,7 @@ def _json_boxes(span: str) -> list[tuple[str, list[float]]] | None:
 def _text_boxes(span: str) -> list[tuple[str, list[float]]]:
     out, start = [], 0
     for match in _BOX.finditer(span):
-        out.append((span[start:match.start()], [float(g) for g in match.groups()]))
+        out.append((span[start : match.start()], [float(g) for g in match.groups()]))
         start = match.end()
     if span[start:].strip(" ;,.\n"):
         out.append((span[start:], []))  # trailing text without a box: unreadable

@@ -13,8 +13,9 @@ def approve(approved_dir: Path, protocol_file: Path) -> StudyProtocol:
     """Validate and pin a protocol; one asking for per-frame or per-video outputs cannot be approved."""
     protocol = load_protocol(protocol_file)
     if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
-        raise ProtocolError(f"{protocol_file}: asks for {protocol.privacy.outputs.value} outputs; "
-                            "a site releases aggregates only")
+        raise ProtocolError(
+            f"{protocol_file}: asks for {protocol.privacy.outputs.value} outputs; a site releases aggregates only"
+        )
     approved_dir.mkdir(parents=True, exist_ok=True)
     dest = approved_dir / f"{protocol.content_hash}.yaml"
     tmp = dest.with_suffix(".tmp")
@@ -32,12 +33,16 @@ def approved(approved_dir: Path, content_hash: str) -> StudyProtocol:
     """The approved protocol with this hash; ProtocolError when the site does not know it."""
     path = approved_dir / f"{content_hash}.yaml"
     if not is_approved(approved_dir, content_hash):
-        raise ProtocolError(f"protocol {content_hash[:16]}... is not approved at this site "
-                            "(the operator runs `site_node protocols approve FILE`)")
+        raise ProtocolError(
+            f"protocol {content_hash[:16]}... is not approved at this site "
+            "(the operator runs `site_node protocols approve FILE`)"
+        )
     protocol = load_protocol(path)
     if protocol.content_hash != content_hash:
-        raise ProtocolError(f"approved protocol {path.name} now hashes to {protocol.content_hash[:16]}... "
-                            "(package version changed?); approve it again")
+        raise ProtocolError(
+            f"approved protocol {path.name} now hashes to {protocol.content_hash[:16]}... "
+            "(package version changed?); approve it again"
+        )
     return protocol
 
 
@@ -54,7 +59,9 @@ def refusal_reason(content_hash: str, protocol_text: str | None) -> str:
         if protocol.content_hash != content_hash:
             return f"{reason}; the text sent hashes to {protocol.content_hash[:16]}... instead"
         if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
-            return f"{reason}: it asks for {protocol.privacy.outputs.value} outputs and this site releases aggregates only"
+            return (
+                f"{reason}: it asks for {protocol.privacy.outputs.value} outputs and this site releases aggregates only"
+            )
     return reason + " (the operator runs `site_node protocols approve FILE`)"
 
 

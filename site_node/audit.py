@@ -47,8 +47,13 @@ class AuditLog:
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
             seq, prev = self._last()
-            entry = {"seq": seq + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event,
-                     **fields, "prev": prev}
+            entry = {
+                "seq": seq + 1,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "event": event,
+                **fields,
+                "prev": prev,
+            }
             entry["hash"] = _digest(entry)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
@@ -75,7 +80,9 @@ def verify(path: Path) -> int:
         except ValueError:
             raise AuditError(f"{path}:{lineno}: entry is not valid JSON (edited or truncated)") from None
         if entry.get("prev") != prev:
-            raise AuditError(f"{path}:{lineno}: entry {entry.get('seq')} does not follow the previous entry (removed or reordered)")
+            raise AuditError(
+                f"{path}:{lineno}: entry {entry.get('seq')} does not follow the previous entry (removed or reordered)"
+            )
         if entry.get("seq") != expected_seq:
             raise AuditError(f"{path}:{lineno}: expected entry {expected_seq}, found {entry.get('seq')}")
         if entry.get("hash") != _digest(entry):

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from protocols.errors import SurgFedError, UsageError
 from site_node.home import HOME_ENV, SiteHome
@@ -25,8 +25,14 @@ def _home(args: argparse.Namespace) -> SiteHome:
 def cmd_init(args: argparse.Namespace) -> int:
     from site_node.home import init_home
 
-    home = init_home(args.home or Path(args.site), args.site, model_dir=args.model, superlink=args.superlink,
-                     root_certificates=args.ca, release=args.release)
+    home = init_home(
+        args.home or Path(args.site),
+        args.site,
+        model_dir=args.model,
+        superlink=args.superlink,
+        root_certificates=args.ca,
+        release=args.release,
+    )
     print(f"site home created: {home.root}")
     print(f"node public key (send it to the study coordinator for `hub sites add {args.site} FILE`): {home.node_pub}")
     print(home.node_pub.read_text().strip())
@@ -34,7 +40,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from site_node.model.tiny import build_tiny_model
+    from site_node.synthetic.tiny_model import build_tiny_model
 
     out = build_tiny_model(args.out_dir, seed=args.seed, warmup=not args.no_warmup)
     print(out)
@@ -49,10 +55,11 @@ def cmd_model_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from site_node.synth_formats import synthesize_all
+    from site_node.synthetic.formats import synthesize_all
 
-    folders = synthesize_all(args.out, args.site, args.videos, args.shift, args.seed, seconds=args.seconds,
-                             progress=True)
+    folders = synthesize_all(
+        args.out, args.site, args.videos, args.shift, args.seed, seconds=args.seconds, progress=True
+    )
     for fmt, folder in folders.items():
         print(f"{fmt}: {folder}  (site_node ingest --source {folder} --format {fmt})")
     return 0
@@ -97,8 +104,12 @@ def home_option() -> argparse.ArgumentParser:
     """`--home` on every command (default: the environment)."""
     common = argparse.ArgumentParser(add_help=False)
     default_home = os.environ.get(HOME_ENV)
-    common.add_argument("--home", type=Path, default=Path(default_home) if default_home else None,
-                        help=f"site home folder (default: ${HOME_ENV})")
+    common.add_argument(
+        "--home",
+        type=Path,
+        default=Path(default_home) if default_home else None,
+        help=f"site home folder (default: ${HOME_ENV})",
+    )
     return common
 
 
@@ -181,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="de-identify a dataset into the site's store")
     p.add_argument("--source", type=Path, required=True)
     p.add_argument("--format", required=True)
-    p.add_argument("--out-of-body", default="colour", choices=["colour", "none"],
-                   help="out-of-body frame detector: the colour heuristic (default), or none for footage known to "
-                        "hold no room scenes (e.g. synthetic data)")
+    p.add_argument(
+        "--out-of-body",
+        default="colour",
+        choices=["colour", "none"],
+        help="out-of-body frame detector: the colour heuristic (default), or none for footage known to "
+        "hold no room scenes (e.g. synthetic data)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     protocols = sub.add_parser("protocols", help="approve study protocols").add_subparsers(dest="pcmd", required=True)
@@ -198,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     releases = sub.add_parser("releases", help="manual release queue").add_subparsers(dest="rcmd", required=True)
     releases.add_parser("list", parents=[common], help="results awaiting approval").set_defaults(func=cmd_releases_list)
-    for name, help_text in (("show", "print the exact payload"), ("approve", "release it"), ("reject", "never release it")):
+    for name, help_text in (
+        ("show", "print the exact payload"),
+        ("approve", "release it"),
+        ("reject", "never release it"),
+    ):
         p = releases.add_parser(name, parents=[common], help=help_text)
         p.add_argument("job_id")
         if name == "reject":

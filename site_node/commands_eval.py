@@ -21,7 +21,7 @@ def _label_specs(args: argparse.Namespace) -> list[Any]:
     if names and len(names) != len(labels):
         raise UsageError(f"give one --dataset per --labels or none, got {len(names)} for {len(labels)}")
     default = [(p if p.is_dir() else p.parent).resolve().name for p in labels]
-    return [LabelSpec(p, f, n) for p, f, n in zip(labels, formats, names or default)]
+    return [LabelSpec(p, f, n) for p, f, n in zip(labels, formats, names or default, strict=False)]
 
 
 def _seed(args: argparse.Namespace) -> tuple[int, int]:
@@ -47,8 +47,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     score = score_records(rt, labels, records, seed=seed, replicates=replicates, skipped=skipped, problems=problems)
     write_metrics(args.out, score.to_json())
     for name, e in score.estimates.items():
-        print(f"{args.task}.{name}\t{e.estimate:.4f}\t[{e.ci_low:.4f}, {e.ci_high:.4f}]\t{e.n_videos} videos\t"
-              f"{e.n_frames} frames\tparse fail {e.parse_fail_rate:.3f}")
+        print(
+            f"{args.task}.{name}\t{e.estimate:.4f}\t[{e.ci_low:.4f}, {e.ci_high:.4f}]\t{e.n_videos} videos\t"
+            f"{e.n_frames} frames\tparse fail {e.parse_fail_rate:.3f}"
+        )
     for video, reason in sorted(score.skipped.items()):
         print(f"skipped {video}: {reason}", file=sys.stderr)
     for problem in score.problems[:_MAX_PROBLEMS_SHOWN]:
@@ -91,8 +93,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if done >= total:
             bar.close()
 
-    summary = run_local(args.protocol, args.data, args.out, model=model, adapter=args.adapter, device=device,
-                        batch_size=batch, progress=progress)
+    summary = run_local(
+        args.protocol,
+        args.data,
+        args.out,
+        model=model,
+        adapter=args.adapter,
+        device=device,
+        batch_size=batch,
+        progress=progress,
+    )
     for bar in bars.values():
         bar.close()
     print("\n".join(summary_lines(summary)))
@@ -106,9 +116,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("score", parents=[common], help="score a predictions file against local labels")
     p.add_argument("--task", required=True, help="phase, triplet, action, cvs or localization")
-    p.add_argument("--labels", type=Path, action="append", required=True, help="dataset folder or label file (repeatable)")
+    p.add_argument(
+        "--labels", type=Path, action="append", required=True, help="dataset folder or label file (repeatable)"
+    )
     p.add_argument("--format", action="append", required=True, choices=FORMATS, help="format of each --labels")
-    p.add_argument("--dataset", action="append", help="the name the predictions use for each --labels (default: folder name)")
+    p.add_argument(
+        "--dataset", action="append", help="the name the predictions use for each --labels (default: folder name)"
+    )
     p.add_argument("--predictions", type=Path, required=True, help="JSON lines: video, frame, answer (+ logprobs)")
     p.add_argument("--out", type=Path, required=True, help="METRICS.json to write")
     p.add_argument("--protocol", type=Path, help="seed and replicates from this protocol (as `evaluate` used)")

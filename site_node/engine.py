@@ -85,7 +85,9 @@ class SiteEngine:
             records = request.get("records") or {}
             check_records(op, records, direction="request")
             values = records.get("job", {}).get("values", {})
-            self.audit.append("request", op=op.value, job_id=values.get("job-id"), protocol_hash=values.get("protocol-hash"))
+            self.audit.append(
+                "request", op=op.value, job_id=values.get("job-id"), protocol_hash=values.get("protocol-hash")
+            )
             reply = self._dispatch(op, values, records)
             return {"ok": True, "records": self.gate.release(op, reply, job_id=values.get("job-id"))}
         except (ValueError, SurgFedError) as exc:
@@ -94,7 +96,9 @@ class SiteEngine:
 
     def _dispatch(self, op: Op, values: dict[str, Any], records: WireRecords) -> WireRecords:
         if op is Op.HELLO:
-            return {"site": {"kind": "config", "values": {"software-version": __version__, "site-name": self.config.name}}}
+            return {
+                "site": {"kind": "config", "values": {"software-version": __version__, "site-name": self.config.name}}
+            }
         if op is Op.SUBMIT:
             return _job_record(self._submit(values, records))
         job = self.jobs.get(values["job-id"])
@@ -114,10 +118,13 @@ class SiteEngine:
                 raise ProtocolError(refusal_reason(job.protocol_hash, values.get("protocol")))
             protocol = approved(self.home.approved_dir, job.protocol_hash)
             if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
-                raise ContractError(f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave")
+                raise ContractError(
+                    f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave"
+                )
             if job.kind is JobKind.TRAIN:
-                check_train(protocol, self.config.name, self.store,
-                            privacy_context(self.home, self.config, protocol, job.round))
+                check_train(
+                    protocol, self.config.name, self.store, privacy_context(self.home, self.config, protocol, job.round)
+                )
             save_incoming_adapter(self.jobs.work_dir(job.job_id), records)
         except SurgFedError as exc:
             job.state, job.detail = JobState.REFUSED, str(exc)
@@ -152,8 +159,10 @@ class SiteEngine:
         if self.model is None:
             raise ModelError(self.model_error or "no model loaded")
         if self.model_hash != protocol.model_sha256:
-            raise ModelError(f"model manifest {self.model_hash[:16] if self.model_hash else None}... does not match "
-                             f"the protocol's {protocol.model_sha256[:16]}...")
+            raise ModelError(
+                f"model manifest {self.model_hash[:16] if self.model_hash else None}... does not match "
+                f"the protocol's {protocol.model_sha256[:16]}..."
+            )
 
         def progress(task: str, done: int, total: int) -> None:
             self.jobs.update(job.job_id, progress=done / max(total, 1), detail=f"{task}: {done}/{total} frames")
@@ -161,9 +170,23 @@ class SiteEngine:
         work_dir = self.jobs.work_dir(job.job_id)
         if job.kind is JobKind.TRAIN:
             privacy = privacy_context(self.home, self.config, protocol, job.round)
-            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy,
-                             seed=protocol.bootstrap_seed + job.round, progress=progress)
+            return run_train(
+                self.model,
+                self.store,
+                protocol,
+                job.job_id,
+                work_dir,
+                privacy,
+                seed=protocol.bootstrap_seed + job.round,
+                progress=progress,
+            )
         with model_for_job(self.model, protocol, work_dir) as model:
-            outcomes = evaluate_protocol(model, self.store, protocol, batch_size=self.config.batch_size,
-                                         predictions=work_dir / "predictions.jsonl", progress=progress)
+            outcomes = evaluate_protocol(
+                model,
+                self.store,
+                protocol,
+                batch_size=self.config.batch_size,
+                predictions=work_dir / "predictions.jsonl",
+                progress=progress,
+            )
         return evaluation_payload(job.job_id, protocol, {t: o.estimates for t, o in outcomes.items()})

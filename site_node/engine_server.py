@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: "EngineServer"
+    server: EngineServer
 
     def handle(self) -> None:
         try:

@@ -44,15 +44,22 @@ def _labelled_videos(rt: TaskRuntime, store: DataStore) -> tuple[list[_Video], d
         for video in (v for v in ds.videos if rt.label_kind.value in v.labels):
             try:
                 labels = rt.load_labels(store, video)
-                check_frames(labels, store.path(video.video), store.path(video.labels[rt.label_kind.value]),
-                             fps=video.fps, n_frames=video.n_frames)
+                check_frames(
+                    labels,
+                    store.path(video.video),
+                    store.path(video.labels[rt.label_kind.value]),
+                    fps=video.fps,
+                    n_frames=video.n_frames,
+                )
                 ready.append(_Video(ds.dataset_id, video, labels))
             except DataError as exc:
                 skipped[f"{ds.dataset_id}/{video.video_id}"] = str(exc)
                 log.warning("skipping video %s: %s", video.video_id, exc)
     if not ready:
-        raise DataError(f"the data store has no usable videos with {rt.label_kind.value} labels" +
-                        (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first"))
+        raise DataError(
+            f"the data store has no usable videos with {rt.label_kind.value} labels"
+            + (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first")
+        )
     return ready, skipped
 
 
@@ -75,12 +82,19 @@ def _answers(lm: LoadedModel, rt: TaskRuntime, images: list, plan: TaskPlan, bat
     texts = generate_answers(lm, images, prompt, max_new_tokens=plan.max_new_tokens, batch_size=batch_size)
     candidates = rt.candidates()
     scores = candidate_logprobs(lm, images, prompt, texts, candidates) if candidates else [None] * len(texts)
-    return [Answer(t, s, model_input_size(lm, im)) for t, s, im in zip(texts, scores, images)]
+    return [Answer(t, s, model_input_size(lm, im)) for t, s, im in zip(texts, scores, images, strict=False)]
 
 
 def evaluate_task(
-    lm: LoadedModel, store: DataStore, plan: TaskPlan, *, batch_size: int, seed: int, replicates: int,
-    predictions: Path | None = None, progress: Progress | None = None,
+    lm: LoadedModel,
+    store: DataStore,
+    plan: TaskPlan,
+    *,
+    batch_size: int,
+    seed: int,
+    replicates: int,
+    predictions: Path | None = None,
+    progress: Progress | None = None,
 ) -> TaskOutcome:
     """Run one task over every labelled video; per-frame answers go only to the local predictions file."""
     rt = runtime_for(plan.name)
@@ -89,10 +103,10 @@ def evaluate_task(
     total, done, records = sum(len(c) for c in chosen), 0, []
     out = predictions.open("a", encoding="utf-8") if predictions else None
     try:
-        for video, frames in zip(videos, chosen):
+        for video, frames in zip(videos, chosen, strict=False):
             pairs = list(iter_frames(store.path(video.entry.video), video.labels, frames, video.entry.fps))
             answers = _answers(lm, rt, [img for _, img in pairs], plan, batch_size)
-            for (frame, _), answer in zip(pairs, answers):
+            for (frame, _), answer in zip(pairs, answers, strict=False):
                 rec = Record(video.entry.video_id, frame, answer, video.dataset, plan.name)
                 records.append(rec)
                 if out:
@@ -110,16 +124,27 @@ def evaluate_task(
 
 
 def evaluate_protocol(
-    lm: LoadedModel, store: DataStore, protocol: StudyProtocol, *, batch_size: int,
-    predictions: Path | None = None, progress: Progress | None = None,
+    lm: LoadedModel,
+    store: DataStore,
+    protocol: StudyProtocol,
+    *,
+    batch_size: int,
+    predictions: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, TaskOutcome]:
     """Every task the store has labels for; a task without usable data is left out (logged), all missing fails."""
     outcomes, failures = {}, {}
     for plan in protocol.tasks:
         try:
             outcomes[plan.name] = evaluate_task(
-                lm, store, plan, batch_size=batch_size, seed=task_seed(protocol, plan.name),
-                replicates=protocol.privacy.bootstrap_replicates, predictions=predictions, progress=progress,
+                lm,
+                store,
+                plan,
+                batch_size=batch_size,
+                seed=task_seed(protocol, plan.name),
+                replicates=protocol.privacy.bootstrap_replicates,
+                predictions=predictions,
+                progress=progress,
             )
         except DataError as exc:
             failures[plan.name] = str(exc)
@@ -127,4 +152,3 @@ def evaluate_protocol(
     if not outcomes:
         raise DataError("; ".join(f"{task}: {reason}" for task, reason in failures.items()))
     return outcomes
-

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from protocols.adapters import decode_state, encode_state
 from protocols.arrays import from_wire, to_wire
@@ -43,8 +44,13 @@ def load_incoming_adapter(work_dir: Path) -> tuple[dict[str, Any], dict[str, str
 def privacy_context(home: SiteHome, cfg: SiteConfig, protocol: StudyProtocol, round_: int) -> PrivacyContext | None:
     if protocol.finetune is None or protocol.finetune.dp is None:
         return None
-    return PrivacyContext(PrivacyLedger(home.root / "privacy-ledger.json"), protocol.study_id,
-                          total_rounds=protocol.round_plan.rounds, round=round_, budget_epsilon=cfg.epsilon_budget)
+    return PrivacyContext(
+        PrivacyLedger(home.root / "privacy-ledger.json"),
+        protocol.study_id,
+        total_rounds=protocol.round_plan.rounds,
+        round=round_,
+        budget_epsilon=cfg.epsilon_budget,
+    )
 
 
 def check_train(protocol: StudyProtocol, site: str, store: DataStore, privacy: PrivacyContext | None) -> None:
@@ -52,21 +58,31 @@ def check_train(protocol: StudyProtocol, site: str, store: DataStore, privacy: P
     if protocol.finetune is None:
         raise ProtocolError(f"study {protocol.study_id} is not a fine-tuning study; this site trains for none other")
     if site not in protocol.finetune.trainers:
-        raise ProtocolError(f"site {site} is not a trainer of study {protocol.study_id} (trainers: "
-                            f"{list(protocol.finetune.trainers)})")
+        raise ProtocolError(
+            f"site {site} is not a trainer of study {protocol.study_id} (trainers: {list(protocol.finetune.trainers)})"
+        )
     precheck_round(store, protocol.finetune, privacy)
 
 
-def run_train(lm: LoadedModel, store: DataStore, protocol: StudyProtocol, job_id: str, work_dir: Path,
-              privacy: PrivacyContext | None, seed: int, progress: Callable[[str, int, int], None]) -> WireRecords:
+def run_train(
+    lm: LoadedModel,
+    store: DataStore,
+    protocol: StudyProtocol,
+    job_id: str,
+    work_dir: Path,
+    privacy: PrivacyContext | None,
+    seed: int,
+    progress: Callable[[str, int, int], None],
+) -> WireRecords:
     plan = protocol.finetune
     assert plan is not None
     incoming = load_incoming_adapter(work_dir)
     global_state = decode_state(*incoming) if incoming else None
     result = train_round(lm, store, plan, global_state, seed=seed, progress=progress, privacy=privacy)
     arrays, meta = encode_state(result.state, plan.wire_dtype)
-    return train_payload(job_id, protocol, {k: to_wire(v) for k, v in arrays.items()}, meta,
-                         result.num_examples, result.epsilon)
+    return train_payload(
+        job_id, protocol, {k: to_wire(v) for k, v in arrays.items()}, meta, result.num_examples, result.epsilon
+    )
 
 
 @contextlib.contextmanager

@@ -65,7 +65,9 @@ class SiteHome:
 
     def require(self) -> SiteHome:
         if not self.config_file.is_file():
-            raise ConfigError(f"{self.root} is not a site home (no site.toml); run `site_node init --home {self.root} --site NAME`")
+            raise ConfigError(
+                f"{self.root} is not a site home (no site.toml); run `site_node init --home {self.root} --site NAME`"
+            )
         return self
 
     def token(self) -> str:
@@ -164,8 +166,15 @@ sandbox = true
 """
 
 
-def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink: str = "127.0.0.1:9092",
-              root_certificates: Path | None = None, release: str = "auto") -> SiteHome:
+def init_home(
+    root: Path,
+    name: str,
+    *,
+    model_dir: Path | None = None,
+    superlink: str = "127.0.0.1:9092",
+    root_certificates: Path | None = None,
+    release: str = "auto",
+) -> SiteHome:
     """Create a new site home; refuses to overwrite an existing one."""
     if not _NAME.fullmatch(name):
         raise ConfigError(f"site name must match {_NAME.pattern}, got {name!r}")
@@ -173,8 +182,15 @@ def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink
     if home.config_file.exists():
         raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a site home")
     home.root.mkdir(parents=True, exist_ok=True)
-    for d in (home.store_dir, home.approved_dir, home.jobs_dir, home.audit_log.parent, home.logs_dir,
-              home.secrets_dir, home.clientapp_dir):
+    for d in (
+        home.store_dir,
+        home.approved_dir,
+        home.jobs_dir,
+        home.audit_log.parent,
+        home.logs_dir,
+        home.secrets_dir,
+        home.clientapp_dir,
+    ):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o700)  # owner only: the engine's account
     new_secret(home.key_file)
@@ -185,7 +201,8 @@ def init_home(root: Path, name: str, *, model_dir: Path | None = None, superlink
         release=ReleaseMode(release).value,
         model_line=f'dir = "{Path(model_dir).resolve()}"' if model_dir else '# dir = "/path/to/surg-r1"',
         superlink=superlink,
-        certs_line=f'root_certificates = "{Path(root_certificates).resolve()}"' if root_certificates
+        certs_line=f'root_certificates = "{Path(root_certificates).resolve()}"'
+        if root_certificates
         else '# root_certificates = "/path/to/ca.crt"',
     )
     home.config_file.write_text(text, encoding="utf-8")

@@ -68,9 +68,16 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
         raise DataError(f"{source}: no usable videos; " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
-    videos = [VideoEntry(v.video_id, v.video.replace(staging.name, dest.name, 1),
-                         {k: p.replace(staging.name, dest.name, 1) for k, p in v.labels.items()}, v.fps, v.n_frames)
-              for v in videos]
+    videos = [
+        VideoEntry(
+            v.video_id,
+            v.video.replace(staging.name, dest.name, 1),
+            {k: p.replace(staging.name, dest.name, 1) for k, p in v.labels.items()},
+            v.fps,
+            v.n_frames,
+        )
+        for v in videos
+    ]
     entry = DatasetEntry(ds_id, fmt, tuple(videos), skipped)
     store.add(entry)
     return IngestResult(entry, skipped)

@@ -72,8 +72,9 @@ class JobStore:
 
     def all(self) -> list[Job]:
         with self._lock:
-            return sorted((Job.from_json(json.loads(p.read_text())) for p in self.root.glob("*.json")),
-                          key=lambda j: j.created)
+            return sorted(
+                (Job.from_json(json.loads(p.read_text())) for p in self.root.glob("*.json")), key=lambda j: j.created
+            )
 
     def update(self, job_id: str, **changes: Any) -> Job:
         with self._lock:

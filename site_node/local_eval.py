@@ -48,8 +48,10 @@ def open_data(data: Path) -> LocalData:
             return LocalData(store, {d.dataset_id: (d.format, root / "data" / d.dataset_id) for d in store.datasets()})
     found = detect(data)
     if not found:
-        raise UsageError(f"--data {data}: no dataset found (a folder in one of the formats, or subfolders named "
-                         "cholec80, cholect50, endoscapes, coco, csv)")
+        raise UsageError(
+            f"--data {data}: no dataset found (a folder in one of the formats, or subfolders named "
+            "cholec80, cholect50, endoscapes, coco, csv)"
+        )
     datasets, sources = [], {}
     for name, fmt, folder in found:
         videos, skipped = build_entries(folder, fmt, data)
@@ -74,15 +76,22 @@ def load_for_eval(model: Path, adapter: Path | None, device: str) -> LoadedModel
 
 def arena_score(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The unweighted mean of the headline metrics of the tasks that ran, naming exactly which went in."""
-    used = {t: r["metrics"][r["headline"]]["estimate"] for t, r in results.items()
-            if r["metrics"].get(r["headline"], {}).get("estimate") is not None}
+    used = {
+        t: r["metrics"][r["headline"]]["estimate"]
+        for t, r in results.items()
+        if r["metrics"].get(r["headline"], {}).get("estimate") is not None
+    }
     score = sum(used.values()) / len(used) if used else None
-    return {"score": score, "tasks": [f"{t}:{results[t]['headline']}" for t in used],
-            "missing": [t for t in results if t not in used]}
+    return {
+        "score": score,
+        "tasks": [f"{t}:{results[t]['headline']}" for t in used],
+        "missing": [t for t in results if t not in used],
+    }
 
 
-def _score_command(task: str, sources: dict[str, tuple[str, Path]], datasets: list[str], out: Path,
-                   protocol: Path) -> str:
+def _score_command(
+    task: str, sources: dict[str, tuple[str, Path]], datasets: list[str], out: Path, protocol: Path
+) -> str:
     parts = ["site_node", "score", "--task", task, "--protocol", str(protocol)]
     for name in datasets:
         fmt, folder = sources[name]
@@ -91,24 +100,40 @@ def _score_command(task: str, sources: dict[str, tuple[str, Path]], datasets: li
     return shlex.join(parts)
 
 
-def _run_tasks(lm: LoadedModel, data: LocalData, protocol: StudyProtocol, out: Path, batch_size: int,
-               progress: Progress | None) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
+def _run_tasks(
+    lm: LoadedModel, data: LocalData, protocol: StudyProtocol, out: Path, batch_size: int, progress: Progress | None
+) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
     outcomes, failures = {}, {}
     for plan in protocol.tasks:
         try:
             outcomes[plan.name] = evaluate_task(
-                lm, data.store, plan, batch_size=batch_size, seed=task_seed(protocol, plan.name),
-                replicates=protocol.privacy.bootstrap_replicates, predictions=out / "predictions.jsonl",
-                progress=progress)
+                lm,
+                data.store,
+                plan,
+                batch_size=batch_size,
+                seed=task_seed(protocol, plan.name),
+                replicates=protocol.privacy.bootstrap_replicates,
+                predictions=out / "predictions.jsonl",
+                progress=progress,
+            )
         except DataError as exc:
             failures[plan.name] = str(exc)
             log.warning("task %s not run: %s", plan.name, exc)
     return outcomes, failures
 
 
-def run_local(protocol_file: Path, data_dir: Path, out: Path, *, model: Path, adapter: Path | None = None,
-              device: str = "auto", batch_size: int = 8, progress: Progress | None = None,
-              say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_local(
+    protocol_file: Path,
+    data_dir: Path,
+    out: Path,
+    *,
+    model: Path,
+    adapter: Path | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Evaluate every task of the protocol; write metrics, per-task METRICS files and the local predictions."""
     protocol = load_protocol(protocol_file)
     data = open_data(data_dir)
@@ -117,8 +142,10 @@ def run_local(protocol_file: Path, data_dir: Path, out: Path, *, model: Path, ad
     (out / "predictions.jsonl").unlink(missing_ok=True)
     model_hash = manifest_hash(model)
     if model_hash != protocol.model_sha256:
-        say(f"warning: model manifest {model_hash[:16]}... is not the protocol's {protocol.model_sha256[:16]}... "
-            "(a dry run continues; a study round would refuse it)")
+        say(
+            f"warning: model manifest {model_hash[:16]}... is not the protocol's {protocol.model_sha256[:16]}... "
+            "(a dry run continues; a study round would refuse it)"
+        )
     lm = load_for_eval(model, adapter, device)
     outcomes, failures = _run_tasks(lm, data, protocol, out, batch_size, progress)
     results = {t: o.score.to_json() for t, o in outcomes.items() if o.score is not None}
@@ -128,10 +155,19 @@ def run_local(protocol_file: Path, data_dir: Path, out: Path, *, model: Path, ad
         used = sorted({d.dataset_id for d in data.store.datasets() if any(_serves(v, task) for v in d.videos)})
         commands.append(_score_command(task, data.sources, used, out, Path(protocol_file).resolve()))
     (out / "score-commands.sh").write_text("\n".join(["#!/bin/sh", "set -e", *commands]) + "\n", encoding="utf-8")
-    summary = {"study": protocol.study_id, "protocol_hash": protocol.content_hash,
-               "model": {"path": str(model), "manifest_sha256": model_hash, "matches_protocol": model_hash == protocol.model_sha256,
-                         "adapter": str(adapter) if adapter else None},
-               "tasks": results, "not_run": failures, "arena_score": arena_score(results)}
+    summary = {
+        "study": protocol.study_id,
+        "protocol_hash": protocol.content_hash,
+        "model": {
+            "path": str(model),
+            "manifest_sha256": model_hash,
+            "matches_protocol": model_hash == protocol.model_sha256,
+            "adapter": str(adapter) if adapter else None,
+        },
+        "tasks": results,
+        "not_run": failures,
+        "arena_score": arena_score(results),
+    }
     write_metrics(out / "metrics.json", summary)
     return summary
 
@@ -149,8 +185,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         m = r["metrics"][r["headline"]]
         fmt = lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
         ci = f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
-        lines.append(f"{task:<14}{r['headline']:<14}{fmt(m['estimate']):>9}  {ci:<17}{r['n_videos']:>7}{r['n_frames']:>7}"
-                     f"{fmt(r['parse_fail_rate']):>11}")
+        lines.append(
+            f"{task:<14}{r['headline']:<14}{fmt(m['estimate']):>9}  {ci:<17}{r['n_videos']:>7}{r['n_frames']:>7}"
+            f"{fmt(r['parse_fail_rate']):>11}"
+        )
     for task, reason in summary["not_run"].items():
         lines.append(f"{task:<14}not run: {reason}")
     arena = summary["arena_score"]

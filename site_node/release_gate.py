@@ -18,7 +18,10 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
     if est.n_videos < min_videos or not math.isfinite(est.estimate):
         return {"suppressed": 1}
     values: dict[str, Any] = {
-        "estimate": float(est.estimate), "n_videos": int(est.n_videos), "n_frames": int(est.n_frames), "suppressed": 0,
+        "estimate": float(est.estimate),
+        "n_videos": int(est.n_videos),
+        "n_frames": int(est.n_frames),
+        "suppressed": 0,
     }
     for key in ("ci_low", "ci_high", "parse_fail_rate"):
         value = float(getattr(est, key))
@@ -36,13 +39,21 @@ def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str
     for task, metrics in estimates.items():
         for metric, est in metrics.items():
             records[metric_record_name(task, metric)] = {
-                "kind": "metric", "values": _metric_values(est, protocol.privacy.min_videos)}
+                "kind": "metric",
+                "values": _metric_values(est, protocol.privacy.min_videos),
+            }
     check_records(Op.FETCH, records)
     return records
 
 
-def train_payload(job_id: str, protocol: StudyProtocol, arrays: dict[str, Any], meta: dict[str, str],
-                  num_examples: int, epsilon: float | None) -> WireRecords:
+def train_payload(
+    job_id: str,
+    protocol: StudyProtocol,
+    arrays: dict[str, Any],
+    meta: dict[str, str],
+    num_examples: int,
+    epsilon: float | None,
+) -> WireRecords:
     """The fetch reply of a finished training round: the adapter, its metadata, the FedAvg weight (and epsilon)."""
     train: dict[str, Any] = {"num-examples": int(num_examples)}
     if epsilon is not None:
@@ -79,5 +90,7 @@ class ReleaseGate:
         except ContractError as exc:
             self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc))
             raise
-        self.audit.append("released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records))
+        self.audit.append(
+            "released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records)
+        )
         return records

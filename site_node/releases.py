@@ -37,6 +37,7 @@ def decide(home: SiteHome, job_id: str, approve: bool, note: str = "") -> Job:
     state = JobState.DONE if approve else JobState.REJECTED
     detail = "" if approve else f"the site's data owner rejected the release{': ' + note if note else ''}"
     job = JobStore(home.jobs_dir).update(job_id, state=state, detail=detail)
-    AuditLog(home.audit_log).append("release-approved" if approve else "release-rejected", job_id=job_id,
-                                    digest=payload_digest(job.payload))
+    AuditLog(home.audit_log).append(
+        "release-approved" if approve else "release-rejected", job_id=job_id, digest=payload_digest(job.payload)
+    )
     return job

@@ -12,8 +12,8 @@ import ctypes
 import os
 import sys
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from protocols.errors import ConfigError
 
@@ -57,9 +57,11 @@ def restrict(read: Sequence[Path], write: Sequence[Path]) -> None:
     """Restrict this process (and what it execs) to reading `read` and writing `write`; irreversible."""
     abi = abi_version()
     if abi < 1:
-        raise ConfigError("this kernel has no Landlock (Linux >= 5.13 with lsm=landlock); the SuperNode cannot be "
-                          "sandboxed. Set [supernode] sandbox = false in site.toml only if the SuperNode runs "
-                          "under its own service account that cannot read the site home")
+        raise ConfigError(
+            "this kernel has no Landlock (Linux >= 5.13 with lsm=landlock); the SuperNode cannot be "
+            "sandboxed. Set [supernode] sandbox = false in site.toml only if the SuperNode runs "
+            "under its own service account that cannot read the site home"
+        )
     libc, handled = _libc(), _handled(abi)
     attr = _RulesetAttr(handled)
     fd = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
@@ -85,8 +87,12 @@ def _add_rule(libc: ctypes.CDLL, ruleset: int, path: Path, access: int) -> None:
     pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         rule = _PathBeneathAttr(access, pfd)
-        if libc.syscall(_SYS_ADD_RULE, ruleset, ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule),
-                        ctypes.c_uint32(0)) != 0:
+        if (
+            libc.syscall(
+                _SYS_ADD_RULE, ruleset, ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)
+            )
+            != 0
+        ):
             raise ConfigError(f"landlock_add_rule failed for {path}: errno {ctypes.get_errno()}")
     finally:
         os.close(pfd)

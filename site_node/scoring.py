@@ -30,8 +30,13 @@ class Record:
     where: str = ""  # "file:line", for problems
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"task": self.task, "dataset": self.dataset, "video": self.video, "frame": self.frame,
-                               "answer": self.answer.text}
+        out: dict[str, Any] = {
+            "task": self.task,
+            "dataset": self.dataset,
+            "video": self.video,
+            "frame": self.frame,
+            "answer": self.answer.text,
+        }
         if self.answer.logprobs is not None:
             out["logprobs"] = dict(self.answer.logprobs)
         if self.answer.size is not None:
@@ -71,19 +76,29 @@ class TaskScore:
     @property
     def ap_from(self) -> str | None:
         names = [n for n in self.estimates if n.startswith("ap")]
-        return None if not names else "hard predictions" if any(n.endswith("_hard") for n in names) else "candidate scores"
+        return (
+            None if not names else "hard predictions" if any(n.endswith("_hard") for n in names) else "candidate scores"
+        )
 
     def to_json(self) -> dict[str, Any]:
         first = next(iter(self.estimates.values()))
         return {
-            "task": self.task, "headline": self.headline,
+            "task": self.task,
+            "headline": self.headline,
             "metrics": {name: _estimate_json(e) for name, e in self.estimates.items()},
-            "n_videos": first.n_videos, "n_frames": first.n_frames, "parse_fail_rate": _num(first.parse_fail_rate),
+            "n_videos": first.n_videos,
+            "n_frames": first.n_frames,
+            "parse_fail_rate": _num(first.parse_fail_rate),
             "ap_computed_on": self.ap_from,
-            "ci": {"level": 0.95, "method": "video-level (cluster) bootstrap", "seed": self.seed,
-                   "replicates": self.replicates},
+            "ci": {
+                "level": 0.95,
+                "method": "video-level (cluster) bootstrap",
+                "seed": self.seed,
+                "replicates": self.replicates,
+            },
             "labelled_frames_left_out": self.left_out,
-            "skipped_videos": dict(sorted(self.skipped.items())), "problems": list(self.problems),
+            "skipped_videos": dict(sorted(self.skipped.items())),
+            "problems": list(self.problems),
         }
 
 
@@ -92,8 +107,15 @@ def _num(x: float) -> float | None:
 
 
 def _estimate_json(e: Estimate) -> dict[str, Any]:
-    return {"estimate": _num(e.estimate), "ci_low": _num(e.ci_low), "ci_high": _num(e.ci_high), "sd": _num(e.sd),
-            "n_videos": e.n_videos, "n_frames": e.n_frames, "parse_fail_rate": _num(e.parse_fail_rate)}
+    return {
+        "estimate": _num(e.estimate),
+        "ci_low": _num(e.ci_low),
+        "ci_high": _num(e.ci_high),
+        "sd": _num(e.sd),
+        "n_videos": e.n_videos,
+        "n_frames": e.n_frames,
+        "parse_fail_rate": _num(e.parse_fail_rate),
+    }
 
 
 def _record(obj: Any, where: str) -> Record:
@@ -107,12 +129,22 @@ def _record(obj: Any, where: str) -> Record:
     if not isinstance(answer, str):
         raise ValueError(f"`answer` must be text, got {answer!r}")
     logprobs, size = obj.get("logprobs"), obj.get("image_size")
-    if logprobs is not None and not (isinstance(logprobs, dict) and all(isinstance(v, (int, float)) for v in logprobs.values())):
+    if logprobs is not None and not (
+        isinstance(logprobs, dict) and all(isinstance(v, (int, float)) for v in logprobs.values())
+    ):
         raise ValueError(f"`logprobs` must map candidates to numbers, got {str(logprobs)[:60]}")
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+    ):
         raise ValueError(f"`image_size` must be [width, height], got {size!r}")
-    return Record(str(video), frame, Answer(answer, logprobs, tuple(size) if size else None),  # type: ignore[arg-type]
-                  obj.get("dataset"), obj.get("task"), where)
+    return Record(
+        str(video),
+        frame,
+        Answer(answer, logprobs, tuple(size) if size else None),  # type: ignore[arg-type]
+        obj.get("dataset"),
+        obj.get("task"),
+        where,
+    )
 
 
 def read_predictions(path: Path) -> tuple[list[Record], list[str]]:
@@ -151,7 +183,9 @@ def load_label_sets(rt: TaskRuntime, specs: Sequence[LabelSpec]) -> tuple[list[V
     return out, skipped
 
 
-def _match(records: Iterable[Record], labels: Sequence[VideoLabels], task: str) -> tuple[dict[tuple[str, str], dict[int, Answer]], list[str]]:
+def _match(
+    records: Iterable[Record], labels: Sequence[VideoLabels], task: str
+) -> tuple[dict[tuple[str, str], dict[int, Answer]], list[str]]:
     """Predictions by (dataset, video) and frame; predictions without labels and duplicates become problems."""
     index = {(v.dataset, v.video): v for v in labels}
     by_video: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -165,8 +199,10 @@ def _match(records: Iterable[Record], labels: Sequence[VideoLabels], task: str) 
             continue  # another task's or another dataset's answers in the same file
         keys = [(rec.dataset, rec.video)] if rec.dataset is not None else by_video.get(rec.video, [])
         if len(keys) > 1:
-            problems.append(f"{rec.where}: video {rec.video!r} is in several datasets {[k[0] for k in keys]}; "
-                            "the prediction names none (add `dataset`)")
+            problems.append(
+                f"{rec.where}: video {rec.video!r} is in several datasets {[k[0] for k in keys]}; "
+                "the prediction names none (add `dataset`)"
+            )
         elif not keys or keys[0] not in index:
             problems.append(f"{rec.where}: prediction for video {rec.video!r}, which has no {task} labels")
         elif rec.frame not in index[keys[0]].labels.labels:
@@ -178,13 +214,23 @@ def _match(records: Iterable[Record], labels: Sequence[VideoLabels], task: str) 
     return {k: v for k, v in matched.items() if v}, problems
 
 
-def score_records(rt: TaskRuntime, labels: Sequence[VideoLabels], records: Iterable[Record], *, seed: int,
-                  replicates: int, skipped: dict[str, str] | None = None, problems: Sequence[str] = ()) -> TaskScore:
+def score_records(
+    rt: TaskRuntime,
+    labels: Sequence[VideoLabels],
+    records: Iterable[Record],
+    *,
+    seed: int,
+    replicates: int,
+    skipped: dict[str, str] | None = None,
+    problems: Sequence[str] = (),
+) -> TaskScore:
     """Metrics of the predicted, labelled frames; videos in (dataset, video) order so reruns resample alike."""
     matched, more = _match(records, labels, rt.task.name)
     if not matched:
-        raise DataError(f"no predictions match the {rt.task.name} labels of {len(labels)} videos"
-                        + (f"; first problem: {more[0]}" if more else ""))
+        raise DataError(
+            f"no predictions match the {rt.task.name} labels of {len(labels)} videos"
+            + (f"; first problem: {more[0]}" if more else "")
+        )
     index = {(v.dataset, v.video): v.labels for v in labels}
     videos = []
     for key in sorted(matched):
@@ -192,8 +238,9 @@ def score_records(rt: TaskRuntime, labels: Sequence[VideoLabels], records: Itera
         videos.append([(fl.labels[f], _sized(a, fl, f)) for f, a in sorted(matched[key].items())])
     estimates = rt.summarise(videos, seed=seed, replicates=replicates)
     left_out = sum(index[key].dropped for key in matched)
-    return TaskScore(rt.task.name, rt.task.headline, estimates, seed, replicates, dict(skipped or {}),
-                     [*problems, *more], left_out)
+    return TaskScore(
+        rt.task.name, rt.task.headline, estimates, seed, replicates, dict(skipped or {}), [*problems, *more], left_out
+    )
 
 
 def _sized(answer: Answer, fl: FrameLabels, frame: int) -> Answer:

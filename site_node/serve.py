@@ -45,18 +45,29 @@ def supernode_command(home: SiteHome, cfg: SiteConfig, argv: list[str]) -> tuple
     return sandbox.sandboxed_argv(argv, read, [d]), env
 
 
-def supernode_argv(home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool,
-                   token: Path, key: Path) -> list[str]:
+def supernode_argv(
+    home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path
+) -> list[str]:
     exe = Path(sys.executable).with_name("flower-supernode")
-    argv = [str(exe) if exe.exists() else (shutil.which("flower-supernode") or "flower-supernode"),
-            "--superlink", cfg.superlink, "--host", "127.0.0.1", "--port", str(cfg.supernode_port or free_port()),
-            "--node-config", f'engine="{engine_address}" engine-token-file="{token}"']
+    argv = [
+        str(exe) if exe.exists() else (shutil.which("flower-supernode") or "flower-supernode"),
+        "--superlink",
+        cfg.superlink,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(cfg.supernode_port or free_port()),
+        "--node-config",
+        f'engine="{engine_address}" engine-token-file="{token}"',
+    ]
     if insecure:
         log.warning("INSECURE: no TLS and no node authentication towards the hub")
         return argv + ["--insecure"]
     if cfg.root_certificates is None or not cfg.root_certificates.is_file():
-        raise ConfigError(f"{home.config_file}: [hub] root_certificates must name the study CA file "
-                          f"(got {cfg.root_certificates}); or pass --insecure for a test setup")
+        raise ConfigError(
+            f"{home.config_file}: [hub] root_certificates must name the study CA file "
+            f"(got {cfg.root_certificates}); or pass --insecure for a test setup"
+        )
     return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(key)]
 
 
@@ -87,7 +98,9 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     try:
         if with_supernode:
             token, key = prepare_clientapp_dir(home)
-            argv, env = supernode_command(home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key))
+            argv, env = supernode_command(
+                home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key)
+            )
             supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
         while not stop.wait(1.0):
             if supernode is not None and not supernode.alive():

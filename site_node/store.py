@@ -67,7 +67,9 @@ class DataStore:
         try:
             raw = json.loads(self.manifest_file.read_text())
             return [
-                DatasetEntry(d["dataset_id"], d["format"], tuple(VideoEntry(**v) for v in d["videos"]), d.get("skipped", {}))
+                DatasetEntry(
+                    d["dataset_id"], d["format"], tuple(VideoEntry(**v) for v in d["videos"]), d.get("skipped", {})
+                )
                 for d in raw["datasets"]
             ]
         except (OSError, ValueError, KeyError, TypeError) as exc:

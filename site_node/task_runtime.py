@@ -147,8 +147,11 @@ class CvsRuntime(_Base):
         if not self.scored:
             return {}
         names = self.task.label_names
-        return {self._key(c): "; ".join(f"{n}: {'yes' if v else 'no'}" for n, v in zip(names, c)) + "</answer>"
-                for c in self._combos}
+        return {
+            self._key(c): "; ".join(f"{n}: {'yes' if v else 'no'}" for n, v in zip(names, c, strict=False))
+            + "</answer>"
+            for c in self._combos
+        }
 
     def criterion_scores(self, answer: Answer) -> np.ndarray | None:
         probs = softmax_scores(answer, [self._key(c) for c in self._combos])

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("FLWR_TELEMETRY_ENABLED", "0"),
-                     ("FLWR_DISABLE_UPDATE_CHECK", "1")):
+for _key, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("TRANSFORMERS_OFFLINE", "1"),
+    ("FLWR_TELEMETRY_ENABLED", "0"),
+    ("FLWR_DISABLE_UPDATE_CHECK", "1"),
+):
     os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from site_node.model.tiny import ensure_tiny_model
+    from site_node.synthetic.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(REPO / ".cache" / "models")

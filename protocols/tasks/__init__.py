@@ -111,8 +111,7 @@ def parse_task(data: Any, source: str) -> TaskDefinition:
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{source}: invalid answer_kind or metrics: {exc}") from exc
     labels = tuple(
-        Label(str(lab["name"]), tuple(str(s) for s in lab.get("synonyms", ())))
-        for lab in data.get("labels", ())
+        Label(str(lab["name"]), tuple(str(s) for s in lab.get("synonyms", ()))) for lab in data.get("labels", ())
     )
     return TaskDefinition(
         name=str(data["name"]),
@@ -150,5 +149,7 @@ def load_task(name: str) -> TaskDefinition:
 
 def available_tasks() -> tuple[str, ...]:
     return tuple(
-        sorted(p.name[: -len(".yaml")] for p in resources.files("protocols.tasks").iterdir() if p.name.endswith(".yaml"))
+        sorted(
+            p.name[: -len(".yaml")] for p in resources.files("protocols.tasks").iterdir() if p.name.endswith(".yaml")
+        )
     )

@@ -35,7 +35,9 @@ def read_phase_file(path: Path, task: TaskDefinition) -> dict[int, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read phase labels: {exc}") from exc
     if not lines or [c.strip().lower() for c in lines[0].split("\t")] != ["frame", "phase"]:
-        raise DataError(f"{path}:1: expected header 'Frame<TAB>Phase', got {lines[0][:60]!r}" if lines else f"{path}: empty")
+        raise DataError(
+            f"{path}:1: expected header 'Frame<TAB>Phase', got {lines[0][:60]!r}" if lines else f"{path}: empty"
+        )
     labels: dict[int, str] = {}
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -45,7 +47,9 @@ def read_phase_file(path: Path, task: TaskDefinition) -> dict[int, str]:
             raise DataError(f"{path}:{lineno}: expected 'FRAME<TAB>PHASE', got {line[:60]!r}")
         name = mapper.canonical(parts[1])
         if name is None:
-            raise DataError(f"{path}:{lineno}: unknown phase {parts[1].strip()!r}; expected one of {list(task.label_names)}")
+            raise DataError(
+                f"{path}:{lineno}: unknown phase {parts[1].strip()!r}; expected one of {list(task.label_names)}"
+            )
         labels[int(parts[0])] = name
     if not labels:
         raise DataError(f"{path}: no labelled frames")

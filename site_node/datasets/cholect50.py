@@ -41,12 +41,14 @@ def _categories(data: dict[str, Any], path: Path) -> dict[str, dict[int, str]]:
     if isinstance(raw, list):
         raw = {k: v for d in raw if isinstance(d, dict) for k, v in d.items()}
     if not isinstance(raw, dict):
-        raise DataError(f"{path}: `categories` must map triplet/instrument/verb/target to names, got {type(raw).__name__}")
+        raise DataError(
+            f"{path}: `categories` must map triplet/instrument/verb/target to names, got {type(raw).__name__}"
+        )
     out: dict[str, dict[int, str]] = {}
     for kind in (*_KINDS, "phase"):
         table = raw.get(kind, {})
         try:
-            pairs = ([(c["id"], c["name"]) for c in table] if isinstance(table, list) else list(table.items()))
+            pairs = [(c["id"], c["name"]) for c in table] if isinstance(table, list) else list(table.items())
             out[kind] = {int(k): str(v) for k, v in pairs}
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{path}: categories.{kind} is not an id -> name table: {exc}") from exc
@@ -80,13 +82,19 @@ def read_instances(path: Path) -> tuple[float, dict[int, list[Instance]]]:
                 raise DataError(f"{where}: expected 15-value instance vectors, got {str(vec)[:60]}")
             try:
                 box = tuple(float(v) for v in vec[_BOX])
-                names = [_name(cats, k, vec[i], where) for k, i in zip(_KINDS, (_TRIPLET, _INSTRUMENT, _VERB, _TARGET))]
+                names = [
+                    _name(cats, k, vec[i], where)
+                    for k, i in zip(_KINDS, (_TRIPLET, _INSTRUMENT, _VERB, _TARGET), strict=False)
+                ]
                 phase = _name(cats, "phase", vec[_PHASE], where) if cats["phase"] and len(vec) > _PHASE else None
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{where}: non-numeric instance vector {str(vec)[:60]}") from exc
             has_box = box[0] >= 0 and box[2] > 0 and box[3] > 0
-            instances.append(Instance(names[0], names[1], names[2], names[3],
-                                      (box[0], box[1], box[2], box[3]) if has_box else None, phase))
+            instances.append(
+                Instance(
+                    names[0], names[1], names[2], names[3], (box[0], box[1], box[2], box[3]) if has_box else None, phase
+                )
+            )
         frames[int(key)] = instances
     fps = data.get("fps", 1)
     if not isinstance(fps, (int, float)) or fps <= 0:
@@ -101,8 +109,11 @@ def _triplets(path: Path, task: TaskDefinition) -> FrameLabels:
     for frame, instances in frames.items():
         names = set()
         for inst in instances:
-            name = inst.triplet if inst.triplet is not None else (
-                ",".join(n for n in (inst.instrument, inst.verb, inst.target) if n) or None)
+            name = (
+                inst.triplet
+                if inst.triplet is not None
+                else (",".join(n for n in (inst.instrument, inst.verb, inst.target) if n) or None)
+            )
             if name is None:
                 continue
             canonical = vocab.triplet([p.strip() for p in name.split(",")])
@@ -149,8 +160,10 @@ def _phases(path: Path, task: TaskDefinition) -> FrameLabels:
             name = names.canonical(raw)
             if name is None:
                 _, text = load_json(path)
-                raise DataError(f"{path}:{line_of(text, raw)}: frame {frame}: unknown phase {raw!r}; "
-                                f"expected one of {list(task.label_names)} or their synonyms")
+                raise DataError(
+                    f"{path}:{line_of(text, raw)}: frame {frame}: unknown phase {raw!r}; "
+                    f"expected one of {list(task.label_names)} or their synonyms"
+                )
             labels[frame] = name
     return FrameLabels(labels, fps=fps)
 
@@ -167,7 +180,9 @@ def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
             name = names.canonical(inst.instrument)
             if name is None:
                 _, text = load_json(path)
-                raise DataError(f"{path}:{line_of(text, inst.instrument)}: frame {frame}: unknown instrument {inst.instrument!r}")
+                raise DataError(
+                    f"{path}:{line_of(text, inst.instrument)}: frame {frame}: unknown instrument {inst.instrument!r}"
+                )
             x, y, w, h = inst.box
             box = LabelledBox(name, x, y, min(1.0, x + w), min(1.0, y + h))
             if box not in boxes:  # one instrument appears once per triplet it takes part in
@@ -178,7 +193,12 @@ def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
 
 
 def read_labels(path: Path, kind: LabelKind, task: TaskDefinition) -> FrameLabels:
-    readers = {LabelKind.TRIPLET: _triplets, LabelKind.ACTION: _actions, LabelKind.BOXES: _boxes, LabelKind.PHASE: _phases}
+    readers = {
+        LabelKind.TRIPLET: _triplets,
+        LabelKind.ACTION: _actions,
+        LabelKind.BOXES: _boxes,
+        LabelKind.PHASE: _phases,
+    }
     return readers[kind](Path(path), task)
 
 
@@ -201,7 +221,9 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
         if any(i.phase is not None for insts in frames.values() for i in insts):
             kinds[LabelKind.PHASE] = path
         folder = videos_dir / vid
-        files_ = [p for p in videos_dir.glob(f"{vid}.*") if p.suffix.lower() in VIDEO_EXTS] if videos_dir.is_dir() else []
+        files_ = (
+            [p for p in videos_dir.glob(f"{vid}.*") if p.suffix.lower() in VIDEO_EXTS] if videos_dir.is_dir() else []
+        )
         if folder.is_dir():
             images = frame_folder(folder)
             found.append(Found(vid, folder, kinds, fps=fps, n_frames=max(images, default=-1) + 1))

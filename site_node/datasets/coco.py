@@ -29,8 +29,7 @@ class CocoImage:
 def _identity(image: dict[str, Any]) -> tuple[str, int]:
     """Video and frame of an image: explicit fields first, then the `{video}_{frame}` file name, else the image alone."""
     stem = Path(str(image.get("file_name", ""))).stem
-    video = image.get("video_name") or video_of_stem(stem) or (
-        str(image["video_id"]) if "video_id" in image else stem)
+    video = image.get("video_name") or video_of_stem(stem) or (str(image["video_id"]) if "video_id" in image else stem)
     frame = image.get("frame_id")
     if not isinstance(frame, int) or isinstance(frame, bool):
         frame = frame_number(stem) if video_of_stem(stem) else 0
@@ -48,9 +47,15 @@ def coco_images(path: Path) -> tuple[dict[str, Any], str, list[CocoImage]]:
         if not isinstance(name, str) or not name or ".." in Path(name).parts:
             raise DataError(f"{path}:{line_of(text, str(name))}: images[{n}]: bad file_name {name!r}")
         w, h = image.get("width"), image.get("height")
-        size = (int(w), int(h)) if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0 else None
+        size = (
+            (int(w), int(h))
+            if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0
+            else None
+        )
         video, frame = _identity(image)
-        images.append(CocoImage(image.get("id"), video, frame, Path(path).parent / name, size, image, line_of(text, name)))
+        images.append(
+            CocoImage(image.get("id"), video, frame, Path(path).parent / name, size, image, line_of(text, name))
+        )
     return data, text, images
 
 
@@ -65,8 +70,10 @@ def unique_frames(images: list[CocoImage], path: Path) -> None:
     seen: dict[int, CocoImage] = {}
     for im in images:
         if im.frame in seen:
-            raise DataError(f"{path}:{im.line}: {im.path.name} and {seen[im.frame].path.name} are both frame {im.frame} "
-                            f"of video {im.video!r}")
+            raise DataError(
+                f"{path}:{im.line}: {im.path.name} and {seen[im.frame].path.name} are both frame {im.frame} "
+                f"of video {im.video!r}"
+            )
         seen[im.frame] = im
 
 
@@ -97,8 +104,11 @@ def read_labels(path: Path, task: TaskDefinition, video_id: str) -> FrameLabels:
         if label is None:
             raise DataError(f"{where}: unknown class {raw!r}; expected one of {list(task.label_names)}")
         boxes.setdefault(image.frame, []).append(_box(ann.get("bbox"), image, label, where))
-    return FrameLabels(boxes, images={im.frame: im.path for im in mine.values()},
-                       sizes={im.frame: im.size for im in mine.values() if im.size})
+    return FrameLabels(
+        boxes,
+        images={im.frame: im.path for im in mine.values()},
+        sizes={im.frame: im.size for im in mine.values() if im.size},
+    )
 
 
 def _box(bbox: Any, image: CocoImage, label: str, where: str) -> LabelledBox:

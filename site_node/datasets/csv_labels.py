@@ -49,10 +49,12 @@ def _table(path: Path, mtime: float) -> Table:
         line = reader.line_num
         if not any(f.strip() for f in fields):
             continue
-        row = dict(zip(columns, (f.strip() for f in fields)))
+        row = dict(zip(columns, (f.strip() for f in fields), strict=False))
         video = video_key(row.get("video", "")) or None
         if len(fields) != len(columns):
-            errors.setdefault(video, f"{path}:{line}: expected {len(columns)} fields, got {len(fields)}: {','.join(fields)[:60]!r}")
+            errors.setdefault(
+                video, f"{path}:{line}: expected {len(columns)} fields, got {len(fields)}: {','.join(fields)[:60]!r}"
+            )
         elif not row["frame"].isdigit():
             errors.setdefault(video, f"{path}:{line}: frame must be a non-negative integer, got {row['frame']!r}")
         else:

@@ -36,14 +36,18 @@ def read_labels(path: Path, task: TaskDefinition, video_id: str) -> FrameLabels:
         if values is None:
             continue
         ok = len(values) == len(names) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values)
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values
+        )
         if not ok:
-            raise DataError(f"{path}:{im.line}: {im.path.name}: expected {len(names)} criteria in [0, 1], got {values!r}")
+            raise DataError(
+                f"{path}:{im.line}: {im.path.name}: expected {len(names)} criteria in [0, 1], got {values!r}"
+            )
         labels[im.frame] = tuple(float(v) >= threshold for v in values)
     if not labels:
         raise DataError(f"{path}: video {video_id!r} has no images with C1-C3 values")
-    return FrameLabels(labels, images={im.frame: im.path for im in mine},
-                       sizes={im.frame: im.size for im in mine if im.size})
+    return FrameLabels(
+        labels, images={im.frame: im.path for im in mine}, sizes={im.frame: im.size for im in mine if im.size}
+    )
 
 
 def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:

@@ -40,7 +40,7 @@ def _load_json(path: Path, mtime: float) -> tuple[Any, str]:
     try:
         return json.loads(text), text
     except json.JSONDecodeError as exc:
-        bad = text.splitlines()[exc.lineno - 1][max(0, exc.colno - 20):exc.colno + 20] if text else ""
+        bad = text.splitlines()[exc.lineno - 1][max(0, exc.colno - 20) : exc.colno + 20] if text else ""
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}) near {bad!r}") from exc
 
 
@@ -68,8 +68,11 @@ def video_of_stem(stem: str) -> str | None:
 
 def frame_folder(folder: Path) -> dict[int, Path]:
     """Frame images of a frame folder (CholecT50 `videos/VIDxx/000123.png`), by frame number."""
-    return {n: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS
-            and (n := frame_number(p.stem)) is not None}
+    return {
+        n: p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_EXTS and (n := frame_number(p.stem)) is not None
+    }
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,13 @@ def _cholec80(root: Path) -> tuple[list[Found], dict[str, str]]:
 def _finder(fmt: str) -> Callable[[Path], tuple[list[Found], dict[str, str]]]:
     from site_node.datasets import cholect50, coco, csv_labels, endoscapes
 
-    finders = {"cholec80": _cholec80, "cholect50": cholect50.find_videos, "endoscapes": endoscapes.find_videos,
-               "coco": coco.find_videos, "csv": csv_labels.find_videos}
+    finders = {
+        "cholec80": _cholec80,
+        "cholect50": cholect50.find_videos,
+        "endoscapes": endoscapes.find_videos,
+        "coco": coco.find_videos,
+        "csv": csv_labels.find_videos,
+    }
     if fmt not in finders:
         raise UsageError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
     return finders[fmt]
@@ -138,8 +146,13 @@ def read_labels(kind: LabelKind, path: Path, task: TaskDefinition, video_id: str
 
 
 # The task whose vocabulary names each kind of label.
-KIND_TASK = {LabelKind.PHASE: "phase", LabelKind.TRIPLET: "triplet", LabelKind.ACTION: "action", LabelKind.CVS: "cvs",
-             LabelKind.BOXES: "localization"}
+KIND_TASK = {
+    LabelKind.PHASE: "phase",
+    LabelKind.TRIPLET: "triplet",
+    LabelKind.ACTION: "action",
+    LabelKind.CVS: "cvs",
+    LabelKind.BOXES: "localization",
+}
 
 
 def _usable_kinds(f: Found, fps: float, n_frames: int) -> tuple[dict[LabelKind, Path], dict[str, str]]:
@@ -180,7 +193,9 @@ def build_entries(root: Path, fmt: str, store_root: Path) -> tuple[list[VideoEnt
         skipped.update(bad)
         if kinds:
             media = f.media if f.media is not None else next(iter(kinds.values())).parent
-            entries.append(VideoEntry(f.video_id, rel(media), {k.value: rel(p) for k, p in kinds.items()}, fps, n_frames))
+            entries.append(
+                VideoEntry(f.video_id, rel(media), {k.value: rel(p) for k, p in kinds.items()}, fps, n_frames)
+            )
     return entries, skipped
 
 
@@ -206,7 +221,11 @@ def guess_format(folder: Path) -> str | None:
         except DataError:
             continue
         if isinstance(data, dict) and isinstance(data.get("images"), list):
-            return "endoscapes" if any(isinstance(i, dict) and ("ds" in i or "C1" in i) for i in data["images"]) else "coco"
+            return (
+                "endoscapes"
+                if any(isinstance(i, dict) and ("ds" in i or "C1" in i) for i in data["images"])
+                else "coco"
+            )
     return "csv" if any(folder.glob("*.csv")) else None
 
 
@@ -222,8 +241,9 @@ def frame_line(source: Path, frame: int) -> int:
     return 1
 
 
-def check_frames(fl: FrameLabels, media: Path | None, source: Path, *, fps: float | None = None,
-                 n_frames: int | None = None) -> None:
+def check_frames(
+    fl: FrameLabels, media: Path | None, source: Path, *, fps: float | None = None, n_frames: int | None = None
+) -> None:
     """DataError naming the label file, line and frame when a labelled frame has no pixels (beyond the video)."""
     from site_node.video import probe_video
 

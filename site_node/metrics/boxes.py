@@ -34,5 +34,5 @@ def match(truth: Sequence[LabelledBox], pred: Sequence[LabelledBox]) -> list[tup
         pi = [j for j, p in enumerate(pred) if p.label == label]
         iou = iou_matrix([truth[i] for i in ti], [pred[j] for j in pi])
         rows, cols = linear_sum_assignment(-iou)
-        pairs += [(ti[r], pi[c], float(iou[r, c])) for r, c in zip(rows, cols) if iou[r, c] > 0]
+        pairs += [(ti[r], pi[c], float(iou[r, c])) for r, c in zip(rows, cols, strict=False) if iou[r, c] > 0]
     return pairs

@@ -38,12 +38,14 @@ def brier(y: np.ndarray, s: np.ndarray) -> float:
 def _arrays(v: CvsVideo, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Truth, hard prediction (an unread answer is the wrong one, never a guess) and scores of criterion k."""
     y = np.array([t[k] for t in v.truth], dtype=bool)
-    p = np.array([(a[k] if a is not None else not t[k]) for t, a in zip(v.truth, v.pred)], dtype=bool)
+    p = np.array([(a[k] if a is not None else not t[k]) for t, a in zip(v.truth, v.pred, strict=False)], dtype=bool)
     return y, p, (v.scores[:, k] if v.scores is not None else None)
 
 
-def _pooled(per_video: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-            metric: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]) -> Callable[[np.ndarray], float]:
+def _pooled(
+    per_video: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    metric: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float],
+) -> Callable[[np.ndarray], float]:
     def statistic(idx: np.ndarray) -> float:
         parts = [per_video[i] for i in idx]
         y, p = np.concatenate([a[0] for a in parts]), np.concatenate([a[1] for a in parts])
@@ -84,6 +86,7 @@ def summarise(videos: Sequence[CvsVideo], n_criteria: int, *, seed: int, replica
     out = {"accuracy": resampled_estimate(len(videos), mean_acc, seed=seed, **kw)}
     for m, (metric, fn) in enumerate(metrics.items()):
         for k in range(n_criteria):
-            out[_name(metric, k)] = resampled_estimate(len(videos), _pooled(per_crit[k], fn),
-                                                       seed=seed + 1 + m * n_criteria + k, **kw)
+            out[_name(metric, k)] = resampled_estimate(
+                len(videos), _pooled(per_crit[k], fn), seed=seed + 1 + m * n_criteria + k, **kw
+            )
     return out

@@ -28,19 +28,22 @@ def frame_ious(truth: Sequence[LabelledBox], pred: Boxes) -> list[float]:
 
 
 def video_miou(v: BoxVideo) -> float:
-    return float(np.mean([iou for t, p in zip(v.truth, v.pred) for iou in frame_ious(t, p)]))
+    return float(np.mean([iou for t, p in zip(v.truth, v.pred, strict=False) for iou in frame_ious(t, p)]))
 
 
 def detections(v: BoxVideo, threshold: float) -> dict[str, tuple[list[float], list[float], int]]:
     """Per label: (is true positive, score, number of ground-truth boxes); text boxes all score 1."""
     out: dict[str, tuple[list[float], list[float], int]] = {}
-    for truth, pred in zip(v.truth, v.pred):
+    for truth, pred in zip(v.truth, v.pred, strict=False):
         hits = {j for _, j, iou in match(truth, pred or []) if iou >= threshold}
         for label in {b.label for b in truth} | {b.label for b in pred or []}:
             tp, sc, n = out.get(label, ([], [], 0))
             mine = [j for j, b in enumerate(pred or []) if b.label == label]
-            out[label] = (tp + [float(j in hits) for j in mine], sc + [1.0] * len(mine),
-                          n + sum(b.label == label for b in truth))
+            out[label] = (
+                tp + [float(j in hits) for j in mine],
+                sc + [1.0] * len(mine),
+                n + sum(b.label == label for b in truth),
+            )
     return out
 
 
@@ -54,8 +57,9 @@ def pooled_ap(per_video: Sequence[Detections]) -> float:
         for label, (tp, sc, n) in dets.items():
             a, b, c = merged.get(label, ([], [], 0))
             merged[label] = (a + tp, b + sc, c + n)
-    aps = [average_precision(np.array(tp), np.array(sc), n_pos=n) if tp else 0.0
-           for tp, sc, n in merged.values() if n > 0]
+    aps = [
+        average_precision(np.array(tp), np.array(sc), n_pos=n) if tp else 0.0 for tp, sc, n in merged.values() if n > 0
+    ]
     return float(np.mean(aps)) if aps else float("nan")
 
 
@@ -66,8 +70,15 @@ def summarise(videos: Sequence[BoxVideo], *, threshold: float, seed: int, replic
     tag = f"ap{round(threshold * 100)}_hard"
     dets = [detections(v, threshold) for v in videos]  # matched once; the bootstrap only regroups them
     return {
-        "miou": summarise_videos([video_miou(v) for v in videos], n_frames=n_frames, n_failed=n_failed,
-                                 seed=seed, replicates=replicates),
-        tag: resampled_estimate(len(videos), lambda idx: pooled_ap([dets[i] for i in idx]),
-                                n_frames=n_frames, n_failed=n_failed, seed=seed + 1, replicates=replicates),
+        "miou": summarise_videos(
+            [video_miou(v) for v in videos], n_frames=n_frames, n_failed=n_failed, seed=seed, replicates=replicates
+        ),
+        tag: resampled_estimate(
+            len(videos),
+            lambda idx: pooled_ap([dets[i] for i in idx]),
+            n_frames=n_frames,
+            n_failed=n_failed,
+            seed=seed + 1,
+            replicates=replicates,
+        ),
     }

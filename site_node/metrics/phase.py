@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -44,7 +44,10 @@ def video_scores(truth: Sequence[str], pred: Sequence[str | None]) -> VideoScore
 
 
 def summarise(
-    videos: Sequence[tuple[Sequence[str], Sequence[str | None]]], *, seed: int, replicates: int = 1000,
+    videos: Sequence[tuple[Sequence[str], Sequence[str | None]]],
+    *,
+    seed: int,
+    replicates: int = 1000,
     metrics: Sequence[str] = PHASE_METRICS,
 ) -> dict[str, Estimate]:
     """Per-metric mean over videos with a video-level bootstrap CI (any of the per-video single-label scores)."""
@@ -52,7 +55,12 @@ def summarise(
     n_frames = sum(len(t) for t, _ in videos)
     n_failed = sum(sum(x is None for x in p) for _, p in videos)
     return {
-        name: summarise_videos([getattr(s, name) for s in scores], n_frames=n_frames, n_failed=n_failed,
-                               seed=seed + i, replicates=replicates)
+        name: summarise_videos(
+            [getattr(s, name) for s in scores],
+            n_frames=n_frames,
+            n_failed=n_failed,
+            seed=seed + i,
+            replicates=replicates,
+        )
         for i, name in enumerate(metrics)
     }

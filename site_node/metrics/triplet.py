@@ -36,16 +36,26 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray, n_pos: int | None 
 
 
 def resampled_estimate(
-    n_videos: int, statistic: Callable[[np.ndarray], float], *, n_frames: int, n_failed: int, seed: int,
-    replicates: int, sd: float = float("nan"),
+    n_videos: int,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    n_frames: int,
+    n_failed: int,
+    seed: int,
+    replicates: int,
+    sd: float = float("nan"),
 ) -> Estimate:
     """A statistic of all videos with a video-level (cluster) bootstrap CI: `statistic` gets video indices."""
     index = np.arange(n_videos, dtype=float)[:, None]  # 2-D, so the bootstrap hands whole resampled rows over
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample may hold no positive of some class
         estimate = statistic(np.arange(n_videos)) if n_videos else float("nan")
-        low, high = cluster_bootstrap_ci(cast(Sequence[float], index), seed=seed, replicates=replicates,
-                                         statistic=lambda rows: statistic(rows[:, 0].astype(int)))
+        low, high = cluster_bootstrap_ci(
+            cast(Sequence[float], index),
+            seed=seed,
+            replicates=replicates,
+            statistic=lambda rows: statistic(rows[:, 0].astype(int)),
+        )
     return Estimate(estimate, low, high, n_videos, n_frames, n_failed / n_frames if n_frames else float("nan"), sd)
 
 
@@ -59,8 +69,14 @@ class Decomposition:
     @classmethod
     def of(cls, triplets: Sequence[str]) -> Decomposition:
         parts = [t.split(",") for t in triplets]
-        keys = {"i": lambda p: p[0], "v": lambda p: p[1], "t": lambda p: p[2], "iv": lambda p: f"{p[0]},{p[1]}",
-                "it": lambda p: f"{p[0]},{p[2]}", "ivt": lambda p: ",".join(p)}
+        keys = {
+            "i": lambda p: p[0],
+            "v": lambda p: p[1],
+            "t": lambda p: p[2],
+            "iv": lambda p: f"{p[0]},{p[1]}",
+            "it": lambda p: f"{p[0]},{p[2]}",
+            "ivt": lambda p: ",".join(p),
+        }
         members = {}
         for comp, key in keys.items():
             classes = sorted({key(p) for p in parts})
@@ -117,28 +133,52 @@ class TripletVideo:
     scores: np.ndarray | None  # (frames, triplets) probabilities from candidate scoring, or None
 
 
-def summarise(videos: Sequence[TripletVideo], triplets: Sequence[str], *, seed: int, replicates: int) -> dict[str, Estimate]:
+def summarise(
+    videos: Sequence[TripletVideo], triplets: Sequence[str], *, seed: int, replicates: int
+) -> dict[str, Estimate]:
     """Exact match and sample F1 as means over videos; AP video-wise, on scores where every frame has them."""
     n_frames = sum(len(v.truth) for v in videos)
     n_failed = sum(p is None for v in videos for p in v.pred)
     out = {
-        "exact_match": summarise_videos([float(np.mean([p == t for t, p in zip(v.truth, v.pred)])) for v in videos],
-                                        n_frames=n_frames, n_failed=n_failed, seed=seed, replicates=replicates),
-        "f1": summarise_videos([float(np.mean([frame_f1(t, p) for t, p in zip(v.truth, v.pred)])) for v in videos],
-                               n_frames=n_frames, n_failed=n_failed, seed=seed + 1, replicates=replicates),
+        "exact_match": summarise_videos(
+            [float(np.mean([p == t for t, p in zip(v.truth, v.pred, strict=False)])) for v in videos],
+            n_frames=n_frames,
+            n_failed=n_failed,
+            seed=seed,
+            replicates=replicates,
+        ),
+        "f1": summarise_videos(
+            [float(np.mean([frame_f1(t, p) for t, p in zip(v.truth, v.pred, strict=False)])) for v in videos],
+            n_frames=n_frames,
+            n_failed=n_failed,
+            seed=seed + 1,
+            replicates=replicates,
+        ),
     }
     dec = Decomposition.of(triplets)
     scored = bool(videos) and all(v.scores is not None for v in videos)
     suffix = "" if scored else "_hard"
     for k, comp in enumerate(COMPONENTS):
-        aps = np.stack([video_ap(dec.component(dec.indicator(v.truth), comp),
-                                 dec.component(v.scores if scored and v.scores is not None else dec.indicator(v.pred), comp))
-                        for v in videos])
+        aps = np.stack(
+            [
+                video_ap(
+                    dec.component(dec.indicator(v.truth), comp),
+                    dec.component(v.scores if scored and v.scores is not None else dec.indicator(v.pred), comp),
+                )
+                for v in videos
+            ]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             per_video = np.nanmean(aps, axis=1)
         sd = float(np.nanstd(per_video, ddof=1)) if np.sum(~np.isnan(per_video)) > 1 else float("nan")
         out[f"ap_{comp}{suffix}"] = resampled_estimate(
-            len(videos), _map_of(aps), n_frames=n_frames, n_failed=n_failed, seed=seed + 2 + k,
-            replicates=replicates, sd=sd)
+            len(videos),
+            _map_of(aps),
+            n_frames=n_frames,
+            n_failed=n_failed,
+            seed=seed + 2 + k,
+            replicates=replicates,
+            sd=sd,
+        )
     return out

@@ -51,8 +51,9 @@ def encode_batch(lm: LoadedModel, images: Sequence[Image.Image], text: str) -> d
     return out
 
 
-def generate_answers(lm: LoadedModel, images: Sequence[Image.Image], prompt: str, *,
-                     max_new_tokens: int = 64, batch_size: int = 8) -> list[str]:
+def generate_answers(
+    lm: LoadedModel, images: Sequence[Image.Image], prompt: str, *, max_new_tokens: int = 64, batch_size: int = 8
+) -> list[str]:
     """The model's decoded answer (new tokens only, special tokens skipped) for each image, in order."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -62,9 +63,9 @@ def generate_answers(lm: LoadedModel, images: Sequence[Image.Image], prompt: str
     config = greedy_config(lm.model, max_new_tokens)
     answers: list[str] = []
     for start in range(0, len(images), batch_size):
-        enc = encode_batch(lm, images[start:start + batch_size], text)
+        enc = encode_batch(lm, images[start : start + batch_size], text)
         with torch.inference_mode():
             out = lm.model.generate(**enc, generation_config=config)
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
         answers.extend(lm.processor.batch_decode(new_tokens, skip_special_tokens=True))
     return [a.strip() for a in answers]

@@ -47,7 +47,9 @@ def _prefix(lm: LoadedModel, image: Image.Image, prefix: str) -> tuple[Any, torc
     return out.cache, torch.log_softmax(out.logits[0, -1].float(), -1), int(enc["input_ids"].shape[1]), delta
 
 
-def _continue(lm: LoadedModel, cache: Any, n_prefix: int, delta: torch.Tensor, conts: Sequence[list[int]]) -> torch.Tensor:
+def _continue(
+    lm: LoadedModel, cache: Any, n_prefix: int, delta: torch.Tensor, conts: Sequence[list[int]]
+) -> torch.Tensor:
     """Log-probs (rows x tokens x vocab) of right-padded continuations fed after a copy of the prefix cache."""
     n, width = len(conts), max(len(c) for c in conts)
     pad = lm.processor.tokenizer.pad_token_id or 0
@@ -56,13 +58,21 @@ def _continue(lm: LoadedModel, cache: Any, n_prefix: int, delta: torch.Tensor, c
     positions = torch.arange(n_prefix, n_prefix + width, device=lm.device).view(1, 1, -1) + delta.view(1, -1, 1)[:, :1]
     rows = copy.deepcopy(cache)
     rows.batch_repeat_interleave(n)
-    out = lm.model(input_ids=ids, attention_mask=mask, cache=rows, use_cache=True,
-                   position_ids=positions.expand(3, n, width))
+    out = lm.model(
+        input_ids=ids, attention_mask=mask, cache=rows, use_cache=True, position_ids=positions.expand(3, n, width)
+    )
     return torch.log_softmax(out.logits.float(), -1)
 
 
-def candidate_logprobs(lm: LoadedModel, images: Sequence[Image.Image], prompt: str, answers: Sequence[str],
-                       candidates: Mapping[str, str], *, chunk: int = 32) -> list[dict[str, float]]:
+def candidate_logprobs(
+    lm: LoadedModel,
+    images: Sequence[Image.Image],
+    prompt: str,
+    answers: Sequence[str],
+    candidates: Mapping[str, str],
+    *,
+    chunk: int = 32,
+) -> list[dict[str, float]]:
     """Per frame, {candidate key: sum of the log-probabilities of its tokens} after the frame's reasoning prefix.
 
     Continuations are tokenised on their own and appended to the tokenised prefix, so every candidate is scored
@@ -80,15 +90,15 @@ def candidate_logprobs(lm: LoadedModel, images: Sequence[Image.Image], prompt: s
         raise ConfigError("every candidate answer must be non-empty text")
     base = chat_text(lm.processor, prompt)
     out = []
-    for image, answer in zip(images, answers):
+    for image, answer in zip(images, answers, strict=False):
         prefix = base + reasoning_prefix(answer)
         scores: dict[str, float] = {}
         with torch.inference_mode():
             cache, first, n_prefix, delta = _prefix(lm, image, prefix)
             for start in range(0, len(keys), chunk):
-                part = cont_ids[start:start + chunk]
+                part = cont_ids[start : start + chunk]
                 logp = _continue(lm, cache, n_prefix, delta, part)
-                for row, (key, ids) in enumerate(zip(keys[start:start + chunk], part)):
+                for row, (key, ids) in enumerate(zip(keys[start : start + chunk], part, strict=False)):
                     rest = logp[row, torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)]
                     scores[key] = float(first[ids[0]] + rest.sum())
         out.append(scores)

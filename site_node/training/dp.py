@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,9 @@ class DpSchedule:
         return self.sample_rate * self.n_units
 
 
-def dp_schedule(dp: DpPlan, *, n_videos: int, batch_size: int, local_steps: int | None, epochs: float | None,
-                total_rounds: int) -> DpSchedule:
+def dp_schedule(
+    dp: DpPlan, *, n_videos: int, batch_size: int, local_steps: int | None, epochs: float | None, total_rounds: int
+) -> DpSchedule:
     """Poisson rate over videos, steps per round, and sigma (the plan's, or the smallest that keeps
     `total_rounds` such rounds within target_epsilon at this site's rate)."""
     if n_videos < 1:
@@ -63,8 +64,13 @@ def dp_schedule(dp: DpPlan, *, n_videos: int, batch_size: int, local_steps: int 
     if sigma is None:
         with warnings.catch_warnings():  # the bisection probes tiny sigmas, where opacus warns about its orders
             warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            sigma = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta, sample_rate=q,
-                                         steps=steps * total_rounds, accountant="rdp")
+            sigma = get_noise_multiplier(
+                target_epsilon=dp.target_epsilon,
+                target_delta=dp.delta,
+                sample_rate=q,
+                steps=steps * total_rounds,
+                accountant="rdp",
+            )
     return DpSchedule(float(sigma), q, int(steps), n_videos)
 
 
@@ -104,7 +110,8 @@ class PrivacyLedger:
         except (OSError, ValueError) as exc:
             # A ledger that cannot be read must stop DP training: guessing "empty" would reset the budget.
             raise PrivacyBudgetExceeded(
-                f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training") from exc
+                f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training"
+            ) from exc
 
     def entries(self, study: str) -> list[LedgerEntry]:
         return [LedgerEntry(**e) for e in self._read().get(study, [])]
@@ -118,8 +125,9 @@ class PrivacyLedger:
 
     def projected_epsilon(self, study: str, delta: float, schedule: DpSchedule) -> float:
         """Epsilon after one more round with `schedule`."""
-        return rdp_epsilon([*self.history(study), (schedule.noise_multiplier, schedule.sample_rate, schedule.steps)],
-                           delta)
+        return rdp_epsilon(
+            [*self.history(study), (schedule.noise_multiplier, schedule.sample_rate, schedule.steps)], delta
+        )
 
     def check_budget(self, study: str, budget: float, delta: float, schedule: DpSchedule) -> float:
         """The projected epsilon, or PrivacyBudgetExceeded (with the numbers) if it would pass `budget`."""
@@ -129,14 +137,20 @@ class PrivacyLedger:
                 f"study {study}: this round would raise epsilon (per {PRIVACY_UNIT}, delta={delta:g}) from "
                 f"{spent:.3f} to {projected:.3f}, past the site's budget of {budget:g}; refused before training "
                 f"(noise multiplier {schedule.noise_multiplier:.3f}, sample rate {schedule.sample_rate:.4f}, "
-                f"{schedule.steps} steps; {len(self.entries(study))} DP rounds already recorded)")
+                f"{schedule.steps} steps; {len(self.entries(study))} DP rounds already recorded)"
+            )
         return projected
 
     def record(self, study: str, schedule: DpSchedule, round: int | None = None) -> None:
         with self._lock:
             studies = self._read()
-            entry = LedgerEntry(schedule.noise_multiplier, schedule.sample_rate, schedule.steps, round,
-                                datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            entry = LedgerEntry(
+                schedule.noise_multiplier,
+                schedule.sample_rate,
+                schedule.steps,
+                round,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            )
             studies.setdefault(study, []).append(asdict(entry))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
@@ -144,8 +158,9 @@ class PrivacyLedger:
             os.replace(tmp, self.path)
 
 
-def poisson_video_batches(by_video: dict[str, list[int]], sample_rate: float, steps: int,
-                          rng: np.random.Generator) -> list[list[int]]:
+def poisson_video_batches(
+    by_video: dict[str, list[int]], sample_rate: float, steps: int, rng: np.random.Generator
+) -> list[list[int]]:
     """Each step samples every video independently with `sample_rate`; a sampled video gives ONE random
     frame, so a per-sample gradient is a per-video gradient and clipping bounds each video's influence."""
     videos = sorted(by_video)
@@ -165,18 +180,25 @@ def private_rng() -> np.random.Generator:
 class DpTrainer:
     """Opacus per-sample clipping and noise around an optimizer over LoRA parameters."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, dp: DpPlan,
-                 schedule: DpSchedule) -> None:
+    def __init__(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, dp: DpPlan, schedule: DpSchedule
+    ) -> None:
         self.mode = dp.mode
         params = [p for p in model.parameters() if p.requires_grad]
         # Noise from local entropy too: a hub-known seed would let the hub subtract the noise.
         gen = torch.Generator(device=params[0].device).manual_seed(secrets.randbits(63))
-        common = dict(noise_multiplier=schedule.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-                      expected_batch_size=schedule.expected_batch_size, loss_reduction="mean", generator=gen)
+        common = dict(
+            noise_multiplier=schedule.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=schedule.expected_batch_size,
+            loss_reduction="mean",
+            generator=gen,
+        )
         self.module: GradSampleModule | GradSampleModuleFastGradientClipping
         if dp.mode is DpMode.GHOST:
-            self.module = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean",
-                                                               max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True)
+            self.module = GradSampleModuleFastGradientClipping(
+                model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True
+            )
             self.optimizer: DPOptimizer = DPOptimizerFastGradientClipping(optimizer, **common)
         else:
             self.module = GradSampleModule(model, batch_first=True, loss_reduction="mean")

@@ -31,14 +31,19 @@ def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
         raise DataError(f"{path}: cannot read tool labels: {exc}") from exc
     header = [c.strip() for c in lines[0].split("\t")] if lines else []
     if not header or header[0].lower() != "frame":
-        raise DataError(f"{path}:1: expected a header 'Frame<TAB>Grasper<TAB>...', got {lines[0][:60]!r}" if lines
-                        else f"{path}: empty")
+        raise DataError(
+            f"{path}:1: expected a header 'Frame<TAB>Grasper<TAB>...', got {lines[0][:60]!r}"
+            if lines
+            else f"{path}: empty"
+        )
     words = []
     for name in header[1:]:
         try:
             words.append(tool_word(name))
         except DataError as exc:
-            raise DataError(f"{path}:1: unknown tool column {name!r}; expected names from {sorted(TOOL_WORDS)}") from exc
+            raise DataError(
+                f"{path}:1: unknown tool column {name!r}; expected names from {sorted(TOOL_WORDS)}"
+            ) from exc
     rows: dict[int, tuple[str, ...]] = {}
     for lineno, line in enumerate(lines[1:], start=2):
         parts = [p.strip() for p in line.split("\t")]
@@ -46,7 +51,7 @@ def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
             continue
         if len(parts) != len(header) or not parts[0].isdigit() or any(p not in ("0", "1") for p in parts[1:]):
             raise DataError(f"{path}:{lineno}: expected a frame number and {len(words)} 0/1 values, got {line[:60]!r}")
-        rows[int(parts[0])] = tuple(w for w, p in zip(words, parts[1:]) if p == "1")
+        rows[int(parts[0])] = tuple(w for w, p in zip(words, parts[1:], strict=False) if p == "1")
     return rows
 
 
@@ -120,10 +125,14 @@ def _target(phase: str, tools: tuple[str, ...] | None, triplets: frozenset[str] 
     if tools is None and triplets is not None:  # CholecT50 names each triplet's instrument
         tools = tuple(dict.fromkeys(p[0] for p in parts))
     acts = [" ".join(p).replace("_", " ") for p in parts if p[1] != "null_verb"]  # an idle instrument does nothing
-    return hierarchical_target(phase, tools, "; ".join(acts) or None, None if cvs is None else all(bool(c) for c in cvs))
+    return hierarchical_target(
+        phase, tools, "; ".join(acts) or None, None if cvs is None else all(bool(c) for c in cvs)
+    )
 
 
-def _video_examples(store: DataStore, video: VideoEntry, sample_every_s: float) -> tuple[FrameLabels, list[TrainingExample]]:
+def _video_examples(
+    store: DataStore, video: VideoEntry, sample_every_s: float
+) -> tuple[FrameLabels, list[TrainingExample]]:
     phases = _labels(store, video, LabelKind.PHASE)
     assert phases is not None  # videos_with("phase")
     tools, triplets, cvs = _levels(store, video)
@@ -151,13 +160,16 @@ def build_training_set(store: DataStore, sample_every_s: float) -> TrainingSet:
             examples.extend(found)
             videos[video.video_id], phases[video.video_id] = video, labels
     if not examples:
-        raise DataError("the data store has no usable videos with phase labels to train on"
-                        + (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first"))
+        raise DataError(
+            "the data store has no usable videos with phase labels to train on"
+            + (f" ({len(skipped)} skipped)" if skipped else "; run `site_node ingest` first")
+        )
     return TrainingSet(examples, videos, phases, skipped)
 
 
-def load_frames(store: DataStore, ts: TrainingSet, wanted: set[int],
-                progress: Progress | None = None) -> dict[int, Image.Image]:
+def load_frames(
+    store: DataStore, ts: TrainingSet, wanted: set[int], progress: Progress | None = None
+) -> dict[int, Image.Image]:
     """Decode just the frames of the wanted examples: one sequential pass per video, stopping after its last."""
     by_video: dict[str, dict[int, int]] = {}
     for i in wanted:
@@ -181,15 +193,22 @@ class FrameAugment:
     """MONAI intensity augmentation (contrast, gain, offset, sensor noise); no flips: instrument sides matter."""
 
     def __init__(self, seed: int, prob: float = 0.5) -> None:
-        from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise, RandScaleIntensity,
-                                      RandShiftIntensity)
+        from monai.transforms import (
+            Compose,
+            RandAdjustContrast,
+            RandGaussianNoise,
+            RandScaleIntensity,
+            RandShiftIntensity,
+        )
 
-        self.transform = Compose([
-            RandAdjustContrast(prob=prob, gamma=(0.8, 1.25)),
-            RandScaleIntensity(factors=0.15, prob=prob),
-            RandShiftIntensity(offsets=0.05, prob=prob),
-            RandGaussianNoise(prob=prob / 2, std=0.02),
-        ])
+        self.transform = Compose(
+            [
+                RandAdjustContrast(prob=prob, gamma=(0.8, 1.25)),
+                RandScaleIntensity(factors=0.15, prob=prob),
+                RandShiftIntensity(offsets=0.05, prob=prob),
+                RandGaussianNoise(prob=prob / 2, std=0.02),
+            ]
+        )
         self.transform.set_random_state(seed=seed % (2**32))
 
     def __call__(self, image: Image.Image) -> Image.Image:
@@ -205,14 +224,20 @@ def answer_lengths(processor: Any, prompt: str, answers: Sequence[str]) -> list[
     lengths = []
     for answer in answers:
         full = tok(prompt + answer + tok.eos_token, add_special_tokens=False)["input_ids"]
-        if full[:len(head)] != head:
+        if full[: len(head)] != head:
             raise DataError(f"the answer {answer[:40]!r} merges with the prompt's last tokens; cannot mask it")
         lengths.append(len(full) - len(head))
     return lengths
 
 
-def encode_batch(processor: Any, images: Sequence[Image.Image], answers: Sequence[str], task_prompt: str,
-                 device: torch.device, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def encode_batch(
+    processor: Any,
+    images: Sequence[Image.Image],
+    answers: Sequence[str],
+    task_prompt: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Processor inputs for prompt + answer + EOS, LEFT-padded so every answer ends at the last column,
     and the labels (answer tokens only; everything else IGNORE)."""
     prompt = chat_text(processor, task_prompt)
@@ -230,5 +255,5 @@ def encode_batch(processor: Any, images: Sequence[Image.Image], answers: Sequenc
     ids = batch["input_ids"]
     labels = torch.full_like(ids, IGNORE)
     for row, n in enumerate(lengths):
-        labels[row, ids.shape[1] - n:] = ids[row, ids.shape[1] - n:]
+        labels[row, ids.shape[1] - n :] = ids[row, ids.shape[1] - n :]
     return batch, labels

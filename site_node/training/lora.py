@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from PIL import Image
 
 from protocols.adapters import write_peft_dir
 from protocols.errors import ConfigError, ContractError, EngineError
@@ -26,8 +26,15 @@ from protocols.finetune import FinetunePlan, LoraPlan, OptimizerKind
 from protocols.tasks import load_task
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
-from site_node.training.dp import (PRIVACY_UNIT, DpSchedule, DpTrainer, PrivacyLedger, dp_schedule,
-                                   poisson_video_batches, private_rng)
+from site_node.training.dp import (
+    PRIVACY_UNIT,
+    DpSchedule,
+    DpTrainer,
+    PrivacyLedger,
+    dp_schedule,
+    poisson_video_batches,
+    private_rng,
+)
 from site_node.training.examples import IGNORE, FrameAugment, TrainingSet, build_training_set, encode_batch, load_frames
 
 Progress = Callable[[str, int, int], None]  # stage ("frames" | "train"), done, total
@@ -69,15 +76,27 @@ class TrainResult:
         if self.epsilon is None:
             out["loss"] = self.loss
             return out
-        out.update({"epsilon": self.epsilon, "delta": float(self.delta or 0.0),
-                    "privacy-unit": str(self.privacy_unit), "noise-multiplier": float(self.noise_multiplier or 0.0),
-                    "sample-rate": float(self.sample_rate or 0.0), "empty-steps": self.empty_steps})
+        out.update(
+            {
+                "epsilon": self.epsilon,
+                "delta": float(self.delta or 0.0),
+                "privacy-unit": str(self.privacy_unit),
+                "noise-multiplier": float(self.noise_multiplier or 0.0),
+                "sample-rate": float(self.sample_rate or 0.0),
+                "empty-steps": self.empty_steps,
+            }
+        )
         return out
 
 
 def peft_config(lora: LoraPlan) -> LoraConfig:
-    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.peft_target_regex(), bias="none")
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.peft_target_regex(),
+        bias="none",
+    )
 
 
 def _init_adapter(model: PeftModel, seed: int) -> None:
@@ -104,8 +123,9 @@ def attach_lora(lm: LoadedModel, lora: LoraPlan, *, init_seed: int = 0) -> PeftM
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             model = get_peft_model(lm.model, peft_config(lora), adapter_name=_ADAPTER)
     except ValueError as exc:  # peft injects nothing when no module matches
-        raise ConfigError(f"LoRA target modules {list(lora.target_modules)} match no layer of the language "
-                          f"model: {str(exc)[:200]}") from exc
+        raise ConfigError(
+            f"LoRA target modules {list(lora.target_modules)} match no layer of the language model: {str(exc)[:200]}"
+        ) from exc
     model.surgfed_requires_grad = flags  # restored by detach_lora
     _init_adapter(model, init_seed)
     return model
@@ -135,8 +155,10 @@ def load_global_adapter(model: PeftModel, state: Mapping[str, torch.Tensor]) -> 
     if got != expected:
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ContractError(f"global adapter does not fit this model's LoRA layers: missing {missing[:2]}, "
-                            f"unexpected {extra[:2]}, wrong shape {[(k, got[k], expected[k]) for k in wrong[:2]]}")
+        raise ContractError(
+            f"global adapter does not fit this model's LoRA layers: missing {missing[:2]}, "
+            f"unexpected {extra[:2]}, wrong shape {[(k, got[k], expected[k]) for k in wrong[:2]]}"
+        )
     result = set_peft_model_state_dict(model, dict(state), adapter_name=_ADAPTER)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
@@ -156,8 +178,9 @@ def applied_adapter(lm: LoadedModel, lora: LoraPlan, state: Mapping[str, torch.T
         detach_lora(lm, model)
 
 
-def save_peft_dir(state: Mapping[str, torch.Tensor], plan: FinetunePlan, base_model_path: Path | str,
-                  out_dir: Path) -> str:
+def save_peft_dir(
+    state: Mapping[str, torch.Tensor], plan: FinetunePlan, base_model_path: Path | str, out_dir: Path
+) -> str:
     """A standard PEFT directory (PeftModel.from_pretrained(base, out_dir) loads it); returns its sha256."""
     return write_peft_dir(state, plan.lora, str(base_model_path), Path(out_dir))
 
@@ -184,7 +207,7 @@ def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Genera
     order: list[int] = []
     while len(order) < steps * batch_size:
         order.extend(int(i) for i in rng.permutation(n))
-    return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+    return [order[s * batch_size : (s + 1) * batch_size] for s in range(steps)]
 
 
 def _plan_batches(ts: TrainingSet, plan: FinetunePlan, schedule: DpSchedule | None, seed: int) -> list[list[int]]:
@@ -201,10 +224,19 @@ def _dp_schedule(ts: TrainingSet, plan: FinetunePlan, privacy: PrivacyContext | 
         return None
     if privacy is None:
         raise ConfigError("the plan asks for DP training, but no privacy ledger was given")
-    schedule = dp_schedule(plan.dp, n_videos=len(ts.indices_by_video()), batch_size=plan.batch_size,
-                           local_steps=plan.local_steps, epochs=plan.epochs, total_rounds=privacy.total_rounds)
-    budget = plan.dp.target_epsilon if privacy.budget_epsilon is None else min(privacy.budget_epsilon,
-                                                                                plan.dp.target_epsilon)
+    schedule = dp_schedule(
+        plan.dp,
+        n_videos=len(ts.indices_by_video()),
+        batch_size=plan.batch_size,
+        local_steps=plan.local_steps,
+        epochs=plan.epochs,
+        total_rounds=privacy.total_rounds,
+    )
+    budget = (
+        plan.dp.target_epsilon
+        if privacy.budget_epsilon is None
+        else min(privacy.budget_epsilon, plan.dp.target_epsilon)
+    )
     privacy.ledger.check_budget(privacy.study_id, budget, plan.dp.delta, schedule)
     return schedule
 
@@ -230,8 +262,14 @@ class _Loop:
         images = [self.frames[i] for i in idx]
         if self.augment is not None:
             images = [self.augment(im) for im in images]
-        batch, labels = encode_batch(self.lm.processor, images, [self.ts.examples[i].target for i in idx],
-                                     self.prompt, self.lm.device, self.lm.dtype)
+        batch, labels = encode_batch(
+            self.lm.processor,
+            images,
+            [self.ts.examples[i].target for i in idx],
+            self.prompt,
+            self.lm.device,
+            self.lm.dtype,
+        )
         return sequence_losses(forward_model, batch, labels)
 
 
@@ -251,8 +289,9 @@ def _run_plain(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, progre
     return losses
 
 
-def _run_private(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, schedule: DpSchedule,
-                 progress: Progress | None) -> tuple[list[float], int]:
+def _run_private(
+    loop: _Loop, batches: list[list[int]], plan: FinetunePlan, schedule: DpSchedule, progress: Progress | None
+) -> tuple[list[float], int]:
     assert plan.dp is not None
     params = [p for p in loop.model.parameters() if p.requires_grad]
     trainer = DpTrainer(loop.model, _optimizer(params, plan), plan.dp, schedule)
@@ -295,10 +334,17 @@ def training_mode(model: PeftModel, on: bool, checkpointing: bool) -> None:
     model.eval()
 
 
-def _train_attached(lm: LoadedModel, plan: FinetunePlan, loop_parts: tuple[TrainingSet, dict[int, Image.Image]],
-                    batches: list[list[int]], global_state: Mapping[str, torch.Tensor] | None,
-                    schedule: DpSchedule | None, seed: int, checkpointing: bool,
-                    progress: Progress | None) -> tuple[dict[str, torch.Tensor], list[float], int]:
+def _train_attached(
+    lm: LoadedModel,
+    plan: FinetunePlan,
+    loop_parts: tuple[TrainingSet, dict[int, Image.Image]],
+    batches: list[list[int]],
+    global_state: Mapping[str, torch.Tensor] | None,
+    schedule: DpSchedule | None,
+    seed: int,
+    checkpointing: bool,
+    progress: Progress | None,
+) -> tuple[dict[str, torch.Tensor], list[float], int]:
     """Attach, load, train, extract, detach: the model leaves exactly as it came, even on an error."""
     ts, frames = loop_parts
     devices = [lm.device] if lm.device.type == "cuda" else []
@@ -309,8 +355,9 @@ def _train_attached(lm: LoadedModel, plan: FinetunePlan, loop_parts: tuple[Train
             if global_state is not None:
                 load_global_adapter(model, global_state)
             training_mode(model, True, checkpointing)
-            loop = _Loop(lm, model, ts, frames, FrameAugment(seed) if plan.augment else None,
-                         load_task("phase").render_prompt())
+            loop = _Loop(
+                lm, model, ts, frames, FrameAugment(seed) if plan.augment else None, load_task("phase").render_prompt()
+            )
             if schedule is None:
                 losses, empty = _run_plain(loop, batches, plan, progress), 0
             else:
@@ -321,9 +368,17 @@ def _train_attached(lm: LoadedModel, plan: FinetunePlan, loop_parts: tuple[Train
             detach_lora(lm, model)
 
 
-def train_round(lm: LoadedModel, store: DataStore, plan: FinetunePlan, global_state: Mapping[str, torch.Tensor] | None,
-                *, seed: int, progress: Progress | None = None, privacy: PrivacyContext | None = None,
-                gradient_checkpointing: bool | None = None) -> TrainResult:
+def train_round(
+    lm: LoadedModel,
+    store: DataStore,
+    plan: FinetunePlan,
+    global_state: Mapping[str, torch.Tensor] | None,
+    *,
+    seed: int,
+    progress: Progress | None = None,
+    privacy: PrivacyContext | None = None,
+    gradient_checkpointing: bool | None = None,
+) -> TrainResult:
     """One local round on the engine's loaded model; it leaves the model exactly as it found it (no adapter).
 
     A DP round is checked against the ledger before anything else and recorded in it before it returns.
@@ -332,16 +387,27 @@ def train_round(lm: LoadedModel, store: DataStore, plan: FinetunePlan, global_st
     ts = build_training_set(store, plan.sample_every_s)
     schedule = _dp_schedule(ts, plan, privacy)  # may refuse: nothing has been touched yet
     batches = _plan_batches(ts, plan, schedule, seed)
-    frames = load_frames(store, ts, {i for b in batches for i in b},
-                         progress=(lambda d, t: progress("frames", d, t)) if progress else None)
+    frames = load_frames(
+        store,
+        ts,
+        {i for b in batches for i in b},
+        progress=(lambda d, t: progress("frames", d, t)) if progress else None,
+    )
     checkpointing = lm.device.type == "cuda" if gradient_checkpointing is None else gradient_checkpointing
     # Opacus' hooks see a checkpointed layer's forward twice (hooks: no grad_sample; ghost: "parameter
     # tying"), so DP rounds keep their activations instead.
     checkpointing = checkpointing and schedule is None
-    state, losses, empty = _train_attached(lm, plan, (ts, frames), batches, global_state, schedule, seed,
-                                           checkpointing, progress)
-    result = TrainResult(state=state, num_examples=len(ts.examples), steps=len(batches),
-                         loss=float(np.mean(losses)) if losses else float("nan"), losses=losses, empty_steps=empty)
+    state, losses, empty = _train_attached(
+        lm, plan, (ts, frames), batches, global_state, schedule, seed, checkpointing, progress
+    )
+    result = TrainResult(
+        state=state,
+        num_examples=len(ts.examples),
+        steps=len(batches),
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        losses=losses,
+        empty_steps=empty,
+    )
     if schedule is not None and privacy is not None and plan.dp is not None:
         privacy.ledger.record(privacy.study_id, schedule, privacy.round)  # before anything is released
         result.epsilon = privacy.ledger.epsilon(privacy.study_id, plan.dp.delta)

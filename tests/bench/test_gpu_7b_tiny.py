@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from protocols.finetune import LoraPlan
-from site_node.model.tiny import TinyConfig, build_tokenizer
+from site_node.synthetic.tiny_model import TinyConfig, build_tokenizer
 from site_node.training.lora import peft_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_7b.py"
@@ -29,9 +29,29 @@ def bench() -> ModuleType:
 
 def test_tiny_run_measures_everything(bench: ModuleType, tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    out = bench.main(["--tiny", "--device", "cpu", "--work", str(tmp_path / "w"), "--results", str(results),
-                      "--batches", "1,8,32", "--eval-rounds", "1", "--new-tokens", "3", "--lora-steps", "1",
-                      "--train-batch", "2", "--dp-batch", "2"])
+    out = bench.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--work",
+            str(tmp_path / "w"),
+            "--results",
+            str(results),
+            "--batches",
+            "1,8,32",
+            "--eval-rounds",
+            "1",
+            "--new-tokens",
+            "3",
+            "--lora-steps",
+            "1",
+            "--train-batch",
+            "2",
+            "--dp-batch",
+            "2",
+        ]
+    )
     assert [e["batch"] for e in out["eval"]] == [1, 8, 32]
     assert all(e["frames_per_s"] > 0 and e["gen_tokens_per_s"] > 0 for e in out["eval"])
     assert len(out["manifest_sha256"]) == 64 and out["manifest_hash_s"] >= 0

@@ -42,11 +42,11 @@ def test_bf16_result_is_the_exact_mean_rounded_once() -> None:
     states = [{KEY_A: torch.randn(4, 8, generator=gen), KEY_B: torch.randn(8, 4, generator=gen)} for _ in range(4)]
     weights = [3, 1, 7, 2]
     agg = StreamingFedAvg()
-    for s, w in zip(states, weights):
+    for s, w in zip(states, weights, strict=False):
         agg.add(*encode_state(s, "bf16"), num_examples=w)
     out = agg.result("bf16")
     for k in (KEY_A, KEY_B):
-        exact = sum(w * s[k].to(torch.bfloat16).double() for s, w in zip(states, weights)) / sum(weights)
+        exact = sum(w * s[k].to(torch.bfloat16).double() for s, w in zip(states, weights, strict=False)) / sum(weights)
         assert out[k].dtype == torch.bfloat16
         assert torch.equal(out[k].view(torch.int16), exact.to(torch.bfloat16).view(torch.int16))
 
@@ -86,7 +86,13 @@ def test_refusals_name_the_site() -> None:
 def test_global_adapter_is_stored_with_its_sha256(tmp_path: Path) -> None:
     agg = StreamingFedAvg()
     agg.add(*reply([[1, 2], [3, 4]], [1, 1], "bf16"), num_examples=4, site="a")
-    stored = write_peft_adapter(agg.result("bf16"), LoraPlan(rank=1, alpha=2), "surg-r1", tmp_path / "round-1",
-                                num_examples=agg.num_examples, sites=tuple(agg.sites))
+    stored = write_peft_adapter(
+        agg.result("bf16"),
+        LoraPlan(rank=1, alpha=2),
+        "surg-r1",
+        tmp_path / "round-1",
+        num_examples=agg.num_examples,
+        sites=tuple(agg.sites),
+    )
     assert (tmp_path / "round-1" / "adapter_model.safetensors").is_file()
     assert stored.sha256 == adapter_sha256(tmp_path / "round-1") and stored.sites == ("a",)

@@ -21,7 +21,9 @@ def test_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no active site"):
         store.revoke_site("b")
 
-    store.put_study(study_id="s", version="1", title="t", protocol_hash="h" * 64, protocol_yaml="x", model_hash="m" * 64)
+    store.put_study(
+        study_id="s", version="1", title="t", protocol_hash="h" * 64, protocol_yaml="x", model_hash="m" * 64
+    )
     store.new_launch("L1", "s", "h" * 64)
     store.set_job("L1", 0, "a", job_id="L1.r0.a", state="queued", detail=None)
     store.set_job("L1", 0, "a", job_id="L1.r0.a", state="stored", detail=None, software_version="0.1.0")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from hub.demo import SITES, DemoSite
-from hub.loopback import LoopbackFederation, render_protocol
+from hub.demo.loopback import LoopbackFederation, render_protocol
+from hub.demo.study import SITES, DemoSite
 from protocols.model_ref import manifest_hash
-
 
 DP_CAPPED = SITES[2].name
 
@@ -31,11 +30,23 @@ class Federation:
     def hub(self):  # type: ignore[no-untyped-def]
         return self.fed.hub
 
-    def protocol(self, name: str, sites: list[str], replace: dict[str, str] | None = None, *,
-                 template: str = "demo.yaml.tmpl", trainers: tuple[str, ...] = ()) -> Path:
+    def protocol(
+        self,
+        name: str,
+        sites: list[str],
+        replace: dict[str, str] | None = None,
+        *,
+        template: str = "demo.yaml.tmpl",
+        trainers: tuple[str, ...] = (),
+    ) -> Path:
         """A study file from a demo template, with the roster and optional text replacements."""
-        path = render_protocol(self.run / f"{name}.yaml", template, sites=sites, trainers=list(trainers),
-                               model_sha256=manifest_hash(self.model_dir))
+        path = render_protocol(
+            self.run / f"{name}.yaml",
+            template,
+            sites=sites,
+            trainers=list(trainers),
+            model_sha256=manifest_hash(self.model_dir),
+        )
         text = re.sub(r"(?m)^  id: .*$", f"  id: {name}", path.read_text())
         for old, new in (replace or {}).items():
             assert old in text, old
@@ -50,7 +61,7 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     and a small site under manual release."""
     from site_node.home import SiteHome
     from site_node.ingest import ingest
-    from site_node.synth import synthesize_site
+    from site_node.synthetic.videos import synthesize_site
 
     run = tmp_path_factory.mktemp("federation")
     with LoopbackFederation(run) as fed:
@@ -59,8 +70,9 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
             synthesize_site(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
             home = SiteHome(fed.site_home(site.name, tiny_model_dir))
             if site.name == DP_CAPPED:  # this site's own privacy budget is far below any DP study's target
-                home.config_file.write_text(home.config_file.read_text().replace(
-                    "# epsilon_budget = 8.0", "epsilon_budget = 0.05"))
+                home.config_file.write_text(
+                    home.config_file.read_text().replace("# epsilon_budget = 8.0", "epsilon_budget = 0.05")
+                )
             ingest(home, run / "raw" / site.name, "cholec80", out_of_body="none")  # synthetic: no room scenes
             fed.serve_site(site.name)
         broken = "empty-store"
@@ -69,8 +81,12 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         # Three videos (below the default minimum of five) and a data owner who approves each release.
         small = DemoSite("small-manual", 0.3, 44, videos=3)
         synthesize_site(run / "raw" / small.name, small.name, small.videos, small.shift, small.seed)
-        ingest(SiteHome(fed.site_home(small.name, tiny_model_dir, release="manual")), run / "raw" / small.name,
-               "cholec80", out_of_body="none")
+        ingest(
+            SiteHome(fed.site_home(small.name, tiny_model_dir, release="manual")),
+            run / "raw" / small.name,
+            "cholec80",
+            out_of_body="none",
+        )
         fed.serve_site(small.name)
         yield Federation(fed, tiny_model_dir, run, SITES, broken, small.name)
     shutil.rmtree(run / "raw", ignore_errors=True)

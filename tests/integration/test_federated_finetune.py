@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hub.demo import SITES, TRAINERS
+from hub.demo.study import SITES, TRAINERS
 from hub.launcher import launch
 from protocols.adapters import adapter_sha256
 from site_node.approvals import approve
 from site_node.audit import AuditLog
 from site_node.home import SiteHome
-
 
 pytestmark = pytest.mark.integration
 DP_CAPPED = SITES[2].name  # its site.toml caps its epsilon far below the study target (see conftest)
@@ -64,8 +63,21 @@ def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path:
     stored = hub.store().adapters(finetune[1])
     assert [a["round"] for a in stored] == [1, 2, 3]
     out = tmp_path / "adapter"
-    cmd = [sys.executable, "-m", "hub.cli", "adapters", "export", "--study", "itest-finetune", "--round", "3",
-           "--out", str(out), "--home", str(hub.root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "adapters",
+        "export",
+        "--study",
+        "itest-finetune",
+        "--round",
+        "3",
+        "--out",
+        str(out),
+        "--home",
+        str(hub.root),
+    ]
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode == 0
     assert adapter_sha256(out) == stored[-1]["sha256"]
 
@@ -77,9 +89,22 @@ def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path:
 
     held_out = next(s.name for s in federation.sites if s.name not in TRAINERS)
     results = tmp_path / "local"
-    cmd = [sys.executable, "-m", "site_node.cli", "evaluate", "--protocol", str(finetune[0]), "--data",
-           str(federation.run / "sites" / held_out), "--model", str(federation.model_dir), "--adapter", str(out),
-           "--out", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "site_node.cli",
+        "evaluate",
+        "--protocol",
+        str(finetune[0]),
+        "--data",
+        str(federation.run / "sites" / held_out),
+        "--model",
+        str(federation.model_dir),
+        "--adapter",
+        str(out),
+        "--out",
+        str(results),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     local = json.loads((results / "metrics.json").read_text())
@@ -99,16 +124,26 @@ def test_train_payload_is_the_adapter_size(federation, finetune) -> None:  # typ
     bf16_bytes = 2 * n_values
     for site in TRAINERS:
         log = AuditLog(federation.run / "sites" / site / "audit" / "audit.jsonl")
-        sizes = [e["summary"]["adapter_values"] for e in log.entries()
-                 if e["event"] == "released" and "adapter_values" in e.get("summary", {})]
+        sizes = [
+            e["summary"]["adapter_values"]
+            for e in log.entries()
+            if e["event"] == "released" and "adapter_values" in e.get("summary", {})
+        ]
         assert sizes and all(abs(s - bf16_bytes) <= 0.05 * bf16_bytes for s in sizes), (sizes, bf16_bytes)
 
 
 def test_dp_round_reports_epsilon_and_capped_site_refuses(federation) -> None:  # type: ignore[no-untyped-def]
     trainers = tuple(TRAINERS)
     protocol = federation.protocol(
-        "itest-dp", list(trainers), template="demo-finetune.yaml.tmpl", trainers=trainers,
-        replace={"rounds: 3": "rounds: 1", "    wire_dtype: bf16": "    wire_dtype: bf16\n    dp: {target_epsilon: 50.0, delta: 1.0e-5, max_grad_norm: 1.0}"})
+        "itest-dp",
+        list(trainers),
+        template="demo-finetune.yaml.tmpl",
+        trainers=trainers,
+        replace={
+            "rounds: 3": "rounds: 1",
+            "    wire_dtype: bf16": "    wire_dtype: bf16\n    dp: {target_epsilon: 50.0, delta: 1.0e-5, max_grad_norm: 1.0}",
+        },
+    )
     _approve_all(federation, protocol, list(trainers))
     launch_id = launch(federation.hub, protocol, echo=lambda _: None)
     jobs = {j["center"]: j for j in federation.hub.store().jobs(launch_id) if j["kind"] == "train"}

@@ -50,13 +50,20 @@ def test_accuracy_falls_with_shift_within_bounds(federation, study) -> None:  # 
 def test_hub_database_holds_only_aggregates(federation, study) -> None:  # type: ignore[no-untyped-def]
     db = federation.hub.root / "state" / "results.db"
     con = sqlite3.connect(db)
-    text = "\n".join(str(v) for table in ("sites", "studies", "launches", "site_jobs", "results")
-                     for row in con.execute(f"SELECT * FROM {table}") for v in row)  # noqa: S608 - fixed names
+    text = "\n".join(
+        str(v)
+        for table in ("sites", "studies", "launches", "site_jobs", "results")
+        for row in con.execute(f"SELECT * FROM {table}")
+        for v in row
+    )  # noqa: S608 - fixed names
     con.close()
     for forbidden in (".mp4", "video0", "phase_annotations", "Frame\t", "<answer>", "<think>"):
         assert forbidden not in text, forbidden
-    results = sqlite3.connect(db).execute(
-        "SELECT COUNT(*), COUNT(DISTINCT center) FROM results WHERE launch_id = ?", (study,)).fetchone()
+    results = (
+        sqlite3.connect(db)
+        .execute("SELECT COUNT(*), COUNT(DISTINCT center) FROM results WHERE launch_id = ?", (study,))
+        .fetchone()
+    )
     assert results == (15, 3)  # 5 phase metrics x 3 centers: no per-video or per-frame rows
 
 

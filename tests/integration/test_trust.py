@@ -43,8 +43,13 @@ def _post(url: str, ca: Path) -> int:
 def test_public_port_refuses_control_while_loopback_cli_works(federation) -> None:  # type: ignore[no-untyped-def]
     hub = federation.hub
     base = f"https://127.0.0.1:{federation.fed.public_port}"
-    for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/runtime/pull-messages",
-                 "/v1/fleet/../control/list-runs", "/V1/control/list-runs"):
+    for path in (
+        "/v1/control/list-runs",
+        "/v1/control/start-run",
+        "/v1/runtime/pull-messages",
+        "/v1/fleet/../control/list-runs",
+        "/V1/control/list-runs",
+    ):
         assert _post(base + path, hub.ca_cert) in (403, 404), path
     assert "runs" in flwr(hub, ["ls", CONNECTION])
 
@@ -84,8 +89,12 @@ def test_revoked_site_is_refused(federation) -> None:  # type: ignore[no-untyped
         return any(n["node-id"] == node_id and n["status"] == "online" for n in nodes)
 
     wait_for(online, 60, "the site's SuperNode to come online")
-    result = subprocess.run([sys.executable, "-m", "hub.cli", "sites", "remove", "revokee", "--home", str(hub.root)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "sites", "remove", "revokee", "--home", str(hub.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "revokee" not in hub.store().site_nodes().values()
     wait_for(lambda: not child.alive(), 90, "the revoked SuperNode to be refused", None)
@@ -105,8 +114,9 @@ def test_unapproved_bundle_cannot_read_site_data(federation, tmp_path: Path) -> 
 
 def test_per_frame_protocol_is_refused_and_recorded(federation) -> None:  # type: ignore[no-untyped-def]
     site = federation.sites[0].name
-    protocol = federation.protocol("per-frame", [site], {"outputs: aggregate": "outputs: per_frame",
-                                                         "deadline_minutes: 8": "deadline_minutes: 3"})
+    protocol = federation.protocol(
+        "per-frame", [site], {"outputs: aggregate": "outputs: per_frame", "deadline_minutes: 8": "deadline_minutes: 3"}
+    )
     launch_id = launch(federation.hub, protocol, echo=lambda _: None)
     job = federation.hub.store().jobs(launch_id)[0]
     assert job["state"] == "refused" and "per_frame" in job["detail"]
@@ -122,7 +132,9 @@ def test_manual_release_and_small_cell_suppression(federation) -> None:  # type:
     approve(home.approved_dir, protocol)
     store = federation.hub.store()
     done: dict[str, str] = {}
-    thread = threading.Thread(target=lambda: done.setdefault("id", launch(federation.hub, protocol, echo=lambda _: None)))
+    thread = threading.Thread(
+        target=lambda: done.setdefault("id", launch(federation.hub, protocol, echo=lambda _: None))
+    )
     thread.start()
 
     def awaiting() -> bool:
@@ -154,7 +166,9 @@ def test_audit_verify_cli_fails_at_edited_entry(federation, tmp_path: Path) -> N
     assert ok.returncode == 0, ok.stderr
     copy = tmp_path / "audit.jsonl"
     lines = site_log.read_text().splitlines()
-    lines[1] = lines[1].replace('"request"', '"requesT"', 1) if '"request"' in lines[1] else lines[1].replace("Z", "z", 1)
+    lines[1] = (
+        lines[1].replace('"request"', '"requesT"', 1) if '"request"' in lines[1] else lines[1].replace("Z", "z", 1)
+    )
     copy.write_text("\n".join(lines) + "\n")
     bad = _site_cli("audit", "verify", "--log", str(copy))
     assert bad.returncode != 0 and ":2:" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,14 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from protocols.adapters import (ADAPTER_ARRAY, adapter_sha256, decode_state, encode_state, serialized_nbytes,
-                                state_nbytes, write_peft_dir)
+from protocols.adapters import (
+    ADAPTER_ARRAY,
+    adapter_sha256,
+    decode_state,
+    encode_state,
+    serialized_nbytes,
+    state_nbytes,
+    write_peft_dir,
+)
 from protocols.errors import ContractError, ProtocolError
 from protocols.finetune import LoraPlan
 
 # LoRA r=16 shapes of ONE 7B decoder layer (hidden 3584, 4 KV heads x 128, MLP 18944).
-_7B_LAYER = {"q_proj": (3584, 3584), "k_proj": (512, 3584), "v_proj": (512, 3584), "o_proj": (3584, 3584),
-             "gate_proj": (18944, 3584), "up_proj": (18944, 3584), "down_proj": (3584, 18944)}
+_7B_LAYER = {
+    "q_proj": (3584, 3584),
+    "k_proj": (512, 3584),
+    "v_proj": (512, 3584),
+    "o_proj": (3584, 3584),
+    "gate_proj": (18944, 3584),
+    "up_proj": (18944, 3584),
+    "down_proj": (3584, 18944),
+}
 
 
 def lora_layer_state(rank: int = 16, gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -87,15 +101,18 @@ def _set(arrays: dict, key: str, value: object) -> None:
     arrays[key] = value
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda a, m: _set(a, ADAPTER_ARRAY, a[ADAPTER_ARRAY].astype(np.float32)), r"expected uint16 of shape \(12,\)"),
-    (lambda a, m: _set(a, ADAPTER_ARRAY, a[ADAPTER_ARRAY][:-1]), r"got uint16 of shape \(11,\)"),
-    (lambda a, m: _set(a, "extra", a[ADAPTER_ARRAY]), "one array 'adapter'"),
-    (lambda a, m: m.update({"wire-dtype": "int4"}), "wire dtype must be one of .* got 'int4'"),
-    (lambda a, m: m.update({"encoding": "other/9"}), "encoding must be"),
-    (lambda a, m: m.pop("tensors"), "'tensors' list"),
-    (lambda a, m: m.update({"tensors": '[["x", [2, 3]], ["x", [2, 3]]]'}), "names a tensor twice"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda a, m: _set(a, ADAPTER_ARRAY, a[ADAPTER_ARRAY].astype(np.float32)), r"expected uint16 of shape \(12,\)"),
+        (lambda a, m: _set(a, ADAPTER_ARRAY, a[ADAPTER_ARRAY][:-1]), r"got uint16 of shape \(11,\)"),
+        (lambda a, m: _set(a, "extra", a[ADAPTER_ARRAY]), "one array 'adapter'"),
+        (lambda a, m: m.update({"wire-dtype": "int4"}), "wire dtype must be one of .* got 'int4'"),
+        (lambda a, m: m.update({"encoding": "other/9"}), "encoding must be"),
+        (lambda a, m: m.pop("tensors"), "'tensors' list"),
+        (lambda a, m: m.update({"tensors": '[["x", [2, 3]], ["x", [2, 3]]]'}), "names a tensor twice"),
+    ],
+)
 def test_decode_refuses_what_does_not_match_its_metadata(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     arrays, meta = encode_state({"x.lora_A.weight": torch.zeros(2, 3), "x.lora_B.weight": torch.zeros(3, 2)}, "bf16")
     mutate(arrays, meta)
@@ -111,8 +128,10 @@ def test_encode_refuses_non_float_and_empty() -> None:
 
 
 def test_peft_dir_files_and_hash(tmp_path: Path) -> None:
-    state = {"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 4),
-             "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(4, 2)}
+    state = {
+        "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 4),
+        "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(4, 2),
+    }
     sha = write_peft_dir(state, LoraPlan(rank=2, alpha=4), "/models/surg-r1", tmp_path / "r1", dtype="bf16")
     config = json.loads((tmp_path / "r1" / "adapter_config.json").read_text())
     assert config["r"] == 2 and config["lora_alpha"] == 4 and config["peft_type"] == "LORA"

@@ -9,8 +9,20 @@ from protocols.errors import ContractError
 
 JOB = {"job": {"kind": "config", "values": {"job-id": "j1", "state": "done"}}}
 META = {"meta": {"kind": "config", "values": {"software-version": "0.1.0", "protocol-hash": "ab" * 32}}}
-METRIC = {"metric.phase.accuracy": {"kind": "metric", "values": {
-    "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n_videos": 6, "n_frames": 100, "parse_fail_rate": 0.0, "suppressed": 0}}}
+METRIC = {
+    "metric.phase.accuracy": {
+        "kind": "metric",
+        "values": {
+            "estimate": 0.5,
+            "ci_low": 0.4,
+            "ci_high": 0.6,
+            "n_videos": 6,
+            "n_frames": 100,
+            "parse_fail_rate": 0.0,
+            "suppressed": 0,
+        },
+    }
+}
 
 
 def test_full_fetch_reply_passes() -> None:
@@ -20,11 +32,35 @@ def test_full_fetch_reply_passes() -> None:
 @pytest.mark.parametrize(
     ("records", "message"),
     [
-        ({**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": {**METRIC["metric.phase.accuracy"]["values"], "per_frame": 1.0}}}, "not in the contract"),
+        (
+            {
+                **JOB,
+                **META,
+                "metric.phase.accuracy": {
+                    "kind": "metric",
+                    "values": {**METRIC["metric.phase.accuracy"]["values"], "per_frame": 1.0},
+                },
+            },
+            "not in the contract",
+        ),
         ({**JOB, **META, "predictions": {"kind": "config", "values": {"x": "y"}}}, "not allowed"),
-        ({**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": {"estimate": "0.5", "suppressed": 0}}}, "expected float"),
+        (
+            {
+                **JOB,
+                **META,
+                "metric.phase.accuracy": {"kind": "metric", "values": {"estimate": "0.5", "suppressed": 0}},
+            },
+            "expected float",
+        ),
         ({**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": {"suppressed": 2}}}, "expected flag"),
-        ({**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": {"estimate": float("nan"), "suppressed": 0}}}, "expected float"),
+        (
+            {
+                **JOB,
+                **META,
+                "metric.phase.accuracy": {"kind": "metric", "values": {"estimate": float("nan"), "suppressed": 0}},
+            },
+            "expected float",
+        ),
         ({**JOB, **META, "metric.phase.accuracy": {"kind": "config", "values": {"suppressed": 0}}}, "must be a metric"),
         ({**META}, "missing records"),
         ({"job": {"kind": "config", "values": {"job-id": "j1"}}}, "lacks required key"),
@@ -39,4 +75,6 @@ def test_contract_refuses(records: dict, message: str) -> None:
 def test_requests_checked_too() -> None:
     check_records(Op.STATUS, {"job": {"kind": "config", "values": {"job-id": "j"}}}, direction="request")
     with pytest.raises(ContractError):
-        check_records(Op.STATUS, {"job": {"kind": "config", "values": {"job-id": "j", "frames": "all"}}}, direction="request")
+        check_records(
+            Op.STATUS, {"job": {"kind": "config", "values": {"job-id": "j", "frames": "all"}}}, direction="request"
+        )

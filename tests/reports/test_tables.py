@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -138,7 +138,7 @@ def test_outputs_are_byte_reproducible(
     first = write_report(rounds_results, tmp_path / "a", meta, tasks=infos, hartung_knapp=True)
     second = write_report(rounds_results, tmp_path / "b", meta, tasks=infos, hartung_knapp=True)
     assert [p.name for p in first] == [p.name for p in second]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=False):
         assert a.read_bytes() == b.read_bytes(), a.name
     html = (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
     assert "Hartung-Knapp" in html

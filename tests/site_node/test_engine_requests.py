@@ -12,15 +12,33 @@ from site_node.engine import SiteEngine
 from site_node.home import SiteHome, init_home
 
 PROTOCOL = {
-    "study": {"id": "s1", "version": "1"}, "sites": ["a"], "model": {"manifest_sha256": "0" * 64},
-    "tasks": ["phase"], "privacy": {"min_videos": 5},
+    "study": {"id": "s1", "version": "1"},
+    "sites": ["a"],
+    "model": {"manifest_sha256": "0" * 64},
+    "tasks": ["phase"],
+    "privacy": {"min_videos": 5},
 }
 
 
 def _submit(engine: SiteEngine, protocol_hash: str, job_id: str = "j1", token: str | None = None) -> dict:
-    return engine.handle({"token": token if token is not None else engine.home.token(), "op": "submit", "records": {
-        "job": {"kind": "config", "values": {"job-id": job_id, "kind": "evaluate", "study": "s1", "round": 0,
-                                             "protocol-hash": protocol_hash}}}})
+    return engine.handle(
+        {
+            "token": token if token is not None else engine.home.token(),
+            "op": "submit",
+            "records": {
+                "job": {
+                    "kind": "config",
+                    "values": {
+                        "job-id": job_id,
+                        "kind": "evaluate",
+                        "study": "s1",
+                        "round": 0,
+                        "protocol-hash": protocol_hash,
+                    },
+                }
+            },
+        }
+    )
 
 
 def test_requests(tmp_path: Path) -> None:
@@ -42,8 +60,13 @@ def test_requests(tmp_path: Path) -> None:
     # The same job submitted again (a restarted hub) is answered with its current state, not run twice.
     assert _submit(engine, protocol_hash, job_id="j2")["records"]["job"]["values"]["state"] == "queued"
 
-    status = engine.handle({"token": home.token(), "op": "status", "records": {
-        "job": {"kind": "config", "values": {"job-id": "j2", "frames": "all"}}}})
+    status = engine.handle(
+        {
+            "token": home.token(),
+            "op": "status",
+            "records": {"job": {"kind": "config", "values": {"job-id": "j2", "frames": "all"}}},
+        }
+    )
     assert status["ok"] is False and "frames" in status["error"]
 
     events = [e["event"] for e in engine.audit.entries()]

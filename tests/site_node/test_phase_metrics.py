@@ -39,7 +39,10 @@ def test_summary_is_mean_over_videos_with_seeded_ci() -> None:
     b = summarise(videos, seed=7, replicates=500)
     acc = a["accuracy"]
     assert acc.estimate == pytest.approx(np.mean([0.2, 0.5, 0.8, 1.0, 0.7]))
-    assert acc.ci_low < acc.estimate < acc.ci_high and (acc.ci_low, acc.ci_high) == (b["accuracy"].ci_low, b["accuracy"].ci_high)
+    assert acc.ci_low < acc.estimate < acc.ci_high and (acc.ci_low, acc.ci_high) == (
+        b["accuracy"].ci_low,
+        b["accuracy"].ci_high,
+    )
     assert acc.n_videos == 5 and acc.n_frames == 50 and acc.parse_fail_rate == pytest.approx(18 / 50)
 
 

@@ -13,9 +13,15 @@ from site_node.audit import AuditLog, verify
 from site_node.metrics.bootstrap import Estimate
 from site_node.release_gate import ReleaseGate, evaluation_payload
 
-PROTOCOL = parse_protocol({
-    "study": {"id": "s", "version": "1"}, "sites": ["a"], "model": {"manifest_sha256": "0" * 64},
-    "tasks": ["phase"], "privacy": {"min_videos": 5}})
+PROTOCOL = parse_protocol(
+    {
+        "study": {"id": "s", "version": "1"},
+        "sites": ["a"],
+        "model": {"manifest_sha256": "0" * 64},
+        "tasks": ["phase"],
+        "privacy": {"min_videos": 5},
+    }
+)
 
 
 def est(n_videos: int) -> Estimate:
@@ -26,8 +32,15 @@ def test_small_cell_is_withheld_and_flagged() -> None:
     payload = evaluation_payload("j", PROTOCOL, {"phase": {"accuracy": est(3), "f1": est(3)}})
     assert payload["metric.phase.accuracy"]["values"] == {"suppressed": 1}
     big = evaluation_payload("j", PROTOCOL, {"phase": {"accuracy": est(5)}})["metric.phase.accuracy"]["values"]
-    assert big == {"estimate": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n_videos": 5, "n_frames": 200,
-                   "parse_fail_rate": 0.05, "suppressed": 0}
+    assert big == {
+        "estimate": 0.7,
+        "ci_low": 0.6,
+        "ci_high": 0.8,
+        "n_videos": 5,
+        "n_frames": 200,
+        "parse_fail_rate": 0.05,
+        "suppressed": 0,
+    }
     assert payload["meta"]["values"]["protocol-hash"] == PROTOCOL.content_hash
 
 

@@ -63,9 +63,9 @@ def test_sample_frames_yields_every_nth_frame_by_count(counter_video: Path, ever
 
 
 def test_max_side_downscales_keeping_aspect(counter_video: Path) -> None:
-    (_, small), = list(sample_frames(counter_video, 100, max_side=80))
+    ((_, small),) = list(sample_frames(counter_video, 100, max_side=80))
     assert small.size == (80, 60)
-    (_, same), = list(sample_frames(counter_video, 100, max_side=1000))
+    ((_, same),) = list(sample_frames(counter_video, 100, max_side=1000))
     assert same.size == SIZE
 
 
@@ -76,8 +76,9 @@ def test_bad_every_n_is_a_config_error(counter_video: Path, every_n: int) -> Non
 
 
 @pytest.mark.parametrize("content", [b"", b"not a video at all" * 100, "truncated"])
-def test_unreadable_video_is_a_data_error_naming_the_file(tmp_path: Path, counter_video: Path,
-                                                          content: bytes | str) -> None:
+def test_unreadable_video_is_a_data_error_naming_the_file(
+    tmp_path: Path, counter_video: Path, content: bytes | str
+) -> None:
     bad = tmp_path / "broken-case.mp4"
     if content == "truncated":  # the MP4 index (moov) sits at the end: cut it off
         data = counter_video.read_bytes()

@@ -26,8 +26,11 @@ class GridTransport:
 
     def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]:
         msgs = [
-            Message(content=to_recorddict(records) if records else RecordDict(), dst_node_id=node,
-                    message_type=f"query.{op.value}")
+            Message(
+                content=to_recorddict(records) if records else RecordDict(),
+                dst_node_id=node,
+                message_type=f"query.{op.value}",
+            )
             for node, (op, records) in requests.items()
         ]
         replies: dict[int, Reply] = {}

@@ -18,7 +18,10 @@ from site_node.task_runtime import runtime_for
     ("answer", "prefix"),
     [
         ("<think>L1: hook.</think><answer>C1: yes", "<think>L1: hook.</think><answer>"),
-        ("<think>a</think><answer>x</answer> then <ANSWER>y</answer>", "<think>a</think><answer>x</answer> then <answer>"),
+        (
+            "<think>a</think><answer>x</answer> then <ANSWER>y</answer>",
+            "<think>a</think><answer>x</answer> then <answer>",
+        ),
         ("<think>no answer tag</think>  ", "<think>no answer tag</think><answer>"),
     ],
 )
@@ -27,8 +30,8 @@ def test_reasoning_prefix(answer: str, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lm(eval_model_dir: Path) -> LoadedModel:
-    return load_model(eval_model_dir, device="cpu")
+def lm(tiny_model_dir: Path) -> LoadedModel:
+    return load_model(tiny_model_dir, device="cpu")
 
 
 def _full_forward(lm: LoadedModel, image: Image.Image, prompt: str, answer: str, continuation: str) -> float:
@@ -36,9 +39,12 @@ def _full_forward(lm: LoadedModel, image: Image.Image, prompt: str, answer: str,
     enc = lm.processor(text=[prefix], images=[image], return_tensors="pt")
     ids = lm.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
     n = enc["input_ids"].shape[1]
-    batch = {"input_ids": torch.cat([enc["input_ids"], torch.tensor([ids])], 1), "pixel_values": enc["pixel_values"],
-             "image_grid_thw": enc["image_grid_thw"],
-             "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"], torch.zeros(1, len(ids), dtype=torch.long)], 1)}
+    batch = {
+        "input_ids": torch.cat([enc["input_ids"], torch.tensor([ids])], 1),
+        "pixel_values": enc["pixel_values"],
+        "image_grid_thw": enc["image_grid_thw"],
+        "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"], torch.zeros(1, len(ids), dtype=torch.long)], 1),
+    }
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     with torch.inference_mode():
         logp = torch.log_softmax(lm.model(**batch).logits.float(), -1)

@@ -76,11 +76,17 @@ def _box(label: str, *xyxy: float) -> LabelledBox:
 @pytest.mark.parametrize(
     ("answer", "size", "expected"),
     [
-        ("<answer>grasper [0.1, 0.2, 0.4, 0.6]; hook [0.5, 0.5, 0.9, 0.9]</answer>", None,
-         [_box("grasper", 0.1, 0.2, 0.4, 0.6), _box("hook", 0.5, 0.5, 0.9, 0.9)]),
+        (
+            "<answer>grasper [0.1, 0.2, 0.4, 0.6]; hook [0.5, 0.5, 0.9, 0.9]</answer>",
+            None,
+            [_box("grasper", 0.1, 0.2, 0.4, 0.6), _box("hook", 0.5, 0.5, 0.9, 0.9)],
+        ),
         ("<answer>Grasping forceps: (32, 48), (128, 144)</answer>", (320, 240), [_box("grasper", 0.1, 0.2, 0.4, 0.6)]),
-        ('<answer>[{"bbox_2d": [160, 120, 320, 240], "label": "Clip applier"}]</answer>', (320, 240),
-         [_box("clipper", 0.5, 0.5, 1.0, 1.0)]),
+        (
+            '<answer>[{"bbox_2d": [160, 120, 320, 240], "label": "Clip applier"}]</answer>',
+            (320, 240),
+            [_box("clipper", 0.5, 0.5, 1.0, 1.0)],
+        ),
         ("<answer>the box of the hook is [0.5, 0.5, 0.9, 0.9]</answer>", None, [_box("hook", 0.5, 0.5, 0.9, 0.9)]),
         ("<answer>none</answer>", None, []),
         ("<answer>grasper (32, 48), (128, 144)</answer>", None, None),  # pixels without the image size: never assumed
@@ -96,12 +102,17 @@ def test_parse_boxes(answer: str, size: tuple[int, int] | None, expected: list[L
         assert got is None
     else:
         assert got is not None and len(got) == len(expected)
-        for g, e in zip(got, expected):
+        for g, e in zip(got, expected, strict=False):
             assert g.label == e.label and g.xyxy == pytest.approx(e.xyxy)
 
 
-@pytest.mark.parametrize(("answer", "expected"), [("<answer>dissecting</answer>", "dissect"),
-                                                   ("<answer>Null verb</answer>", "null_verb"),
-                                                   ("<answer>suction</answer>", "aspirate")])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("<answer>dissecting</answer>", "dissect"),
+        ("<answer>Null verb</answer>", "null_verb"),
+        ("<answer>suction</answer>", "aspirate"),
+    ],
+)
 def test_action_answers_use_the_single_label_parser(answer: str, expected: str) -> None:
     assert parse_single_label(answer, LabelMapper(load_task("action"))) == expected

@@ -22,10 +22,16 @@ from site_node.task_runtime import runtime_for
 GR, HK = "grasper,retract,gallbladder", "hook,dissect,cystic_plate"
 
 
-def _cholect50(path: Path, *, triplet_names: dict[str, str] | None = None, phases: dict[str, str] | None = None) -> Path:
+def _cholect50(
+    path: Path, *, triplet_names: dict[str, str] | None = None, phases: dict[str, str] | None = None
+) -> Path:
     """Ids deliberately not CholecT50's own: only the file's names say what they mean."""
-    cats = {"triplet": triplet_names or {"0": HK, "1": GR}, "instrument": {"0": "hook", "1": "grasper"},
-            "verb": {"0": "dissect", "1": "retract"}, "target": {"0": "cystic_plate", "1": "gallbladder"}}
+    cats = {
+        "triplet": triplet_names or {"0": HK, "1": GR},
+        "instrument": {"0": "hook", "1": "grasper"},
+        "verb": {"0": "dissect", "1": "retract"},
+        "target": {"0": "cystic_plate", "1": "gallbladder"},
+    }
     if phases:
         cats["phase"] = phases
     gr = [1, 1, 1, 0.1, 0.2, 0.3, 0.4, 1, 1, 1, -1, -1, -1, -1, 0]
@@ -65,8 +71,10 @@ def test_cholect50_phase_is_read_only_where_the_file_names_phases(tmp_path: Path
     [
         (None, r"VID01\.json:\d+: frame 0: unknown triplet 'grasper,juggle,gallbladder'"),
         ('{"fps": 1,\n "categories": {},\n "annotations": {"0": [[1, 2,]]}}', r"VID01\.json:3: malformed JSON"),
-        ('{"fps": 1, "categories": {}, "annotations": {"0": [[7, -1, -1, -1, -1, -1, -1, -1, -1]]}}',
-         r"VID01\.json:1: frame '0': triplet id 7 is not in the file's categories"),
+        (
+            '{"fps": 1, "categories": {}, "annotations": {"0": [[7, -1, -1, -1, -1, -1, -1, -1, -1]]}}',
+            r"VID01\.json:1: frame '0': triplet id 7 is not in the file's categories",
+        ),
     ],
 )
 def test_cholect50_bad_labels_name_file_line_and_value(tmp_path: Path, text: str | None, pattern: str) -> None:
@@ -115,20 +123,26 @@ def _coco(path: Path, images: list[dict], anns: list[dict], cats: list[dict]) ->
 
 
 def test_endoscapes_rounds_raters_mean_at_one_half(tmp_path: Path) -> None:
-    images = [{"id": 1, "file_name": "12_150.jpg", "width": 10, "height": 10, "ds": [0.33, 0.5, 0.67]},
-              {"id": 2, "file_name": "12_300.jpg", "width": 10, "height": 10, "ds": [1, 1, 1], "is_ds_keyframe": False},
-              {"id": 3, "file_name": "13_150.jpg", "width": 10, "height": 10, "ds": [1.5, 0, 0]}]
+    images = [
+        {"id": 1, "file_name": "12_150.jpg", "width": 10, "height": 10, "ds": [0.33, 0.5, 0.67]},
+        {"id": 2, "file_name": "12_300.jpg", "width": 10, "height": 10, "ds": [1, 1, 1], "is_ds_keyframe": False},
+        {"id": 3, "file_name": "13_150.jpg", "width": 10, "height": 10, "ds": [1.5, 0, 0]},
+    ]
     path = _coco(tmp_path / "annotation_coco.json", images, [], [])
     fl = read_labels(LabelKind.CVS, path, load_task("cvs"), "12")
     assert fl.labels == {150: (False, True, True)} and fl.images[150] == tmp_path / "12_150.jpg"
-    with pytest.raises(DataError, match=r"annotation_coco\.json:\d+: 13_150\.jpg: expected 3 criteria in \[0, 1\], got \[1\.5, 0, 0\]"):
+    with pytest.raises(
+        DataError, match=r"annotation_coco\.json:\d+: 13_150\.jpg: expected 3 criteria in \[0, 1\], got \[1\.5, 0, 0\]"
+    ):
         read_labels(LabelKind.CVS, path, load_task("cvs"), "13")
 
 
 def test_coco_boxes_by_category_name(tmp_path: Path) -> None:
     images = [{"id": 5, "file_name": "frames/v1_40.jpg", "width": 200, "height": 100}]
     cats = [{"id": 7, "name": "Hook"}, {"id": 2, "name": "Grasping forceps"}, {"id": 3, "name": "Retractor"}]
-    ok = _coco(tmp_path / "ok.json", images, [{"id": 1, "image_id": 5, "category_id": 2, "bbox": [20, 10, 40, 30]}], cats)
+    ok = _coco(
+        tmp_path / "ok.json", images, [{"id": 1, "image_id": 5, "category_id": 2, "bbox": [20, 10, 40, 30]}], cats
+    )
     fl = read_labels(LabelKind.BOXES, ok, load_task("localization"), "v1")
     assert fl.labels == {40: [LabelledBox("grasper", 0.1, 0.1, 0.3, 0.4)]} and fl.sizes[40] == (200, 100)
     bad = _coco(tmp_path / "bad.json", images, [{"id": 9, "image_id": 5, "category_id": 3, "bbox": [0, 0, 5, 5]}], cats)
@@ -160,7 +174,9 @@ def test_a_video_with_broken_labels_is_skipped_and_listed(synthetic_site: Path, 
     phase.write_text(phase.read_text() + f"{n + 500}\tPreparation\n")
     labels, skipped = load_label_sets(runtime_for("phase"), [LabelSpec(data, "cholec80", "c80")])
     assert [v.video for v in labels] == ["video01"]
-    assert re.search(rf"video02-phase\.txt:{n + 1}: frame {n + 500} is beyond the video's \d+ frames", skipped["c80/video02"])
+    assert re.search(
+        rf"video02-phase\.txt:{n + 1}: frame {n + 500} is beyond the video's \d+ frames", skipped["c80/video02"]
+    )
 
 
 @pytest.mark.parametrize(

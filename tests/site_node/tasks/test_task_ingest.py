@@ -35,11 +35,18 @@ def _site_home(root: Path, source: Path, fmt: str) -> SiteHome:
     raise AssertionError("no key without long digit runs in 100 tries")
 
 
-KINDS = {"cholect50": {"triplet", "action", "boxes"}, "endoscapes": {"cvs"}, "coco": {"boxes"}, "csv": {"action", "cvs"}}
+KINDS = {
+    "cholect50": {"triplet", "action", "boxes"},
+    "endoscapes": {"cvs"},
+    "coco": {"boxes"},
+    "csv": {"action", "cvs"},
+}
 
 
 @pytest.mark.parametrize("fmt", sorted(KINDS))
-def test_ingest_lists_pseudonymous_videos_with_their_label_kinds(synthetic_site: Path, tmp_path: Path, fmt: str) -> None:
+def test_ingest_lists_pseudonymous_videos_with_their_label_kinds(
+    synthetic_site: Path, tmp_path: Path, fmt: str
+) -> None:
     home = _site_home(tmp_path / "home", synthetic_site / fmt, fmt)
     result = ingest(home, synthetic_site / fmt, fmt)
     assert len(result.dataset.videos) == 2 and not result.skipped
@@ -50,7 +57,9 @@ def test_ingest_lists_pseudonymous_videos_with_their_label_kinds(synthetic_site:
     assert [d.format for d in DataStore(home.store_dir).datasets()] == [fmt]
 
 
-def test_the_engine_evaluates_an_ingested_image_dataset(synthetic_site: Path, tmp_path: Path, eval_model_dir: Path) -> None:
+def test_the_engine_evaluates_an_ingested_image_dataset(
+    synthetic_site: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     """Endoscapes frames are images named in the de-identified JSON: the engine finds them through the store."""
     from protocols.study import TaskPlan
     from site_node.evaluation import evaluate_task
@@ -59,9 +68,15 @@ def test_the_engine_evaluates_an_ingested_image_dataset(synthetic_site: Path, tm
     home = _site_home(tmp_path / "home", synthetic_site / "endoscapes", "endoscapes")
     dataset = ingest(home, synthetic_site / "endoscapes", "endoscapes").dataset
     pred = tmp_path / "predictions.jsonl"
-    outcome = evaluate_task(load_model(eval_model_dir, device="cpu"), DataStore(home.store_dir),
-                            TaskPlan("cvs", sample_every_s=6.0, max_new_tokens=16), batch_size=4, seed=1,
-                            replicates=100, predictions=pred)
+    outcome = evaluate_task(
+        load_model(tiny_model_dir, device="cpu"),
+        DataStore(home.store_dir),
+        TaskPlan("cvs", sample_every_s=6.0, max_new_tokens=16),
+        batch_size=4,
+        seed=1,
+        replicates=100,
+        predictions=pred,
+    )
     assert outcome.n_videos == 2 and "accuracy" in outcome.estimates and not outcome.skipped
     lines = [json.loads(x) for x in pred.read_text().splitlines()]
     assert {x["dataset"] for x in lines} == {dataset.dataset_id}

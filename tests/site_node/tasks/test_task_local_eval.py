@@ -16,11 +16,21 @@ TASKS = ["phase", "triplet", "action", "cvs", "localization"]
 
 
 @pytest.fixture(scope="module")
-def evaluated(eval_model_dir: Path, synthetic_site: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def evaluated(
+    tiny_model_dir: Path, synthetic_site: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("results")
     seen: list[tuple[str, int, int]] = []
-    summary = run_local(PROTOCOL, synthetic_site, out, model=eval_model_dir, device="cpu", batch_size=8,
-                        progress=lambda t, d, n: seen.append((t, d, n)), say=lambda _: None)
+    summary = run_local(
+        PROTOCOL,
+        synthetic_site,
+        out,
+        model=tiny_model_dir,
+        device="cpu",
+        batch_size=8,
+        progress=lambda t, d, n: seen.append((t, d, n)),
+        say=lambda _: None,
+    )
     assert [t for t, d, n in seen if d == n] == TASKS  # the progress callback reaches every task's total
     return out, summary
 
@@ -31,7 +41,13 @@ def test_all_five_tasks_run_and_the_arena_score_names_them(evaluated: tuple[Path
     heads = [summary["tasks"][t]["metrics"][summary["tasks"][t]["headline"]]["estimate"] for t in TASKS]
     arena = summary["arena_score"]
     assert arena["score"] == pytest.approx(sum(heads) / 5)
-    assert arena["tasks"] == ["phase:accuracy", "triplet:exact_match", "action:accuracy", "cvs:accuracy", "localization:miou"]
+    assert arena["tasks"] == [
+        "phase:accuracy",
+        "triplet:exact_match",
+        "action:accuracy",
+        "cvs:accuracy",
+        "localization:miou",
+    ]
     assert summary["model"]["matches_protocol"] is False  # the tiny model is not the protocol's: a dry run warns
     assert set(summary["tasks"]["triplet"]["metrics"]) >= {"ap_ivt", "ap_i"}  # scored candidates: real AP
     assert summary["tasks"]["localization"]["ap_computed_on"] == "hard predictions"
@@ -51,7 +67,9 @@ def test_predictions_stay_local_and_carry_what_score_needs(evaluated: tuple[Path
 
 def test_score_reproduces_every_task_exactly(evaluated: tuple[Path, dict]) -> None:
     out, _ = evaluated
-    commands = [shlex.split(c) for c in (out / "score-commands.sh").read_text().splitlines() if c.startswith("site_node")]
+    commands = [
+        shlex.split(c) for c in (out / "score-commands.sh").read_text().splitlines() if c.startswith("site_node")
+    ]
     assert len(commands) == len(TASKS)
     for argv in commands:
         assert _site_node(*argv[1:]) == 0

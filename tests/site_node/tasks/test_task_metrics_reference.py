@@ -44,7 +44,7 @@ def test_single_label_tasks_match_sklearn(task: str, seed: int) -> None:
     for _ in range(int(rng.integers(2, 5))):
         truth = [str(x) for x in rng.choice(names, size=int(rng.integers(5, 40)))]
         pred = [t if rng.random() < 0.5 else (None if rng.random() < 0.3 else str(rng.choice(names))) for t in truth]
-        videos.append([(t, _answer(p)) for t, p in zip(truth, pred)])
+        videos.append([(t, _answer(p)) for t, p in zip(truth, pred, strict=False)])
         y, p = truth, [x if x is not None else "<unparsed>" for x in pred]
         kw = {"labels": sorted(set(truth)), "average": "macro", "zero_division": 0}
         expected["accuracy"].append(accuracy_score(y, p))
@@ -58,7 +58,9 @@ def test_single_label_tasks_match_sklearn(task: str, seed: int) -> None:
     assert set(got) == ({"accuracy", "f1"} if task == "action" else set(expected))
 
 
-def _ivtmetrics_video_map(monkeypatch: pytest.MonkeyPatch, videos: list[tuple[np.ndarray, np.ndarray]], comp: str) -> float:
+def _ivtmetrics_video_map(
+    monkeypatch: pytest.MonkeyPatch, videos: list[tuple[np.ndarray, np.ndarray]], comp: str
+) -> float:
     # ivtmetrics 0.1.5 relies on old scikit-learn returning -0.0 (read as NaN) for a class absent from a video;
     # scikit-learn 1.9 returns 0.0, which would count every absent class as a miss. Restore the package's
     # documented behaviour ("classes not represented ... reported as nan values") around its own computation.
@@ -129,7 +131,9 @@ def test_cvs_matches_sklearn(seed: int) -> None:
     accuracies = []
     for k in range(3):
         y = np.array([t[k] for v in videos for t in v.truth])
-        p = np.array([(a[k] if a is not None else not t[k]) for v in videos for t, a in zip(v.truth, v.pred)])
+        p = np.array(
+            [(a[k] if a is not None else not t[k]) for v in videos for t, a in zip(v.truth, v.pred, strict=False)]
+        )
         s = np.concatenate([v.scores[:, k] for v in videos if v.scores is not None])
         accuracies.append(accuracy_score(y, p))
         with warnings.catch_warnings():

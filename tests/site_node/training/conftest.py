@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from site_node.model.loading import LoadedModel, load_model
-from site_node.store import DataStore, DatasetEntry, VideoEntry
-from site_node.synth import synthesize_site
+from site_node.store import DatasetEntry, DataStore, VideoEntry
+from site_node.synthetic.videos import synthesize_site
 from site_node.video import probe_video
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,7 +20,7 @@ def training_model_dir(request: pytest.FixtureRequest) -> Path:
     try:
         return Path(request.getfixturevalue("tiny_model_dir"))
     except pytest.FixtureLookupError:
-        from site_node.model.tiny import ensure_tiny_model
+        from site_node.synthetic.tiny_model import ensure_tiny_model
 
         return ensure_tiny_model(ROOT / ".cache" / "models")
 
@@ -38,8 +38,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> DataStore:
     videos = []
     for p in paths:
         info = probe_video(p)
-        videos.append(VideoEntry(p.stem, p.relative_to(root).as_posix(),
-                                 {"phase": f"data/phase_annotations/{p.stem}-phase.txt"}, info.fps, info.n_frames))
+        videos.append(
+            VideoEntry(
+                p.stem,
+                p.relative_to(root).as_posix(),
+                {"phase": f"data/phase_annotations/{p.stem}-phase.txt"},
+                info.fps,
+                info.n_frames,
+            )
+        )
     store = DataStore(root)
     store.add(DatasetEntry("ds-test", "cholec80", tuple(videos)))
     return store

@@ -15,18 +15,31 @@ from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
 from site_node.training import dp as dp_module
 from site_node.training import lora as lora_module
-from site_node.training.dp import (DpSchedule, DpTrainer, PrivacyBudgetExceeded, PrivacyLedger, dp_schedule,
-                                   poisson_video_batches)
-from site_node.training.lora import (PrivacyContext, adapter_state, attach_lora, detach_lora, precheck_round,
-                                     train_round)
+from site_node.training.dp import (
+    DpSchedule,
+    DpTrainer,
+    PrivacyBudgetExceeded,
+    PrivacyLedger,
+    dp_schedule,
+    poisson_video_batches,
+)
+from site_node.training.lora import PrivacyContext, adapter_state, attach_lora, detach_lora, precheck_round, train_round
 
 DP = {"target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}
 
 
 def dp_plan(mode: str = "ghost", steps: int = 4, noise: float | None = None) -> FinetunePlan:
-    return parse_finetune({"trainers": ["trainer"], "local_steps": steps, "batch_size": 1, "lr": 0.01,
-                           "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
-                           "dp": {**DP, "mode": mode, "noise_multiplier": noise}}, "test")
+    return parse_finetune(
+        {
+            "trainers": ["trainer"],
+            "local_steps": steps,
+            "batch_size": 1,
+            "lr": 0.01,
+            "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+            "dp": {**DP, "mode": mode, "noise_multiplier": noise},
+        },
+        "test",
+    )
 
 
 def test_ledger_composes_with_opacus_and_persists(tmp_path: Path) -> None:
@@ -49,8 +62,11 @@ def test_budget_check_refuses_with_the_numbers(tmp_path: Path) -> None:
     ledger = PrivacyLedger(tmp_path / "privacy.json")
     ledger.record("s", DpSchedule(0.8, 0.2, 50, 10))
     spent = ledger.epsilon("s", 1e-5)
-    with pytest.raises(PrivacyBudgetExceeded, match=rf"study s: .* from {spent:.3f} to .* past the site's budget of "
-                                                    rf"{spent + 0.01:g}; refused before training"):
+    with pytest.raises(
+        PrivacyBudgetExceeded,
+        match=rf"study s: .* from {spent:.3f} to .* past the site's budget of "
+        rf"{spent + 0.01:g}; refused before training",
+    ):
         ledger.check_budget("s", spent + 0.01, 1e-5, DpSchedule(0.8, 0.2, 50, 10))
     assert ledger.check_budget("s", 1000.0, 1e-5, DpSchedule(0.8, 0.2, 50, 10)) > spent
 
@@ -107,8 +123,9 @@ def _seed_with_an_empty_step(n_videos: int, steps: int) -> int:
     raise AssertionError("no seed found")
 
 
-def test_dp_round_reports_epsilon_per_video(lm: LoadedModel, store: DataStore, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dp_round_reports_epsilon_per_video(
+    lm: LoadedModel, store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seed = _seed_with_an_empty_step(3, 4)
     monkeypatch.setattr(lora_module, "private_rng", lambda: np.random.default_rng(seed))
     ledger = PrivacyLedger(tmp_path / "privacy.json")
@@ -133,8 +150,15 @@ def test_round_past_the_budget_is_refused_before_training(lm: LoadedModel, store
     with pytest.raises(PrivacyBudgetExceeded, match="past the site's budget of 8"):
         precheck_round(store, dp_plan("hooks", noise=1.0), PrivacyContext(ledger, "study", 2))
     with pytest.raises(PrivacyBudgetExceeded, match="past the site's budget of 8"):
-        train_round(lm, store, dp_plan("hooks", noise=1.0), None, seed=0, progress=lambda *a: calls.append(a),
-                    privacy=PrivacyContext(ledger, "study", 2))
+        train_round(
+            lm,
+            store,
+            dp_plan("hooks", noise=1.0),
+            None,
+            seed=0,
+            progress=lambda *a: calls.append(a),
+            privacy=PrivacyContext(ledger, "study", 2),
+        )
     assert calls == []  # not a frame decoded, not a step taken
     assert (tmp_path / "privacy.json").read_text() == snapshot  # nothing recorded for a refused round
     assert not any("lora" in n for n, _ in lm.model.named_modules())

@@ -17,12 +17,29 @@ from site_node.answer_format import hierarchical_target
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
 from site_node.training.examples import encode_batch
-from site_node.training.lora import (TrainResult, adapter_state, applied_adapter, attach_lora, detach_lora,
-                                     load_global_adapter, save_peft_dir, sequence_losses, train_round)
+from site_node.training.lora import (
+    TrainResult,
+    adapter_state,
+    applied_adapter,
+    attach_lora,
+    detach_lora,
+    load_global_adapter,
+    save_peft_dir,
+    sequence_losses,
+    train_round,
+)
 
 FirstRound = tuple[TrainResult, dict[str, torch.Tensor], list[tuple]]
-PLAN = parse_finetune({"trainers": ["trainer"], "local_steps": 3, "batch_size": 2, "lr": 0.01,
-                       "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}}, "test")
+PLAN = parse_finetune(
+    {
+        "trainers": ["trainer"],
+        "local_steps": 3,
+        "batch_size": 2,
+        "lr": 0.01,
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+    },
+    "test",
+)
 
 
 def _batch(lm: LoadedModel) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -37,8 +54,9 @@ def first_round(lm: LoadedModel, store: DataStore) -> FirstRound:
     hooks = _hooks(lm.model)
     calls: list[tuple] = []
     # Activation checkpointing as on a GPU, so its enable/disable is exercised too.
-    result = train_round(lm, store, PLAN, None, seed=0, progress=lambda *a: calls.append(a),
-                         gradient_checkpointing=True)
+    result = train_round(
+        lm, store, PLAN, None, seed=0, progress=lambda *a: calls.append(a), gradient_checkpointing=True
+    )
     assert _hooks(lm.model) == hooks and not lm.model.is_activation_checkpointing
     return result, before, calls
 
@@ -103,8 +121,7 @@ def test_per_sequence_loss_matches_the_model_loss(lm: LoadedModel) -> None:
     assert torch.allclose(ours[0], reference, atol=1e-5)
 
 
-def test_evaluation_with_the_adapter_and_peft_export(lm: LoadedModel, first_round: FirstRound,
-                                                      tmp_path: Path) -> None:
+def test_evaluation_with_the_adapter_and_peft_export(lm: LoadedModel, first_round: FirstRound, tmp_path: Path) -> None:
     result = first_round[0]
     batch, _ = _batch(lm)
     with torch.no_grad():

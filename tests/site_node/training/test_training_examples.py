@@ -16,10 +16,17 @@ from site_node.answer_format import hierarchical_target
 from site_node.datasets.cholec80 import read_phase_file
 from site_node.evaluation import select_frames
 from site_node.model.loading import LoadedModel
-from site_node.store import DataStore, DatasetEntry, VideoEntry
-from site_node.synth import synthesize_site
-from site_node.training.examples import (IGNORE, FrameAugment, build_training_set, encode_batch, load_frames,
-                                         read_tool_file, tool_file_for)
+from site_node.store import DatasetEntry, DataStore, VideoEntry
+from site_node.synthetic.videos import synthesize_site
+from site_node.training.examples import (
+    IGNORE,
+    FrameAugment,
+    build_training_set,
+    encode_batch,
+    load_frames,
+    read_tool_file,
+    tool_file_for,
+)
 from site_node.video import probe_video
 
 
@@ -53,19 +60,37 @@ def test_training_set_uses_phase_and_tool_labels(store: DataStore) -> None:
 def test_triplets_and_cvs_fill_l1_l2_and_l3(tmp_path: Path) -> None:
     """A CholecT50 file with phases (1 fps) and a CSV of CVS criteria (video numbering) on one 10 fps video."""
     path = synthesize_site(tmp_path / "data", "t50", 1, 1.0, 5, seconds=7.0)[0]
-    gr, hk = [0, 0, 1, -1, -1, -1, -1, 0, 0, 1, -1, -1, -1, -1, 0], [1, 1, 1, -1, -1, -1, -1, 1, 1, 1, -1, -1, -1, -1, 0]
-    cats = {"triplet": {"0": "grasper,retract,gallbladder", "1": "hook,dissect,cystic_plate"},
-            "instrument": {"0": "grasper", "1": "hook"}, "verb": {"0": "retract", "1": "dissect"},
-            "target": {"0": "gallbladder", "1": "cystic_plate"},
-            "phase": {"0": "carlot-triangle-dissection", "1": "clipping-and-cutting"}}
+    gr, hk = (
+        [0, 0, 1, -1, -1, -1, -1, 0, 0, 1, -1, -1, -1, -1, 0],
+        [1, 1, 1, -1, -1, -1, -1, 1, 1, 1, -1, -1, -1, -1, 0],
+    )
+    cats = {
+        "triplet": {"0": "grasper,retract,gallbladder", "1": "hook,dissect,cystic_plate"},
+        "instrument": {"0": "grasper", "1": "hook"},
+        "verb": {"0": "retract", "1": "dissect"},
+        "target": {"0": "gallbladder", "1": "cystic_plate"},
+        "phase": {"0": "carlot-triangle-dissection", "1": "clipping-and-cutting"},
+    }
     labels = {"fps": 1, "categories": cats, "annotations": {"0": [gr], "1": [gr, hk], "2": [[-1] * 14 + [1]]}}
     (tmp_path / "t50.json").write_text(json.dumps(labels))
     (tmp_path / "cvs.csv").write_text(f"video,frame,c1,c2,c3\n{path.stem},0,0,1,1\n{path.stem},15,1,1,1\n")
     info = probe_video(path)
     store = DataStore(tmp_path)
-    store.add(DatasetEntry("ds-t50", "cholect50", (VideoEntry(
-        path.stem, path.relative_to(tmp_path).as_posix(), {"phase": "t50.json", "triplet": "t50.json", "cvs": "cvs.csv"},
-        info.fps, info.n_frames),)))
+    store.add(
+        DatasetEntry(
+            "ds-t50",
+            "cholect50",
+            (
+                VideoEntry(
+                    path.stem,
+                    path.relative_to(tmp_path).as_posix(),
+                    {"phase": "t50.json", "triplet": "t50.json", "cvs": "cvs.csv"},
+                    info.fps,
+                    info.n_frames,
+                ),
+            ),
+        )
+    )
     ts = build_training_set(store, sample_every_s=1.0)
     assert [ex.target for ex in ts.examples] == [
         "<think>L1: grasper. L2: grasper retract gallbladder. L3: CalotTriangleDissection, critical view of safety "
@@ -81,8 +106,7 @@ def test_triplets_and_cvs_fill_l1_l2_and_l3(tmp_path: Path) -> None:
 def test_labels_cover_the_answer_and_eos_only(lm: LoadedModel) -> None:
     images = [Image.new("RGB", (112, 84), (90, 40, 40)), Image.new("RGB", (56, 56), (10, 90, 40))]
     answers = [hierarchical_target("CalotTriangleDissection", ["hook"]), hierarchical_target("Preparation")]
-    batch, labels = encode_batch(lm.processor, images, answers, load_task("phase").render_prompt(),
-                                 lm.device, lm.dtype)
+    batch, labels = encode_batch(lm.processor, images, answers, load_task("phase").render_prompt(), lm.device, lm.dtype)
     tok = lm.processor.tokenizer
     assert tok.padding_side == "left"  # restored for generation
     for row, answer in enumerate(answers):

@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 import tempfile
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import tokenizers
@@ -20,22 +20,43 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from protocols.errors import ModelError
 from protocols.tasks import load_task
-from site_node import synth
 from site_node.model.loading import ImageTextQwen2_5_VLProcessor
-from site_node.model.warmup import WarmupConfig, target_answer, warm_up
+from site_node.synthetic import render
+from site_node.synthetic.warmup import WarmupConfig, target_answer, warm_up
 
 # Qwen2.5-VL's special tokens (ids follow the BPE vocabulary, as in the real tokenizer) ...
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 # ... and its added tokens that decode as text.
-ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
+ADDED_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
 # Qwen2's pre-tokenizer split.
-_PRETOKENIZE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # The Qwen2-VL chat template (as shipped with Qwen2.5-VL-7B-Instruct).
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
@@ -55,8 +76,13 @@ CHAT_TEMPLATE = (
 # Files whose content defines the built model: a change to any of them means a new cache entry.
 _SITE_NODE = Path(__file__).resolve().parents[1]
 _SOURCES = (
-    _SITE_NODE / "model" / "tiny.py", _SITE_NODE / "model" / "warmup.py", _SITE_NODE / "model" / "loading.py",
-    _SITE_NODE / "model" / "generate.py", _SITE_NODE / "synth.py", _SITE_NODE / "answer_format.py",
+    _SITE_NODE / "synthetic" / "tiny_model.py",
+    _SITE_NODE / "synthetic" / "warmup.py",
+    _SITE_NODE / "synthetic" / "render.py",
+    _SITE_NODE / "synthetic" / "videos.py",
+    _SITE_NODE / "model" / "loading.py",
+    _SITE_NODE / "model" / "generate.py",
+    _SITE_NODE / "answer_format.py",
 )
 
 
@@ -82,7 +108,7 @@ def _tokenizer_corpus() -> list[str]:
     return [
         "You are a helpful assistant.",
         task.render_prompt(),
-        *(target_answer(name, tuple(synth.phase_scene(name).tools)) for name in task.label_names),
+        *(target_answer(name, tuple(render.phase_scene(name).tools)) for name in task.label_names),
         " ".join(words),
         "The laparoscopic cholecystectomy shows the gallbladder, cystic duct, cystic artery, liver and clips.",
         "Question: which instruments are visible? grasper, bipolar, hook, scissors, clipper, irrigator, specimen bag.",
@@ -95,22 +121,31 @@ def build_tokenizer(cfg: TinyConfig) -> Qwen2Tokenizer:
     """A byte-level BPE trained here on task text, with Qwen2's pre-tokenizer and special tokens."""
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_PRETOKENIZE), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PRETOKENIZE), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size - len(SPECIAL_TOKENS) - len(ADDED_TOKENS), special_tokens=[],
-        show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=cfg.vocab_size - len(SPECIAL_TOKENS) - len(ADDED_TOKENS),
+        special_tokens=[],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(_tokenizer_corpus(), trainer)
     merges = json.loads(bpe.to_str())["model"]["merges"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
     tok = Qwen2Tokenizer(
-        vocab=bpe.get_vocab(), merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        vocab=bpe.get_vocab(),
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
-        padding_side="left", model_max_length=32768,
+        padding_side="left",
+        model_max_length=32768,
     )
     tok.add_tokens(list(ADDED_TOKENS))
     return tok
@@ -121,8 +156,9 @@ def build_processor(tok: Qwen2Tokenizer, cfg: TinyConfig) -> ImageTextQwen2_5_VL
 
     It saves the files a stock Qwen2.5-VL processor reads (see _make_stock for the video section).
     """
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, patch_size=14,
-                                               temporal_patch_size=2, merge_size=2)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
     return ImageTextQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok, chat_template=CHAT_TEMPLATE)
 
 
@@ -134,21 +170,39 @@ def build_config(tok: Qwen2Tokenizer, cfg: TinyConfig) -> Qwen2_5_VLConfig:
     temporal = half // 4
     return Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=((len(tok) + 63) // 64) * 64, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,
+            vocab_size=((len(tok) + 63) // 64) * 64,
+            hidden_size=cfg.hidden,
+            intermediate_size=cfg.intermediate,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            num_key_value_heads=cfg.kv_heads,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                             "mrope_section": [temporal, (half - temporal) // 2, (half - temporal) // 2]},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": [temporal, (half - temporal) // 2, (half - temporal) // 2],
+            },
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
             tie_word_embeddings=False,
         ),
         vision_config=dict(
-            depth=cfg.vision_depth, hidden_size=cfg.vision_hidden, intermediate_size=2 * cfg.vision_hidden,
-            num_heads=2, out_hidden_size=cfg.hidden, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-            window_size=112, fullatt_block_indexes=[cfg.vision_depth - 1],
+            depth=cfg.vision_depth,
+            hidden_size=cfg.vision_hidden,
+            intermediate_size=2 * cfg.vision_hidden,
+            num_heads=2,
+            out_hidden_size=cfg.hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[cfg.vision_depth - 1],
         ),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
 
@@ -156,11 +210,23 @@ def build_config(tok: Qwen2Tokenizer, cfg: TinyConfig) -> Qwen2_5_VLConfig:
 # Stock Qwen2VLVideoProcessor settings, written so that plain AutoProcessor loads the directory
 # wherever torchvision exists (without torchvision no video processor can be built to save them).
 _VIDEO_PROCESSOR = {
-    "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True, "do_sample_frames": False,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "max_frames": 768, "max_video_tokens": 128000, "merge_size": 2, "min_frames": 4, "patch_size": 14, "resample": 3,
-    "rescale_factor": 0.00392156862745098, "return_metadata": False,
-    "size": {"longest_edge": 602112, "shortest_edge": 100352}, "temporal_patch_size": 2,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "do_sample_frames": False,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "max_frames": 768,
+    "max_video_tokens": 128000,
+    "merge_size": 2,
+    "min_frames": 4,
+    "patch_size": 14,
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "return_metadata": False,
+    "size": {"longest_edge": 602112, "shortest_edge": 100352},
+    "temporal_patch_size": 2,
     "video_processor_type": "Qwen2VLVideoProcessor",
 }
 
@@ -179,8 +245,14 @@ def _make_stock(out_dir: Path) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, warmup: bool = True, progress: bool = True, *,
-                     warmup_config: WarmupConfig | None = None) -> Path:
+def build_tiny_model(
+    out_dir: Path,
+    seed: int = 0,
+    warmup: bool = True,
+    progress: bool = True,
+    *,
+    warmup_config: WarmupConfig | None = None,
+) -> Path:
     """Write a complete, loadable model directory; the same seed gives the same model."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +264,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, warmup: bool = True, progress
         model = Qwen2_5_VLForConditionalGeneration(build_config(tok, cfg))
     model.generation_config = GenerationConfig(
         eos_token_id=[tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")],
-        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), do_sample=False,
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        do_sample=False,
     )
     if warmup:
         warm_up(model, processor, seed=seed, cfg=warmup_config or WarmupConfig(), progress=progress)
@@ -210,8 +283,10 @@ def cache_key(seed: int) -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     h.update(resources.files("protocols.tasks").joinpath("phase.yaml").read_bytes())
-    h.update(f"seed={seed} torch={torch.__version__} transformers={transformers.__version__} "
-             f"tokenizers={tokenizers.__version__}".encode())
+    h.update(
+        f"seed={seed} torch={torch.__version__} transformers={transformers.__version__} "
+        f"tokenizers={tokenizers.__version__}".encode()
+    )
     return h.hexdigest()[:16]
 
 

@@ -1,20 +1,15 @@
-"""Synthetic laparoscopic-style videos with Cholec80 phase and tool files, for tests and the demo."""
+"""Synthetic laparoscopic-style frames: phase scenes, site cameras and the instrument renderer."""
 
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import cache
-from pathlib import Path
 
-import av
 import numpy as np
-from tqdm import tqdm
 
-from protocols.errors import ConfigError, DataError
+from protocols.errors import ConfigError
 from protocols.tasks import load_task
 
 W, H = 320, 240
@@ -99,8 +94,13 @@ class Camera:
 
     def varied(self, rng: np.random.Generator) -> Camera:
         """Another set-up with the same colour cast but its own exposure, saturation and sensor noise."""
-        return Camera(self.gain * rng.uniform(0.7, 1.1), self.saturation * rng.uniform(0.75, 1.1),
-                      rng.uniform(1.0, 12.0) / 255.0, self.cast_mean_deg, self.cast_drift_deg)
+        return Camera(
+            self.gain * rng.uniform(0.7, 1.1),
+            self.saturation * rng.uniform(0.75, 1.1),
+            rng.uniform(1.0, 12.0) / 255.0,
+            self.cast_mean_deg,
+            self.cast_drift_deg,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,14 @@ class SiteDomain:
     @property
     def camera(self) -> Camera:
         s = self.shift
-        return Camera(gain=1.0 - 0.3 * s, saturation=1.0 - 0.25 * s, noise_std=(2.0 + 10.0 * s) / 255.0,
-                      cast_mean_deg=CAST_MEAN_DEG * s,
-                      cast_drift_deg=CAST_DRIFT_MILD_DEG * s**CAST_DRIFT_MILD_POWER
-                      + CAST_DRIFT_SEVERE_DEG * s**CAST_DRIFT_SEVERE_POWER)
+        return Camera(
+            gain=1.0 - 0.3 * s,
+            saturation=1.0 - 0.25 * s,
+            noise_std=(2.0 + 10.0 * s) / 255.0,
+            cast_mean_deg=CAST_MEAN_DEG * s,
+            cast_drift_deg=CAST_DRIFT_MILD_DEG * s**CAST_DRIFT_MILD_POWER
+            + CAST_DRIFT_SEVERE_DEG * s**CAST_DRIFT_SEVERE_POWER,
+        )
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,14 @@ def _background(layout: _Layout, width: int, height: int) -> np.ndarray:
     return base[None, None, :] * (1.0 + tex)[..., None]
 
 
-def _paint_segment(img: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], width: float,
-                   colour: np.ndarray, alpha: float = 1.0) -> None:
+def _paint_segment(
+    img: np.ndarray,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    width: float,
+    colour: np.ndarray,
+    alpha: float = 1.0,
+) -> None:
     """Anti-aliased thick line (pixel units), painted only inside its bounding box for speed."""
     h, w, _ = img.shape
     pad = width / 2 + 1
@@ -203,9 +213,12 @@ def _paint_segment(img: np.ndarray, p0: tuple[float, float], p1: tuple[float, fl
 
 # Where each instrument enters (fraction of frame) and where its tip rests relative to the organ.
 _TOOL_ENTRY = {
-    "Grasper": ((0.0, 0.1), (-0.12, -0.1)), "Hook": ((1.0, 0.85), (0.08, 0.08)),
-    "Clipper": ((1.0, 0.7), (0.05, 0.02)), "Scissors": ((0.85, 1.0), (0.02, 0.12)),
-    "Bipolar": ((1.0, 0.35), (0.1, -0.08)), "Irrigator": ((0.7, 0.0), (0.0, -0.15)),
+    "Grasper": ((0.0, 0.1), (-0.12, -0.1)),
+    "Hook": ((1.0, 0.85), (0.08, 0.08)),
+    "Clipper": ((1.0, 0.7), (0.05, 0.02)),
+    "Scissors": ((0.85, 1.0), (0.02, 0.12)),
+    "Bipolar": ((1.0, 0.35), (0.1, -0.08)),
+    "Irrigator": ((0.7, 0.0), (0.0, -0.15)),
 }
 _METAL = np.array([0.62, 0.63, 0.66], np.float32)
 _DARK = np.array([0.18, 0.18, 0.2], np.float32)
@@ -255,8 +268,9 @@ def _paint_tip(img: np.ndarray, name: str, entry: tuple[float, float], tip: tupl
 class _Renderer:
     """Draws the frames of one video: tissue, phase-coloured organ, instruments, then the site's camera."""
 
-    def __init__(self, layout: _Layout, camera: Camera, size: tuple[int, int], rng: np.random.Generator,
-                 noise_bank: int = 8) -> None:
+    def __init__(
+        self, layout: _Layout, camera: Camera, size: tuple[int, int], rng: np.random.Generator, noise_bank: int = 8
+    ) -> None:
         self.layout, self.size, self.camera = layout, size, camera
         x, y, self.vignette = _grid(*size)
         self.background = _background(layout, *size)
@@ -265,8 +279,15 @@ class _Renderer:
         self.noise = rng.standard_normal((noise_bank, size[1], size[0], 3), dtype=np.float32)
         self.noise *= np.float32(camera.noise_std)
 
-    def __call__(self, phase_index: int, jitter_deg: float, cast_deg: float, tools: Sequence[str], t: float,
-                 rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self,
+        phase_index: int,
+        jitter_deg: float,
+        cast_deg: float,
+        tools: Sequence[str],
+        t: float,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         width, height = self.size
         x, y, _ = _grid(width, height)
         img = self.background.copy()
@@ -306,8 +327,9 @@ def _check_phase_index(phase_index: int) -> str:
     return names[int(phase_index)]
 
 
-def render_frame(phase_index: int, shift: float, rng: np.random.Generator,
-                 size: tuple[int, int] = (W, H)) -> np.ndarray:
+def render_frame(
+    phase_index: int, shift: float, rng: np.random.Generator, size: tuple[int, int] = (W, H)
+) -> np.ndarray:
     """One independent frame (HxWx3 uint8) of the given phase, seen through a site at `shift`."""
     name = _check_phase_index(phase_index)
     camera = SiteDomain(shift).camera
@@ -318,9 +340,14 @@ def render_frame(phase_index: int, shift: float, rng: np.random.Generator,
     return render(int(phase_index), jitter, cast, _sample_tools(name, rng), float(rng.uniform(0, 60)), rng)
 
 
-def render_batch(phase_indices: Sequence[int], shift: float, rng: np.random.Generator,
-                 size: tuple[int, int] = (W, H), frames_per_scene: int = 16,
-                 vary_camera: bool = False) -> tuple[list[np.ndarray], list[tuple[str, ...]]]:
+def render_batch(
+    phase_indices: Sequence[int],
+    shift: float,
+    rng: np.random.Generator,
+    size: tuple[int, int] = (W, H),
+    frames_per_scene: int = 16,
+    vary_camera: bool = False,
+) -> tuple[list[np.ndarray], list[tuple[str, ...]]]:
     """Independent frames like render_frame, and the tools present in each (as a tool file would list
     them), but `frames_per_scene` frames share one scene layout (as frames of one video do), which is
     several times faster for training sets. With `vary_camera`, each scene has its own exposure,
@@ -339,114 +366,3 @@ def render_batch(phase_indices: Sequence[int], shift: float, rng: np.random.Gene
             frames.append(render(int(phase_indices[k]), jitter, cast, tools, float(rng.uniform(0, 60)), rng))
             present.append(tools)
     return frames, present
-
-
-@dataclass(frozen=True)
-class VideoPlan:
-    """The labels of one synthetic video: a phase per frame and a tool set per frame."""
-
-    fps: int
-    phases: tuple[int, ...]
-    tools: tuple[tuple[str, ...], ...]
-
-
-def plan_video(rng: np.random.Generator, n_frames: int, fps: int) -> VideoPlan:
-    """Phases in surgical order with random durations; some videos skip a phase; tools per 25 frames."""
-    names = phase_names()
-    present = list(range(len(names)))
-    if rng.random() < 0.3:
-        present.remove(names.index("CleaningCoagulation"))
-    if rng.random() < 0.15:
-        present.remove(names.index("Preparation"))
-    weights = np.array([_SCENES[names[k]].duration for k in present]) * rng.gamma(4.0, 0.25, len(present))
-    lengths = np.maximum(fps, np.floor(weights / weights.sum() * n_frames)).astype(int)
-    lengths[-1] = max(1, n_frames - int(lengths[:-1].sum()))
-    phases = [k for k, n in zip(present, lengths) for _ in range(n)][:n_frames]
-    tools: list[tuple[str, ...]] = []
-    current: tuple[str, ...] = ()
-    for i, k in enumerate(phases):
-        # a new tool set at each annotated frame and at each phase change
-        if i % TOOL_EVERY == 0 or phases[i - 1] != k:
-            current = _sample_tools(names[k], rng)
-        tools.append(current)
-    return VideoPlan(fps, tuple(phases), tuple(tools))
-
-
-def _drift(rng: np.random.Generator, n: int, fps: int, sd: float) -> np.ndarray:
-    """A stationary AR(1) track with spread `sd` and ~0.25 s memory (hue jitter, white-balance drift)."""
-    rho = math.exp(-1.0 / (0.25 * fps))
-    eps = rng.standard_normal(n) * sd
-    out = np.empty(n)
-    out[0] = eps[0]
-    for i in range(1, n):
-        out[i] = rho * out[i - 1] + math.sqrt(1 - rho * rho) * eps[i]
-    return out
-
-
-def _encode(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int], crf: int) -> int:
-    """H.264 yuv420p MP4; returns the number of frames written."""
-    count = 0
-    with av.open(str(path), mode="w") as container:
-        # x264's macroblock-tree rate control (and threading) made identical runs encode differently;
-        # without them a seed gives the same decoded frames every time.
-        params = "threads=1:lookahead-threads=1:mbtree=0"
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": str(crf),
-                                                                     "x264-params": params})
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for arr in frames:
-            frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            frame.pts, frame.time_base = count, Fraction(1, fps)
-            container.mux(stream.encode(frame))
-            count += 1
-        container.mux(stream.encode(None))
-    return count
-
-
-def _write_labels(out_dir: Path, stem: str, plan: VideoPlan) -> None:
-    names = phase_names()
-    phase_dir, tool_dir = out_dir / "phase_annotations", out_dir / "tool_annotations"
-    phase_dir.mkdir(parents=True, exist_ok=True)
-    tool_dir.mkdir(parents=True, exist_ok=True)
-    rows = ["Frame\tPhase"] + [f"{i}\t{names[k]}" for i, k in enumerate(plan.phases)]
-    (phase_dir / f"{stem}-phase.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    rows = ["Frame\t" + "\t".join(TOOL_NAMES)]
-    for i in range(0, len(plan.phases), TOOL_EVERY):
-        rows.append(f"{i}\t" + "\t".join("1" if t in plan.tools[i] else "0" for t in TOOL_NAMES))
-    (tool_dir / f"{stem}-tool.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
-def _site_rng(site: str, seed: int, video: int) -> np.random.Generator:
-    # crc32, not hash(): stable across processes, so a site's data is the same on every run
-    return np.random.default_rng([seed, zlib.crc32(site.encode("utf-8")), video])
-
-
-def synthesize_site(out_dir: Path, site: str, videos: int, shift: float, seed: int, *,
-                    seconds: float = 24.0, progress: bool = False) -> list[Path]:
-    """Write a Cholec80-layout site folder of `videos` short synthetic videos; returns the video paths."""
-    if not isinstance(videos, int) or videos < 1 or videos > 99:
-        raise ConfigError(f"videos must be an integer in 1..99, got {videos!r}")
-    if not seconds > 0:
-        raise ConfigError(f"seconds must be positive, got {seconds!r}")
-    domain = SiteDomain(shift)
-    out_dir = Path(out_dir)
-    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    paths = []
-    for v in tqdm(range(1, videos + 1), desc=f"synthesise {site}", disable=not progress, unit="video"):
-        rng = _site_rng(site, seed, v)
-        n_frames = max(len(phase_names()) * domain.fps, int(seconds * rng.uniform(0.85, 1.15) * domain.fps))
-        plan = plan_video(rng, n_frames, domain.fps)
-        layout = _Layout.draw(rng)
-        hues = _drift(rng, n_frames, domain.fps, HUE_JITTER_DEG)
-        camera = domain.camera
-        casts = camera.cast_mean_deg + _drift(rng, n_frames, domain.fps, camera.cast_drift_deg)
-        render = _Renderer(layout, camera, domain.size, rng)
-        frames = (render(k, hues[i], casts[i], plan.tools[i], i / domain.fps, rng)
-                  for i, k in enumerate(plan.phases))
-        path = out_dir / "videos" / f"video{v:02d}.mp4"
-        written = _encode(path, frames, domain.fps, domain.size, domain.crf)
-        if written != len(plan.phases):
-            raise DataError(f"{path}: wrote {written} frames, expected {len(plan.phases)}")
-        _write_labels(out_dir, f"video{v:02d}", plan)
-        paths.append(path)
-    return paths

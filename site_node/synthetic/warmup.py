@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from protocols.errors import ConfigError
 from protocols.tasks import load_task
-from site_node import synth
 from site_node.answer_format import hierarchical_target, tool_word
 from site_node.model.generate import chat_text
+from site_node.synthetic import render
 
 IGNORE = -100  # label value the loss skips
 
@@ -72,15 +72,17 @@ class _Examples:
 
 def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, chunk: int = 64) -> _Examples:
     """Render source-domain frames and encode them with the same chat template and processor as inference."""
-    names = synth.phase_names()
+    names = render.phase_names()
     phases = rng.permutation(np.arange(cfg.pool_size) % len(names))
     # varied exposure and noise (never a colour cast) keep the answer format stable on other sites' frames
-    frames, tools = synth.render_batch([int(k) for k in phases], synth.SOURCE_SHIFT, rng, vary_camera=True)
+    frames, tools = render.render_batch([int(k) for k in phases], render.SOURCE_SHIFT, rng, vary_camera=True)
     images = [Image.fromarray(f) for f in frames]
     prompt = chat_text(processor, load_task("phase").render_prompt())
     # the answer ends with the EOS token (<|im_end|>): the model must learn to stop
-    texts = [prompt + target_answer(names[k], present) + processor.tokenizer.eos_token
-             for k, present in zip(phases, tools)]
+    texts = [
+        prompt + target_answer(names[k], present) + processor.tokenizer.eos_token
+        for k, present in zip(phases, tools, strict=False)
+    ]
     enc = _encode_right_padded(processor, texts, images, chunk)
     prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
     labels = enc["input_ids"].clone()
@@ -88,21 +90,26 @@ def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, 
     labels[enc["attention_mask"] == 0] = IGNORE
     skip = {"input_ids", "attention_mask", "pixel_values", "image_grid_thw"}
     return _Examples(
-        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels,
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        labels=labels,
         extra={k: v for k, v in enc.items() if k not in skip},
         pixel_values=enc["pixel_values"].reshape(len(images), -1, enc["pixel_values"].shape[-1]),
         image_grid_thw=enc["image_grid_thw"],
     )
 
 
-def _encode_right_padded(processor: Any, texts: list[str], images: list[Image.Image],
-                         chunk: int) -> dict[str, torch.Tensor]:
+def _encode_right_padded(
+    processor: Any, texts: list[str], images: list[Image.Image], chunk: int
+) -> dict[str, torch.Tensor]:
     """Processor outputs for all examples, in chunks, with the text padded on the right to one width."""
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     try:
-        parts = [dict(processor(text=texts[i:i + chunk], images=images[i:i + chunk], padding=True,
-                                return_tensors="pt")) for i in range(0, len(texts), chunk)]
+        parts = [
+            dict(processor(text=texts[i : i + chunk], images=images[i : i + chunk], padding=True, return_tensors="pt"))
+            for i in range(0, len(texts), chunk)
+        ]
     finally:
         tokenizer.padding_side = side
     width = max(p["input_ids"].shape[1] for p in parts)
@@ -112,8 +119,12 @@ def _encode_right_padded(processor: Any, texts: list[str], images: list[Image.Im
         if key in ("pixel_values", "image_grid_thw"):  # per patch / per image: nothing to pad
             out[key] = torch.cat([p[key] for p in parts])
         else:
-            out[key] = torch.cat([torch.nn.functional.pad(p[key], (0, width - p[key].shape[1]),
-                                                          value=pad_value.get(key, 0)) for p in parts])
+            out[key] = torch.cat(
+                [
+                    torch.nn.functional.pad(p[key], (0, width - p[key].shape[1]), value=pad_value.get(key, 0))
+                    for p in parts
+                ]
+            )
     return out
 
 
@@ -125,14 +136,15 @@ def _lr_factor(step: int, cfg: WarmupConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warm_up(model: Any, processor: Any, seed: int = 0, cfg: WarmupConfig | None = None,
-            progress: bool = True) -> list[float]:
+def warm_up(
+    model: Any, processor: Any, seed: int = 0, cfg: WarmupConfig | None = None, progress: bool = True
+) -> list[float]:
     """Fine-tune all weights on source-domain frames; returns the loss per step."""
     cfg = cfg or WarmupConfig()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # restored below: the thread count is the caller's business
     try:
-        # A seed stream of its own, so no demo site (synth.synthesize_site streams) sees these frames.
+        # A seed stream of its own, so no demo site (synth_videos.synthesize_site streams) sees these frames.
         rng = np.random.default_rng([seed, 0x5EED])
         examples = build_examples(processor, cfg, rng)
         gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Synthetic labels in every supported format (CholecT50, Endoscapes, COCO, CSV), derived from synth.py's videos."""
+"""Synthetic labels in every supported format (CholecT50, Endoscapes, COCO, CSV), derived from the videos of synthetic/videos.py."""
 
 from __future__ import annotations
 
@@ -12,56 +12,84 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
-from site_node import synth
+from site_node.synthetic import render
+from site_node.synthetic import videos as synth_videos
 from site_node.video import sample_frames
 
 # What each instrument does in each phase (instrument, verb, target: all CholecT50 triplets), by phase NAME.
 SCENE_TRIPLETS: dict[str, dict[str, tuple[str, str]]] = {
     "Preparation": {"Grasper": ("retract", "gallbladder"), "Hook": ("dissect", "omentum")},
     "CalotTriangleDissection": {"Grasper": ("retract", "gallbladder"), "Hook": ("dissect", "cystic_duct")},
-    "ClippingCutting": {"Grasper": ("retract", "gallbladder"), "Clipper": ("clip", "cystic_duct"),
-                        "Scissors": ("cut", "cystic_duct")},
+    "ClippingCutting": {
+        "Grasper": ("retract", "gallbladder"),
+        "Clipper": ("clip", "cystic_duct"),
+        "Scissors": ("cut", "cystic_duct"),
+    },
     "GallbladderDissection": {"Grasper": ("retract", "gallbladder"), "Hook": ("dissect", "gallbladder")},
     "GallbladderPackaging": {"Grasper": ("pack", "gallbladder")},
-    "CleaningCoagulation": {"Grasper": ("retract", "liver"), "Bipolar": ("coagulate", "liver"),
-                            "Irrigator": ("aspirate", "fluid")},
+    "CleaningCoagulation": {
+        "Grasper": ("retract", "liver"),
+        "Bipolar": ("coagulate", "liver"),
+        "Irrigator": ("aspirate", "fluid"),
+    },
     "GallbladderRetraction": {"Grasper": ("grasp", "specimen_bag")},
 }
 # The phase's main action, for the CSV action labels (one action per frame).
-MAIN_ACTION = {"Preparation": "retract", "CalotTriangleDissection": "dissect", "ClippingCutting": "clip",
-               "GallbladderDissection": "dissect", "GallbladderPackaging": "pack", "CleaningCoagulation": "coagulate",
-               "GallbladderRetraction": "grasp"}
+MAIN_ACTION = {
+    "Preparation": "retract",
+    "CalotTriangleDissection": "dissect",
+    "ClippingCutting": "clip",
+    "GallbladderDissection": "dissect",
+    "GallbladderPackaging": "pack",
+    "CleaningCoagulation": "coagulate",
+    "GallbladderRetraction": "grasp",
+}
 INSTRUMENTS = ("grasper", "bipolar", "hook", "scissors", "clipper", "irrigator")
 VERBS = ("grasp", "retract", "dissect", "coagulate", "clip", "cut", "aspirate", "irrigate", "pack", "null_verb")
-TARGETS = ("gallbladder", "cystic_plate", "cystic_duct", "cystic_artery", "cystic_pedicle", "blood_vessel", "fluid",
-           "abdominal_wall_cavity", "liver", "adhesion", "omentum", "peritoneum", "gut", "specimen_bag", "null_target")
+TARGETS = (
+    "gallbladder",
+    "cystic_plate",
+    "cystic_duct",
+    "cystic_artery",
+    "cystic_pedicle",
+    "blood_vessel",
+    "fluid",
+    "abdominal_wall_cavity",
+    "liver",
+    "adhesion",
+    "omentum",
+    "peritoneum",
+    "gut",
+    "specimen_bag",
+    "null_target",
+)
 KEYFRAME_EVERY_S = 6.0  # Endoscapes-style CVS keyframes and COCO box frames
 
 
 @dataclass(frozen=True)
 class SyntheticVideo:
-    """A video synth.py wrote, with the plan and layout it drew (replayed from the same random stream)."""
+    """A video videos.py wrote, with the plan and layout it drew (replayed from the same random stream)."""
 
     stem: str
     path: Path
     fps: int
     size: tuple[int, int]
-    plan: synth.VideoPlan
+    plan: synth_videos.VideoPlan
     layout: Any
 
 
 def replay(cholec80_dir: Path, site: str, seed: int, shift: float, seconds: float) -> list[SyntheticVideo]:
     """Re-draw each video's plan exactly as synthesize_site did, and check it against the phase file it wrote."""
-    domain, out = synth.SiteDomain(shift), []
+    domain, out = render.SiteDomain(shift), []
     for path in sorted((Path(cholec80_dir) / "videos").glob("video*.mp4")):
-        rng = synth._site_rng(site, seed, int(path.stem[len("video"):]))
-        n_frames = max(len(synth.phase_names()) * domain.fps, int(seconds * rng.uniform(0.85, 1.15) * domain.fps))
-        plan = synth.plan_video(rng, n_frames, domain.fps)
-        layout = synth._Layout.draw(rng)
+        rng = synth_videos._site_rng(site, seed, int(path.stem[len("video") :]))
+        n_frames = max(len(render.phase_names()) * domain.fps, int(seconds * rng.uniform(0.85, 1.15) * domain.fps))
+        plan = synth_videos.plan_video(rng, n_frames, domain.fps)
+        layout = render._Layout.draw(rng)
         phase_file = Path(cholec80_dir) / "phase_annotations" / f"{path.stem}-phase.txt"
         written = [line.split("\t")[1] for line in phase_file.read_text().splitlines()[1:] if line]
-        if written != [synth.phase_names()[k] for k in plan.phases]:
-            raise ConfigError(f"{phase_file}: synth.py no longer draws its videos as synth_formats replays them")
+        if written != [render.phase_names()[k] for k in plan.phases]:
+            raise ConfigError(f"{phase_file}: videos.py no longer draws its videos as formats.py replays them")
         out.append(SyntheticVideo(path.stem, path, domain.fps, domain.size, plan, layout))
     return out
 
@@ -71,8 +99,8 @@ def tool_box(v: SyntheticVideo, i: int, tool: str) -> tuple[float, float, float,
     t, (w, h), m = i / v.fps, v.size, v.layout.motion
     cx = v.layout.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
     cy = v.layout.organ[1] + 0.04 * math.sin(2 * math.pi * t / 5.0 + m[1])
-    painted = [n for n in synth.TOOL_NAMES if n in v.plan.tools[i] and n in synth._TOOL_ENTRY]
-    (ex, ey), (ox, oy) = synth._TOOL_ENTRY[tool]
+    painted = [n for n in render.TOOL_NAMES if n in v.plan.tools[i] and n in render._TOOL_ENTRY]
+    (ex, ey), (ox, oy) = render._TOOL_ENTRY[tool]
     wiggle = 0.02 * math.sin(2 * math.pi * t / 3.0 + painted.index(tool))
     tip = (cx + ox + wiggle, cy + oy - wiggle)
     pad_x, pad_y = 0.075, 0.075 * w / h  # half the shaft plus the jaws (0.05 of the width beyond the tip)
@@ -84,14 +112,17 @@ def tool_box(v: SyntheticVideo, i: int, tool: str) -> tuple[float, float, float,
 
 def triplets_at(v: SyntheticVideo, i: int) -> list[tuple[str, str, str, tuple[float, float, float, float] | None]]:
     """(instrument, verb, target, instrument box) of every instrument acting in frame i."""
-    phase = synth.phase_names()[v.plan.phases[i]]
-    return [(tool.lower(), verb, target, tool_box(v, i, tool) if tool in synth._TOOL_ENTRY else None)
-            for tool, (verb, target) in SCENE_TRIPLETS[phase].items() if tool in v.plan.tools[i]]
+    phase = render.phase_names()[v.plan.phases[i]]
+    return [
+        (tool.lower(), verb, target, tool_box(v, i, tool) if tool in render._TOOL_ENTRY else None)
+        for tool, (verb, target) in SCENE_TRIPLETS[phase].items()
+        if tool in v.plan.tools[i]
+    ]
 
 
 def cvs_at(v: SyntheticVideo, i: int) -> tuple[float, float, float]:
     """Raters' mean C1-C3: the view builds up through Calot's triangle dissection and holds from clipping on."""
-    names = synth.phase_names()
+    names = render.phase_names()
     phase = v.plan.phases[i]
     if names[phase] == "Preparation":
         return 0.0, 0.0, 0.0
@@ -113,19 +144,42 @@ def _link(src: Path, dest: Path) -> None:
 
 def _cholect50_json(v: SyntheticVideo, vid: str) -> dict[str, Any]:
     triplets = _triplet_names()
-    cats = {"instrument": dict(enumerate(INSTRUMENTS)), "verb": dict(enumerate(VERBS)),
-            "target": dict(enumerate(TARGETS)), "triplet": dict(enumerate(triplets))}
+    cats = {
+        "instrument": dict(enumerate(INSTRUMENTS)),
+        "verb": dict(enumerate(VERBS)),
+        "target": dict(enumerate(TARGETS)),
+        "triplet": dict(enumerate(triplets)),
+    }
     annotations: dict[str, list[list[float]]] = {}
     for sec in range(int(len(v.plan.phases) / v.fps)):
         i = round(sec * v.fps)
         rows = []
         for inst, verb, target, box in triplets_at(v, i):
             bx = [box[0], box[1], box[2] - box[0], box[3] - box[1]] if box else [-1, -1, -1, -1]
-            rows.append([triplets.index(f"{inst},{verb},{target}"), INSTRUMENTS.index(inst), 1, *bx, VERBS.index(verb),
-                         TARGETS.index(target), 1, -1, -1, -1, -1, v.plan.phases[i]])
+            rows.append(
+                [
+                    triplets.index(f"{inst},{verb},{target}"),
+                    INSTRUMENTS.index(inst),
+                    1,
+                    *bx,
+                    VERBS.index(verb),
+                    TARGETS.index(target),
+                    1,
+                    -1,
+                    -1,
+                    -1,
+                    -1,
+                    v.plan.phases[i],
+                ]
+            )
         annotations[str(sec)] = rows or [[-1] * 14 + [v.plan.phases[i]]]
-    return {"video": vid, "fps": 1, "num_frames": len(annotations), "annotations": annotations,
-            "categories": {k: {str(n): name for n, name in table.items()} for k, table in cats.items()}}
+    return {
+        "video": vid,
+        "fps": 1,
+        "num_frames": len(annotations),
+        "annotations": annotations,
+        "categories": {k: {str(n): name for n, name in table.items()} for k, table in cats.items()},
+    }
 
 
 def _triplet_names() -> list[str]:
@@ -167,12 +221,26 @@ def write_endoscapes(videos: Sequence[SyntheticVideo], out: Path) -> Path:
         frames = _keyframes(v)
         _write_images(v, frames, out)
         for f in frames:
-            images.append({"id": next_id, "file_name": f"{v.stem}_{f}.jpg", "width": v.size[0], "height": v.size[1],
-                           "video_id": vid_no, "video_name": v.stem, "frame_id": f, "is_ds_keyframe": True,
-                           "ds": list(cvs_at(v, f))})
+            images.append(
+                {
+                    "id": next_id,
+                    "file_name": f"{v.stem}_{f}.jpg",
+                    "width": v.size[0],
+                    "height": v.size[1],
+                    "video_id": vid_no,
+                    "video_name": v.stem,
+                    "frame_id": f,
+                    "is_ds_keyframe": True,
+                    "ds": list(cvs_at(v, f)),
+                }
+            )
             next_id += 1
-    data = {"info": {"version": "synthetic"}, "images": images, "annotations": [],
-            "categories": [{"id": 1, "name": "cystic_duct"}]}
+    data = {
+        "info": {"version": "synthetic"},
+        "images": images,
+        "annotations": [],
+        "categories": [{"id": 1, "name": "cystic_duct"}],
+    }
     (out / "annotation_coco.json").write_text(json.dumps(data), encoding="utf-8")
     return out
 
@@ -192,10 +260,21 @@ def write_coco(videos: Sequence[SyntheticVideo], out: Path) -> Path:
             for inst, _, _, box in triplets_at(v, f):
                 if box is not None:
                     x1, y1, x2, y2 = box
-                    anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cats[inst], "iscrowd": 0,
-                                 "bbox": [x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h], "area": (x2 - x1) * (y2 - y1) * w * h})
-    data = {"images": images, "annotations": anns,
-            "categories": [{"id": i, "name": n.capitalize()} for n, i in cats.items()]}
+                    anns.append(
+                        {
+                            "id": len(anns) + 1,
+                            "image_id": image_id,
+                            "category_id": cats[inst],
+                            "iscrowd": 0,
+                            "bbox": [x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h],
+                            "area": (x2 - x1) * (y2 - y1) * w * h,
+                        }
+                    )
+    data = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i, "name": n.capitalize()} for n, i in cats.items()],
+    }
     (out / "instances.json").write_text(json.dumps(data), encoding="utf-8")
     return out
 
@@ -211,7 +290,7 @@ def write_csv(videos: Sequence[SyntheticVideo], out: Path) -> Path:
         _link(v.path, out / "videos" / v.path.name)
         for sec in range(int(len(v.plan.phases) / v.fps)):
             i = round(sec * v.fps)
-            phase = synth.phase_names()[v.plan.phases[i]]
+            phase = render.phase_names()[v.plan.phases[i]]
             action.append(f"videos/{v.path.name},{i},{MAIN_ACTION[phase]}")
             cvs.append(f"videos/{v.path.name},{i}," + ",".join("1" if c >= 0.5 else "0" for c in cvs_at(v, i)))
     (out / "action_labels.csv").write_text("\n".join(action) + "\n", encoding="utf-8")
@@ -222,8 +301,16 @@ def write_csv(videos: Sequence[SyntheticVideo], out: Path) -> Path:
 WRITERS = {"cholect50": write_cholect50, "endoscapes": write_endoscapes, "coco": write_coco, "csv": write_csv}
 
 
-def write_formats(cholec80_dir: Path, out: Path, site: str, seed: int, shift: float, *, seconds: float = 24.0,
-                  formats: Sequence[str] = tuple(WRITERS)) -> dict[str, Path]:
+def write_formats(
+    cholec80_dir: Path,
+    out: Path,
+    site: str,
+    seed: int,
+    shift: float,
+    *,
+    seconds: float = 24.0,
+    formats: Sequence[str] = tuple(WRITERS),
+) -> dict[str, Path]:
     """Every other format for a synthesize_site() folder, each in out/FORMAT (ingestable on its own)."""
     unknown = sorted(set(formats) - set(WRITERS))
     if unknown:
@@ -232,10 +319,12 @@ def write_formats(cholec80_dir: Path, out: Path, site: str, seed: int, shift: fl
     return {fmt: WRITERS[fmt](videos, Path(out) / fmt) for fmt in formats}
 
 
-def synthesize_all(out: Path, site: str, videos: int, shift: float, seed: int, *, seconds: float = 24.0,
-                   progress: bool = False) -> dict[str, Path]:
-    """out/cholec80 (synth.py's videos and phase files) and out/FORMAT for every other format."""
-    synth.synthesize_site(Path(out) / "cholec80", site, videos, shift, seed, seconds=seconds, progress=progress)
-    return {"cholec80": Path(out) / "cholec80",
-            **write_formats(Path(out) / "cholec80", out, site, seed, shift, seconds=seconds)}
-
+def synthesize_all(
+    out: Path, site: str, videos: int, shift: float, seed: int, *, seconds: float = 24.0, progress: bool = False
+) -> dict[str, Path]:
+    """out/cholec80 (videos.py's videos and phase files) and out/FORMAT for every other format."""
+    synth_videos.synthesize_site(Path(out) / "cholec80", site, videos, shift, seed, seconds=seconds, progress=progress)
+    return {
+        "cholec80": Path(out) / "cholec80",
+        **write_formats(Path(out) / "cholec80", out, site, seed, shift, seconds=seconds),
+    }

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hub.demo.loopback import LoopbackFederation, render_protocol
 from hub.launcher import launch
-from hub.loopback import LoopbackFederation, render_protocol
 from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
 
@@ -26,7 +26,11 @@ class DemoSite:
 
 
 # Shift grows from the first to the last center; none matches the model's warm-up domain.
-SITES = (DemoSite("lakeside-university", 0.2, 11), DemoSite("mercy-general", 0.5, 22), DemoSite("st-elsewhere", 0.8, 33))
+SITES = (
+    DemoSite("lakeside-university", 0.2, 11),
+    DemoSite("mercy-general", 0.5, 22),
+    DemoSite("st-elsewhere", 0.8, 33),
+)
 # Together these formats feed all five tasks (coco and csv would add the same videos again).
 DEMO_FORMATS = ("cholec80", "cholect50", "endoscapes")
 # Fine-tuning: the least and the most shifted centers train; the held-out center's shift lies between theirs.
@@ -42,8 +46,8 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
     from site_node.approvals import approve
     from site_node.home import SiteHome
     from site_node.ingest import ingest
-    from site_node.model.tiny import ensure_tiny_model
-    from site_node.synth_formats import synthesize_all
+    from site_node.synthetic.formats import synthesize_all
+    from site_node.synthetic.tiny_model import ensure_tiny_model
 
     out = Path(out).resolve()
     run = out / "run"
@@ -54,8 +58,13 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
     study_id, template = STUDIES[mode]
     with LoopbackFederation(run, insecure=insecure) as fed:
         hub = fed.start_hub()
-        protocol = render_protocol(run / "study.yaml", template, sites=[s.name for s in sites],
-                                   trainers=list(TRAINERS), model_sha256=manifest_hash(model_dir))
+        protocol = render_protocol(
+            run / "study.yaml",
+            template,
+            sites=[s.name for s in sites],
+            trainers=list(TRAINERS),
+            model_sha256=manifest_hash(model_dir),
+        )
         for site in sites:
             folders = synthesize_all(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
             home = SiteHome(fed.site_home(site.name, model_dir))

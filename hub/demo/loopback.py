@@ -41,16 +41,23 @@ class LoopbackFederation:
     def __enter__(self) -> LoopbackFederation:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start_hub(self) -> HubHome:
-        self.hub = init_hub(self.run_dir / "hub", study="loopback", public_port=self.public_port,
-                            internal_port=self.internal_port)
+        self.hub = init_hub(
+            self.run_dir / "hub", study="loopback", public_port=self.public_port, internal_port=self.internal_port
+        )
         args = ["serve", "--home", str(self.hub.root)] + (["--insecure"] if self.insecure else [])
         child = self.children["hub"] = Child("hub", _cli("hub.cli", *args), self.hub.logs_dir / "hub.log")
-        wait_for(lambda: port_open("127.0.0.1", self.public_port) and port_open("127.0.0.1", self.internal_port),
-                 90, "the hub to listen", child)
+        wait_for(
+            lambda: port_open("127.0.0.1", self.public_port) and port_open("127.0.0.1", self.internal_port),
+            90,
+            "the hub to listen",
+            child,
+        )
         return self.hub
 
     def site_home(self, name: str, model_dir: Path, *, release: str = "auto", register: bool = True) -> Path:
@@ -58,9 +65,14 @@ class LoopbackFederation:
         from site_node.home import init_home
 
         assert self.hub is not None, "start_hub() first"
-        home = init_home(self.run_dir / "sites" / name, name, model_dir=model_dir, release=release,
-                         superlink=f"127.0.0.1:{self.public_port}",
-                         root_certificates=None if self.insecure else self.hub.ca_cert)
+        home = init_home(
+            self.run_dir / "sites" / name,
+            name,
+            model_dir=model_dir,
+            release=release,
+            superlink=f"127.0.0.1:{self.public_port}",
+            root_certificates=None if self.insecure else self.hub.ca_cert,
+        )
         if register and not self.insecure:
             self.register(name, home.node_pub)
         return home.root
@@ -75,8 +87,9 @@ class LoopbackFederation:
         home = self.run_dir / "sites" / name
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # three engines share two cores
         args = ["serve", "--home", str(home), *(["--insecure"] if self.insecure else []), *extra_args]
-        child = self.children[f"site:{name}"] = Child(f"site {name}", _cli("site_node.cli", *args),
-                                                      home / "logs" / "serve.log", env=env)
+        child = self.children[f"site:{name}"] = Child(
+            f"site {name}", _cli("site_node.cli", *args), home / "logs" / "serve.log", env=env
+        )
         return child
 
     def stop_site(self, name: str) -> None:

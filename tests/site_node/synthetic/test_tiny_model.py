@@ -13,13 +13,20 @@ import torch
 from protocols.errors import ConfigError, ModelError
 from site_node.model import loading
 from site_node.model.loading import load_model, resolve_device, resolve_dtype
-from site_node.model.tiny import SPECIAL_TOKENS, build_tiny_model, cache_key, ensure_tiny_model
+from site_node.synthetic.tiny_model import SPECIAL_TOKENS, build_tiny_model, cache_key, ensure_tiny_model
 
 
 def test_model_directory_is_complete_and_reads_as_stock_qwen2_5_vl(tiny_model_dir: Path) -> None:
     names = {p.name for p in tiny_model_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
-            "chat_template.jinja", "generation_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "processor_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    } <= names
     config = json.loads((tiny_model_dir / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_vl"
     assert config["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]

@@ -1,0 +1,1 @@
+"""Synthetic data and the tiny model: demo and test support, not run by a hospital's studies."""
