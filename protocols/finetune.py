@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 from protocols.errors import ProtocolError
-from protocols.mapping import check_mapping
+from protocols.mapping import E, check_mapping, enum_value, integer, number
 
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -43,22 +42,15 @@ class DpMode(str, Enum):
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return number(value, name, error=ProtocolError)
 
 
 def _integer(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ProtocolError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return value
+    return integer(value, name, low, high, error=ProtocolError)
 
 
-def _enum(kind: type[Enum], value: Any, name: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ProtocolError(f"{name} must be one of {[k.value for k in kind]}, got {value!r}") from None
+def _enum(kind: type[E], value: Any, name: str) -> E:
+    return enum_value(kind, value, name, error=ProtocolError)
 
 
 @dataclass(frozen=True)

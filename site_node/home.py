@@ -13,6 +13,7 @@ from typing import Any
 
 from protocols.errors import ConfigError
 from protocols.keys import new_node_key, new_secret, write_private
+from site_node.policy import POLICY_TOML, SitePolicy, parse_policy
 
 HOME_ENV = "SURGFED_SITE_HOME"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -39,6 +40,7 @@ class SiteConfig:
     supernode_port: int
     sandbox: bool
     epsilon_budget: float | None
+    policy: SitePolicy
 
 
 class SiteHome:
@@ -128,10 +130,12 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         supernode_port=_get(data, "supernode", "port", int, 0, source),
         sandbox=_get(data, "supernode", "sandbox", bool, True, source),
         epsilon_budget=_budget(data, source),
+        policy=parse_policy(data.get("policy"), f"{source}: [policy]"),
     )
 
 
-SITE_TOML = """# Site node configuration (see README: Running a site).
+SITE_TOML = (
+    """# Site node configuration (see README: Running a site).
 [site]
 name = "{name}"
 # auto: results leave once the release gate passes them; manual: they wait for `site_node releases approve`.
@@ -158,12 +162,16 @@ insecure = false
 # unset = the protocol's target. A training round that would pass it is refused before it starts.
 # epsilon_budget = 8.0
 
+"""
+    + POLICY_TOML
+    + """
 [supernode]
 port = 0
 # The SuperNode and every ClientApp it starts run in a Landlock sandbox that cannot read this site home
 # (data, keys, audit log) except clientapp/: only the engine reads the rest. Needs Linux >= 5.13.
 sandbox = true
 """
+)
 
 
 def init_home(
