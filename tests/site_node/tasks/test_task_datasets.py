@@ -12,9 +12,10 @@ from PIL import Image
 
 from protocols.errors import DataError
 from protocols.tasks import load_task
-from site_node.answers import LabelledBox
-from site_node.datasets.registry import check_frames, iter_frames, read_labels, scan
+from site_node.datasets.frames import check_frames, iter_frames
+from site_node.datasets.registry import read_labels, scan
 from site_node.evaluation import select_frames
+from site_node.labels import LabelledBox
 from site_node.scoring import LabelSpec, load_label_sets
 from site_node.store import LabelKind
 from site_node.task_runtime import runtime_for
