@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from protocols.errors import ConfigError
-from protocols.tasks import Label, TaskDefinition
-from site_node.labels import normalise
+from protocols.tasks import TaskDefinition
+from site_node.labels import AliasIndex, LabelledBox, TripletVocabulary, normalise
 from site_node.parsing import answer_span
 
 _NONE_WORDS = {"none", "nothing", "empty", "notriplet", "notriplets", "noinstrument", "noinstruments", "noboxes"}
@@ -21,35 +19,6 @@ _BOX = re.compile(
 )
 _BOX_KEYS = ("bbox_2d", "bbox", "box_2d", "box", "coordinates", "xyxy")
 _LABEL_KEYS = ("label", "name", "category", "class", "instrument")
-
-
-class AliasIndex:
-    """Normalised names and synonyms -> canonical names, for one vocabulary (labels or a component)."""
-
-    def __init__(self, labels: Sequence[Label]) -> None:
-        self._index: dict[str, str] = {}
-        for label in labels:
-            for alias in (label.name, *label.synonyms):
-                self._index.setdefault(normalise(alias), label.name)
-
-    @classmethod
-    def from_data(cls, entries: Any, where: str) -> AliasIndex:
-        """From a task's `extra` list of {name, synonyms} mappings."""
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
-            raise ConfigError(f"{where}: expected a list of {{name, synonyms}} mappings, got {entries!r}")
-        return cls([Label(str(e["name"]), tuple(str(s) for s in e.get("synonyms", ()))) for e in entries])
-
-    def canonical(self, text: str) -> str | None:
-        return self._index.get(normalise(text))
-
-    def last_mentioned(self, text: str) -> str | None:
-        """The name mentioned last in free text ('the box of the hook is'), the longest alias winning a tie."""
-        key = normalise(text)
-        hits = sorted(
-            ((key.rfind(a) + len(a), len(a), n) for a, n in self._index.items() if len(a) >= 3 and a in key),
-            reverse=True,
-        )
-        return hits[0][2] if hits else None
 
 
 def _span(text: str) -> str | None:
@@ -65,40 +34,6 @@ def _is_none(span: str) -> bool:
 
 
 # -- label sets (triplets) ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TripletVocabulary:
-    """Instrument, verb and target aliases and the task's triplet names ('instrument,verb,target')."""
-
-    instrument: AliasIndex
-    verb: AliasIndex
-    target: AliasIndex
-    triplets: frozenset[str]
-
-    @classmethod
-    def of(cls, task: TaskDefinition) -> TripletVocabulary:
-        comps = task.extra.get("components") or {}
-        where = f"task {task.name}: extra.components"
-        index = {k: AliasIndex.from_data(comps.get(k), f"{where}.{k}") for k in ("instrument", "verb", "target")}
-        return cls(index["instrument"], index["verb"], index["target"], frozenset(task.label_names))
-
-    def triplet(self, parts: Sequence[str]) -> str | None:
-        if len(parts) != 3:
-            return None
-        i, v, t = self.instrument.canonical(parts[0]), self.verb.canonical(parts[1]), self.target.canonical(parts[2])
-        name = f"{i},{v},{t}"
-        return name if None not in (i, v, t) and name in self.triplets else None
-
-    def from_tokens(self, tokens: Sequence[str]) -> str | None:
-        """Split free words into instrument / verb / target; accepted only when exactly one split fits."""
-        found = {
-            self.triplet([" ".join(tokens[:a]), " ".join(tokens[a:b]), " ".join(tokens[b:])])
-            for a in range(1, len(tokens) - 1)
-            for b in range(a + 1, len(tokens))
-        }
-        found.discard(None)
-        return found.pop() if len(found) == 1 else None
 
 
 def _triplet_items(span: str) -> list[list[str]] | None:
@@ -161,7 +96,7 @@ class YesNoGrammar:
         if not (isinstance(yes, list) and isinstance(no, list) and all(isinstance(w, str) for w in yes + no)):
             raise ConfigError(f"task {task.name}: extra.yes_words and extra.no_words must be lists of quoted strings")
         words = [(normalise(str(w)), True) for w in yes] + [(normalise(str(w)), False) for w in no]
-        return cls(AliasIndex(task.labels), task.label_names, tuple(sorted(words, key=lambda w: -len(w[0]))))
+        return cls(AliasIndex.of(task), task.label_names, tuple(sorted(words, key=lambda w: -len(w[0]))))
 
     def value(self, item: str) -> tuple[str, bool] | None:
         """(key text, value) when the item ends with a yes/no word."""
@@ -198,21 +133,6 @@ def parse_yes_no(text: str, grammar: YesNoGrammar) -> tuple[bool, ...] | None:
 
 
 # -- boxes -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelledBox:
-    """A box in normalised xyxy (0-1 of the image width and height) with its canonical label."""
-
-    label: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        return self.x1, self.y1, self.x2, self.y2
 
 
 def _json_boxes(span: str) -> list[tuple[str, list[float]]] | None:

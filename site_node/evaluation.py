@@ -11,7 +11,7 @@ from pathlib import Path
 
 from protocols.errors import DataError
 from protocols.study import StudyProtocol, TaskPlan
-from site_node.datasets.registry import check_frames, iter_frames
+from site_node.datasets.frames import check_frames, iter_frames
 from site_node.metrics.bootstrap import Estimate
 from site_node.model.generate import generate_answers
 from site_node.model.loading import LoadedModel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from site_node.labels import LabelMapper, normalise
+from site_node.labels import AliasIndex, normalise
 
 _TAGGED = re.compile(r"<\s*answer\s*>(.*?)(?:<\s*/\s*answer\s*>|$)", re.IGNORECASE | re.DOTALL)
 _PREFIXED = re.compile(r"(?:final\s+answer|answer|phase)\s*[:=-]\s*(.+)", re.IGNORECASE)
@@ -23,7 +23,7 @@ def answer_span(text: str) -> str | None:
     return rest or None
 
 
-def parse_single_label(text: str, mapper: LabelMapper) -> str | None:
+def parse_single_label(text: str, mapper: AliasIndex) -> str | None:
     """One canonical label, or None when the answer is missing, unknown or names several labels."""
     span = answer_span(text)
     if span is None:

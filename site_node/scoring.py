@@ -12,7 +12,8 @@ from typing import Any
 
 from protocols.errors import DataError
 from protocols.study import StudyProtocol
-from site_node.datasets.registry import check_frames, read_labels, scan
+from site_node.datasets.frames import check_frames
+from site_node.datasets.registry import read_labels, scan
 from site_node.metrics.bootstrap import Estimate
 from site_node.store import FrameLabels
 from site_node.task_runtime import Answer, TaskRuntime

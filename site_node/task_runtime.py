@@ -12,9 +12,9 @@ import numpy as np
 
 from protocols.errors import ConfigError
 from protocols.tasks import TaskDefinition, load_task
-from site_node.answers import AliasIndex, TripletVocabulary, YesNoGrammar, parse_boxes, parse_label_set, parse_yes_no
+from site_node.answers import YesNoGrammar, parse_boxes, parse_label_set, parse_yes_no
 from site_node.datasets.registry import read_labels
-from site_node.labels import LabelMapper
+from site_node.labels import AliasIndex, TripletVocabulary
 from site_node.metrics import action as action_metrics
 from site_node.metrics import cvs as cvs_metrics
 from site_node.metrics import localization as loc_metrics
@@ -85,7 +85,7 @@ class PhaseRuntime(_Base):
     metrics: ClassVar[Any] = phase_metrics  # the metrics module; single-label tasks differ only in it
 
     def __post_init__(self) -> None:
-        self._mapper = LabelMapper(self.task)
+        self._mapper = AliasIndex.of(self.task)
 
     def parse(self, answer: Answer) -> str | None:
         return parse_single_label(answer.text, self._mapper)
@@ -171,7 +171,7 @@ class LocalizationRuntime(_Base):
     label_kind: LabelKind = LabelKind.BOXES
 
     def __post_init__(self) -> None:
-        self._index = AliasIndex(self.task.labels)
+        self._index = AliasIndex.of(self.task)
         self._threshold = float(self.task.extra.get("iou_threshold", 0.5))
         if not 0 < self._threshold < 1 or math.isnan(self._threshold):
             raise ConfigError(f"task {self.task.name}: extra.iou_threshold must be in (0, 1), got {self._threshold}")

@@ -1,35 +1,20 @@
-"""Cholec80 adapter: `videoXX.mp4` with `videoXX-phase.txt` (tab-separated Frame, Phase names)."""
+"""Cholec80: `videos/videoXX.mp4` with `phase_annotations/videoXX-phase.txt` (tab-separated Frame, Phase names)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
-from site_node.labels import LabelMapper
-
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov")
-
-
-def find_pairs(root: Path) -> list[tuple[str, Path, Path]]:
-    """(video id, video path, phase file) for every video under root/videos with a phase file."""
-    videos_dir, phase_dir = root / "videos", root / "phase_annotations"
-    if not videos_dir.is_dir() or not phase_dir.is_dir():
-        raise DataError(f"{root}: a Cholec80 dataset needs videos/ and phase_annotations/ folders")
-    pairs = []
-    for video in sorted(p for p in videos_dir.iterdir() if p.suffix.lower() in VIDEO_EXTS):
-        phase = phase_dir / f"{video.stem}-phase.txt"
-        if not phase.is_file():
-            raise DataError(f"{video}: no phase file {phase.name} in {phase_dir}")
-        pairs.append((video.stem, video, phase))
-    if not pairs:
-        raise DataError(f"{videos_dir}: no videos ({', '.join(VIDEO_EXTS)})")
-    return pairs
+from site_node.datasets.common import VIDEO_EXTS, DatasetFormat, Found
+from site_node.labels import AliasIndex
+from site_node.store import FrameLabels, LabelKind
 
 
 def read_phase_file(path: Path, task: TaskDefinition) -> dict[int, str]:
     """Frame number (the file's own numbering) -> canonical phase name; errors name file, line and value."""
-    mapper = LabelMapper(task)
+    mapper = AliasIndex.of(task)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -54,3 +39,30 @@ def read_phase_file(path: Path, task: TaskDefinition) -> dict[int, str]:
     if not labels:
         raise DataError(f"{path}: no labelled frames")
     return labels
+
+
+def read_labels(path: Path, kind: LabelKind, task: TaskDefinition, video_id: str) -> FrameLabels:
+    return FrameLabels(read_phase_file(path, task))
+
+
+def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
+    """`videos/X.mp4` + `phase_annotations/X-phase.txt`, or phase files alone (for scoring)."""
+    if root.is_file():
+        return [Found(re.sub(r"-phase$", "", root.stem), None, {LabelKind.PHASE: root})], {}
+    phase_dir = root / "phase_annotations" if (root / "phase_annotations").is_dir() else root
+    phases = {p.name[: -len("-phase.txt")]: p for p in sorted(phase_dir.glob("*-phase.txt"))}
+    videos = {p.stem: p for p in sorted((root / "videos").glob("*")) if p.suffix.lower() in VIDEO_EXTS}
+    skipped = {v: f"no phase file {v}-phase.txt in {phase_dir}" for v in videos if v not in phases}
+    found = [Found(v, videos.get(v), {LabelKind.PHASE: p}) for v, p in phases.items()]
+    if not found:
+        raise DataError(f"{root}: no Cholec80 phase files (videoXX-phase.txt)")
+    return found, skipped
+
+
+FORMAT = DatasetFormat(
+    name="cholec80",
+    find=find_videos,
+    looks_like=lambda folder: (folder / "videos").is_dir() and (folder / "phase_annotations").is_dir(),
+    reads=lambda kind, path: kind is LabelKind.PHASE and path.suffix.lower() == ".txt",
+    read=read_labels,
+)

@@ -8,8 +8,8 @@ from typing import Any
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
-from site_node.answers import AliasIndex, LabelledBox, TripletVocabulary
-from site_node.datasets.registry import VIDEO_EXTS, Found, frame_folder, line_of, load_json
+from site_node.datasets.common import VIDEO_EXTS, DatasetFormat, Found, frame_folder, line_of, load_json
+from site_node.labels import AliasIndex, LabelledBox, TripletVocabulary
 from site_node.store import FrameLabels, LabelKind
 
 # Positions in a 15-value instance vector: triplet, instrument (+score, box xywh), verb, target (+score, box), phase.
@@ -126,7 +126,7 @@ def _triplets(path: Path, task: TaskDefinition) -> FrameLabels:
 
 
 def _actions(path: Path, task: TaskDefinition) -> FrameLabels:
-    verbs = AliasIndex(task.labels)
+    verbs = AliasIndex.of(task)
     fps, frames = read_instances(path)
     labels, dropped = {}, 0
     for frame, instances in frames.items():
@@ -148,7 +148,7 @@ def _actions(path: Path, task: TaskDefinition) -> FrameLabels:
 
 def _phases(path: Path, task: TaskDefinition) -> FrameLabels:
     """The phase each frame's vectors carry (every vector of a frame repeats it), by the file's phase names."""
-    names = AliasIndex(task.labels)
+    names = AliasIndex.of(task)
     fps, frames = read_instances(path)
     labels = {}
     for frame, instances in frames.items():
@@ -169,7 +169,7 @@ def _phases(path: Path, task: TaskDefinition) -> FrameLabels:
 
 
 def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
-    names = AliasIndex(task.labels)
+    names = AliasIndex.of(task)
     fps, frames = read_instances(path)
     labels = {}
     for frame, instances in frames.items():
@@ -192,7 +192,8 @@ def _boxes(path: Path, task: TaskDefinition) -> FrameLabels:
     return FrameLabels(labels, fps=fps)
 
 
-def read_labels(path: Path, kind: LabelKind, task: TaskDefinition) -> FrameLabels:
+def read_labels(path: Path, kind: LabelKind, task: TaskDefinition, video_id: str) -> FrameLabels:
+    """Labels of one kind; one file is one video, so `video_id` is not needed to pick them."""
     readers = {
         LabelKind.TRIPLET: _triplets,
         LabelKind.ACTION: _actions,
@@ -232,3 +233,17 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
     if not files:
         raise DataError(f"{root}: no CholecT50 label files (labels/VIDxx.json)")
     return found, skipped
+
+
+def _reads(kind: LabelKind, path: Path) -> bool:
+    kinds = (LabelKind.TRIPLET, LabelKind.ACTION, LabelKind.BOXES, LabelKind.PHASE)
+    return path.suffix.lower() == ".json" and kind in kinds and is_cholect50(path)
+
+
+FORMAT = DatasetFormat(
+    name="cholect50",
+    find=find_videos,
+    looks_like=lambda folder: (folder / "labels").is_dir() and any((folder / "labels").glob("*.json")),
+    reads=_reads,
+    read=read_labels,
+)

@@ -8,8 +8,8 @@ from typing import Any
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
-from site_node.answers import AliasIndex, LabelledBox
-from site_node.datasets.registry import Found, frame_number, line_of, load_json, video_of_stem
+from site_node.datasets.common import DatasetFormat, Found, frame_number, line_of, load_json, video_of_stem
+from site_node.labels import AliasIndex, LabelledBox
 from site_node.store import FrameLabels, LabelKind
 
 
@@ -84,7 +84,7 @@ def _category_names(data: dict[str, Any], path: Path) -> dict[Any, str]:
     return {c["id"]: str(c["name"]) for c in cats}
 
 
-def read_labels(path: Path, task: TaskDefinition, video_id: str) -> FrameLabels:
+def read_labels(path: Path, kind: LabelKind, task: TaskDefinition, video_id: str) -> FrameLabels:
     """Boxes of one video's images, normalised to xyxy and named by the task's labels (by category name)."""
     path = Path(path)
     data, text, images = coco_images(path)
@@ -92,7 +92,7 @@ def read_labels(path: Path, task: TaskDefinition, video_id: str) -> FrameLabels:
     if not mine:
         raise DataError(f"{path}: no images of video {video_id!r}")
     unique_frames(list(mine.values()), path)
-    names, index = _category_names(data, path), AliasIndex(task.labels)
+    names, index = _category_names(data, path), AliasIndex.of(task)
     boxes: dict[int, list[LabelledBox]] = {}
     for n, ann in enumerate(data.get("annotations") or []):
         image = mine.get(ann.get("image_id")) if isinstance(ann, dict) else None
@@ -133,12 +133,25 @@ def label_files(root: Path, has: str) -> tuple[list[Path], dict[str, str]]:
         except DataError as exc:
             broken[path.name] = str(exc)
             continue
-        if isinstance(data, dict) and isinstance(data.get("images"), list) and _carries(data, has):
+        if isinstance(data, dict) and isinstance(data.get("images"), list) and carries(data, has):
             out.append(path)
     return out, broken
 
 
-def _carries(data: dict[str, Any], has: str) -> bool:
+def first_coco_data(folder: Path) -> dict[str, Any] | None:
+    """The first JSON directly in a folder (by name) that reads as COCO (has an `images` list); None without one."""
+    for js in sorted(folder.glob("*.json")):
+        try:
+            data, _ = load_json(js)
+        except DataError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("images"), list):
+            return data
+    return None
+
+
+def carries(data: dict[str, Any], has: str) -> bool:
+    """Whether a COCO file has boxes (`has` = "bbox") or image-level CVS values (`has` = "ds", or C1-C3)."""
     if has == "bbox":
         return any(isinstance(a, dict) and "bbox" in a for a in data.get("annotations") or [])
     return any(isinstance(i, dict) and (has in i or "C1" in i) for i in data["images"])
@@ -154,3 +167,18 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
     if not found and not skipped:
         raise DataError(f"{root}: no COCO files with boxes (a JSON with `images` and `annotations[].bbox`)")
     return found, skipped
+
+
+def _looks_like(folder: Path) -> bool:
+    """The folder's first COCO JSON has no CVS values (those are Endoscapes')."""
+    data = first_coco_data(folder)
+    return data is not None and not carries(data, "ds")
+
+
+FORMAT = DatasetFormat(
+    name="coco",
+    find=find_videos,
+    looks_like=_looks_like,
+    reads=lambda kind, path: kind is LabelKind.BOXES and path.suffix.lower() == ".json",
+    read=read_labels,
+)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
-from site_node.answers import AliasIndex
-from site_node.datasets.registry import VIDEO_EXTS, Found, frame_folder
-from site_node.labels import normalise
+from site_node.datasets.common import VIDEO_EXTS, DatasetFormat, Found, frame_folder
+from site_node.labels import AliasIndex, normalise
 from site_node.store import FrameLabels, LabelKind
 
 _KIND_COLUMNS = {LabelKind.ACTION: ("action", "verb"), LabelKind.PHASE: ("phase",), LabelKind.CVS: ("c1", "c2", "c3")}
@@ -80,7 +79,7 @@ def _value(kind: LabelKind, row: dict[str, str], task: TaskDefinition, where: st
     if kind is LabelKind.CVS:
         return tuple(_criterion(row[c], task, f"{where}: {c}") for c in _KIND_COLUMNS[kind])
     column = next(c for c in _KIND_COLUMNS[kind] if c in row)
-    name = AliasIndex(task.labels).canonical(row[column])
+    name = AliasIndex.of(task).canonical(row[column])
     if name is None:
         raise DataError(f"{where}: unknown {kind.value} {row[column]!r}; expected one of {list(task.label_names)}")
     return name
@@ -157,3 +156,12 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
     if not found and not skipped:
         raise DataError(f"{root}: no CSV label files with `video` and `frame` columns")
     return list(found.values()), skipped
+
+
+FORMAT = DatasetFormat(
+    name="csv",
+    find=find_videos,
+    looks_like=lambda folder: any(folder.glob("*.csv")),
+    reads=lambda kind, path: path.suffix.lower() == ".csv" and kind in _KIND_COLUMNS,
+    read=read_labels,
+)

@@ -7,8 +7,8 @@ from typing import Any
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
-from site_node.datasets.coco import coco_images, label_files, unique_frames
-from site_node.datasets.registry import Found
+from site_node.datasets.coco import carries, coco_images, first_coco_data, label_files, unique_frames
+from site_node.datasets.common import DatasetFormat, Found
 from site_node.store import FrameLabels, LabelKind
 
 
@@ -20,7 +20,7 @@ def _criteria(entry: dict[str, Any], names: tuple[str, ...]) -> list[Any] | None
     return None if all(k is None for k in keys) else [entry.get(k) if k else None for k in keys]
 
 
-def read_labels(path: Path, task: TaskDefinition, video_id: str) -> FrameLabels:
+def read_labels(path: Path, kind: LabelKind, task: TaskDefinition, video_id: str) -> FrameLabels:
     """Per keyframe one bool per criterion: achieved when the raters' mean is >= the task's threshold (0.5)."""
     path = Path(path)
     threshold = float(task.extra.get("threshold", 0.5))
@@ -62,3 +62,18 @@ def find_videos(root: Path) -> tuple[list[Found], dict[str, str]]:
     if not found and not skipped:
         raise DataError(f"{root}: no Endoscapes CVS files (a COCO JSON whose images carry `ds` or C1-C3)")
     return found, skipped
+
+
+def _looks_like(folder: Path) -> bool:
+    """The folder's first COCO JSON carries CVS values (`ds` or C1-C3 on its images)."""
+    data = first_coco_data(folder)
+    return data is not None and carries(data, "ds")
+
+
+FORMAT = DatasetFormat(
+    name="endoscapes",
+    find=find_videos,
+    looks_like=_looks_like,
+    reads=lambda kind, path: kind is LabelKind.CVS and path.suffix.lower() == ".json",
+    read=read_labels,
+)

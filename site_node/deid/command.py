@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from protocols.errors import ConfigError, SurgFedError, UsageError
+from site_node.deid.batch import REPORT_NAME
 from site_node.deid.keys import load_key
-from site_node.deid.runner import REPORT_NAME, deidentify_paths
+from site_node.deid.runner import deidentify_paths
 
 EXIT_OK, EXIT_USAGE, EXIT_QUARANTINED = 0, 2, 3
 SITE_KEY = Path("secrets") / "site.key"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from site_node.answers import LabelledBox
+from site_node.labels import LabelledBox
 
 
 def iou_matrix(a: Sequence[LabelledBox], b: Sequence[LabelledBox]) -> np.ndarray:

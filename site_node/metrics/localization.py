@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from site_node.answers import LabelledBox
+from site_node.labels import LabelledBox
 from site_node.metrics.bootstrap import Estimate, summarise_videos
 from site_node.metrics.boxes import match
 from site_node.metrics.triplet import average_precision, resampled_estimate

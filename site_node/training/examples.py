@@ -14,7 +14,8 @@ from PIL import Image
 from protocols.errors import DataError
 from protocols.tasks import load_task
 from site_node.answer_format import TOOL_WORDS, hierarchical_target, tool_word
-from site_node.datasets.registry import KIND_TASK, iter_frames, read_labels
+from site_node.datasets.frames import iter_frames
+from site_node.datasets.registry import KIND_TASK, read_labels
 from site_node.evaluation import select_frames
 from site_node.model.generate import chat_text
 from site_node.store import DataStore, FrameLabels, LabelKind, VideoEntry

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from protocols.tasks import load_task
-from site_node.labels import LabelMapper
+from site_node.labels import AliasIndex
 from site_node.parsing import parse_single_label
 
-MAPPER = LabelMapper(load_task("phase"))
+MAPPER = AliasIndex.of(load_task("phase"))
 
 
 @pytest.mark.parametrize(

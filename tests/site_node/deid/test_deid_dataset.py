@@ -11,7 +11,9 @@ from deid_fixtures import find_needles, frames_for, in_body, make_video
 from PIL import Image
 
 from protocols.errors import UsageError
+from site_node.datasets.registry import FORMATS
 from site_node.deid.dataset import deidentify_dataset
+from site_node.deid.layouts import LAYOUTS
 
 PHI_CASE = "DOE_JOHNATHAN_1961"
 PHASES = "Frame\tPhase\n0\tPreparation\n25\tCalotTriangleDissection\n"
@@ -127,3 +129,8 @@ def test_bad_usage_is_refused(tmp_path: Path, key: bytes) -> None:
         deidentify_dataset(
             tmp_path / "in", "csv", tmp_path / "o", key, reid_map=tmp_path / "o" / "r.json", progress=False
         )
+
+
+def test_every_dataset_format_has_a_deid_layout() -> None:
+    # The formats the readers know are the formats ingest can de-identify: a new one needs both.
+    assert set(LAYOUTS) == set(FORMATS)

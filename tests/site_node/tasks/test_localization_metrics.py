@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from site_node.answers import LabelledBox as B
+from site_node.labels import LabelledBox as B
 from site_node.metrics.boxes import iou_matrix, match
 from site_node.metrics.localization import BoxVideo, frame_ious, summarise
 

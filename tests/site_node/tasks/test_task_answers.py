@@ -5,21 +5,13 @@ from __future__ import annotations
 import pytest
 
 from protocols.tasks import load_task
-from site_node.answers import (
-    AliasIndex,
-    LabelledBox,
-    TripletVocabulary,
-    YesNoGrammar,
-    parse_boxes,
-    parse_label_set,
-    parse_yes_no,
-)
-from site_node.labels import LabelMapper
+from site_node.answers import YesNoGrammar, parse_boxes, parse_label_set, parse_yes_no
+from site_node.labels import AliasIndex, LabelledBox, TripletVocabulary
 from site_node.parsing import parse_single_label
 
 VOCAB = TripletVocabulary.of(load_task("triplet"))
 CVS = YesNoGrammar.of(load_task("cvs"))
-TOOLS = AliasIndex(load_task("localization").labels)
+TOOLS = AliasIndex.of(load_task("localization"))
 GR, HK = "grasper,retract,gallbladder", "hook,dissect,cystic_plate"
 
 
@@ -115,4 +107,4 @@ def test_parse_boxes(answer: str, size: tuple[int, int] | None, expected: list[L
     ],
 )
 def test_action_answers_use_the_single_label_parser(answer: str, expected: str) -> None:
-    assert parse_single_label(answer, LabelMapper(load_task("action"))) == expected
+    assert parse_single_label(answer, AliasIndex.of(load_task("action"))) == expected

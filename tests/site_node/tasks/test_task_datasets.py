@@ -12,9 +12,10 @@ from PIL import Image
 
 from protocols.errors import DataError
 from protocols.tasks import load_task
-from site_node.answers import LabelledBox
-from site_node.datasets.registry import check_frames, iter_frames, read_labels, scan
+from site_node.datasets.frames import check_frames, iter_frames
+from site_node.datasets.registry import guess_format, read_labels, scan
 from site_node.evaluation import select_frames
+from site_node.labels import LabelledBox
 from site_node.scoring import LabelSpec, load_label_sets
 from site_node.store import LabelKind
 from site_node.task_runtime import runtime_for
@@ -177,6 +178,47 @@ def test_a_video_with_broken_labels_is_skipped_and_listed(synthetic_site: Path, 
     assert re.search(
         rf"video02-phase\.txt:{n + 1}: frame {n + 500} is beyond the video's \d+ frames", skipped["c80/video02"]
     )
+
+
+_COCO = {"images": [{"id": 1, "file_name": "v_1.png", "width": 8, "height": 8}], "annotations": []}
+_ENDO = {"images": [{"id": 1, "file_name": "v_1.png", "ds": [0.2, 0.6, 1.0]}]}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"videos/v.mp4": "", "phase_annotations/v-phase.txt": "", "labels/a.json": "{}"}, "cholec80"),
+        ({"labels/VID01.json": "{}", "a.json": _COCO}, "cholect50"),
+        ({"labels/notes.txt": "", "a.json": _ENDO}, "endoscapes"),
+        ({"a.json": {"images": [{"file_name": "v_1.png", "C1": 1}]}}, "endoscapes"),
+        ({"a.json": _COCO, "b.json": _ENDO}, "coco"),  # the first COCO JSON (by name) decides
+        ({"a.json": _ENDO, "b.json": _COCO}, "endoscapes"),
+        ({"a.json": "{broken", "b.json": {"images": "no"}, "x.csv": "video,frame\n"}, "csv"),
+        ({"notes.txt": ""}, None),
+    ],
+)
+def test_guess_format_by_layout(tmp_path: Path, files: dict[str, object], expected: str | None) -> None:
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content if isinstance(content, str) else json.dumps(content))
+    assert guess_format(tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "reader"),
+    [
+        ("v-phase.txt", LabelKind.ACTION, None),  # a Cholec80 text file holds phases only
+        ("labels.csv", LabelKind.BOXES, None),  # CSV files hold no boxes
+        ("VID01.json", LabelKind.CVS, "Endoscapes"),  # a CholecT50 file has no CVS: the COCO/Endoscapes reader says so
+        ("boxes", LabelKind.BOXES, None),
+    ],
+)
+def test_label_files_without_a_reader_are_named(tmp_path: Path, kind: LabelKind, name: str, reader: str | None) -> None:
+    path = tmp_path / name
+    path.write_text(json.dumps({"categories": {}, "annotations": {"0": []}}) if name.endswith(".json") else "x")
+    pattern = r"a COCO file needs an `images` list" if reader else rf"no reader for {kind.value} labels"
+    with pytest.raises(DataError, match=pattern):
+        read_labels(kind, path, load_task("cvs"), "VID01")
 
 
 @pytest.mark.parametrize(
