@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ PROGRAMS = {"hub", "site_node", "cp"}
 # The placeholders the README lists above the block, in the order they are replaced (ports before paths, so a
 # digit run inside a temporary path is never taken for a port).
 PLACEHOLDERS = ("hub.example.org", "9092", "9093", "/srv/hub", "/srv/site", "/models/surg-r1", "/data/cholec80")
-REPORT_DIR = "report/"
+# Whole arguments replaced by a path in the test's folder (the README runs from the repository).
+REPORT_DIR, STUDY = "report/", "study.yaml"
 
 
 def manual_path(readme: str) -> list[str]:
@@ -56,8 +56,8 @@ def parse(line: str, values: dict[str, str]) -> Step:
     assert argv and argv[0] in PROGRAMS, f"unexpected command in the manual path: {line!r}"
     out = []
     for token in argv:
-        if token == REPORT_DIR:
-            token = values[REPORT_DIR]
+        if token in (REPORT_DIR, STUDY):
+            token = values[token]
         for placeholder in PLACEHOLDERS:
             token = token.replace(placeholder, values[placeholder])
         out.append(token)
@@ -80,23 +80,16 @@ def apply_edit(instruction: str, study: Path, model_hash: str) -> None:
 def test_the_block_names_every_placeholder_and_only_known_commands() -> None:
     lines = manual_path((REPO / "README.md").read_text())
     text = "\n".join(lines)
-    for placeholder in (*PLACEHOLDERS, REPORT_DIR):
+    for placeholder in (*PLACEHOLDERS, REPORT_DIR, STUDY):
         assert placeholder in text, f"placeholder {placeholder} is no longer in the README's manual path"
     assert shlex.split(lines[0], comments=True) == ACTIVATE
     assert sum(line.startswith(EDIT) for line in lines) == 1
-    commands = [parse(line, {p: p for p in (*PLACEHOLDERS, REPORT_DIR)}) for line in lines[1:] if line[0] != "#"]
+    commands = [parse(line, {p: p for p in (*PLACEHOLDERS, REPORT_DIR, STUDY)}) for line in lines[1:] if line[0] != "#"]
     shown = [" ".join(s.argv[:2]) for s in commands]
     for needed in ("hub init", "hub serve", "hub sites", "site_node init", "site_node ingest", "site_node protocols"):
         assert needed in shown, needed
     assert shown[-2:] == ["hub launch", "hub report"]
     assert [s.argv[1] for s in commands if s.background] == ["serve", "serve"]
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Iterator[Path]:
-    """The README runs from the repository: the same relative paths resolve here."""
-    (tmp_path / "protocols").symlink_to(REPO / "protocols")
-    yield tmp_path
 
 
 def _env(run: Path, venv_bin: Path | None) -> dict[str, str]:
@@ -115,11 +108,13 @@ def _env(run: Path, venv_bin: Path | None) -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], run: Path, env: dict[str, str], timeout: float, children: list[Child]) -> str:
-    done = subprocess.run(argv, cwd=run, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def _run(argv: list[str], env: dict[str, str], timeout: float, children: list[Child]) -> str:
+    """Run one command where the README runs it: in the repository."""
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         logs = "\n".join(f"--- {c.name}:\n{c.tail(40)}" for c in children)
         pytest.fail(f"{shlex.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}\n{logs}")
+    print(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}")  # shown by pytest when a later step fails
     return done.stdout
 
 
@@ -127,8 +122,8 @@ def _listening(*ports: int) -> bool:
     return all(port_open("127.0.0.1", port) for port in ports)
 
 
-def test_readme_manual_path_runs(run_dir: Path, tiny_model_dir: Path) -> None:
-    run = run_dir
+def test_readme_manual_path_runs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    run = tmp_path
     public, internal = free_port(), free_port()
     values = {
         "hub.example.org": "127.0.0.1",
@@ -139,11 +134,12 @@ def test_readme_manual_path_runs(run_dir: Path, tiny_model_dir: Path) -> None:
         "/models/surg-r1": str(tiny_model_dir),
         "/data/cholec80": str(run / "raw" / "cholec80"),
         REPORT_DIR: str(run / "report"),
+        STUDY: str(run / "study.yaml"),
     }
     env = _env(run, None)
     # The data: five short synthetic videos (at least the protocol's privacy.min_videos) from `site_node synth`.
     synth = [sys.executable, "-m", "site_node.cli", "synth", "--site", "hospital-a", "--out", str(run / "raw")]
-    _run([*synth, "--videos", "5", "--seconds", "12"], run, env, 300, [])
+    _run([*synth, "--videos", "5", "--seconds", "12"], env, 300, [])
 
     children: list[Child] = []
     outputs: dict[str, str] = {}
@@ -162,12 +158,12 @@ def test_readme_manual_path_runs(run_dir: Path, tiny_model_dir: Path) -> None:
             if step.background:
                 name = " ".join(step.argv[:2])
                 log_file = run / "logs" / f"{step.argv[0]}-{len(children)}.log"
-                children.append(Child(name, step.argv, log_file, env=env, cwd=run))
+                children.append(Child(name, step.argv, log_file, env=env, cwd=REPO))
                 if step.argv[0] == "hub":  # the next commands talk to it: wait until both ports listen
                     wait_for(lambda: _listening(public, internal), 120, "the hub to listen", children[-1])
                 continue
             timeout = 1200 if step.argv[:2] == ["hub", "launch"] else 300
-            outputs[" ".join(step.argv[:2])] = out = _run(step.argv, run, env, timeout, children)
+            outputs[" ".join(step.argv[:2])] = out = _run(step.argv, env, timeout, children)
             if step.argv[:3] == ["site_node", "model", "hash"]:
                 model_hash = out.strip().splitlines()[-1]
     finally:
