@@ -14,7 +14,7 @@ from site_node.home import SiteHome, init_home, parse_site_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
-README_SECTION = re.compile(r'see README\.md, section "([^"]+)"')
+SECTION_REF = re.compile(r'see README\.md, section "([^"]+)"')
 
 
 def _split(example: Path) -> tuple[list[str], str]:
@@ -61,6 +61,6 @@ def test_hub_example_is_what_init_writes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("example", ["hub.toml", "site.toml"])
 def test_readme_sections_named_in_the_configs_exist(example: str) -> None:
     headings = {line.lstrip("#").strip() for line in (REPO / "README.md").read_text().splitlines() if line[:1] == "#"}
-    named = README_SECTION.findall((EXAMPLES / example).read_text())
+    named = SECTION_REF.findall((EXAMPLES / example).read_text())
     assert named, f"{example} points to a README section"
     assert set(named) <= headings, f"README has no section {set(named) - headings}"
