@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub.home import HOME_ENV, HubHome
+from protocols.cli_help import use_defaults_formatter
 from protocols.errors import SurgFedError, UsageError
 
 
@@ -75,9 +76,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     home = _home(args).require()
     launch_id = launch(home, args.protocol)
-    for job in home.store().jobs(launch_id):
+    store = home.store()
+    for job in store.jobs(launch_id):
         print(f"round {job['round']} {job['kind']} {job['center']}: {job['state']} {job['detail'] or ''}".rstrip())
-    print(f"launch {launch_id} finished; `hub report --study ... --out DIR` writes the tables")
+    study_id = store.launch(launch_id)["study_id"]
+    # `hub report` takes the protocol's study.id, not this launch id: print both, and the exact command.
+    print(f"study {study_id}: launch {launch_id} finished")
+    print(f"write the report with: hub report --study {study_id} --out REPORT_DIR --home {home.root}")
     return 0
 
 
@@ -128,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
-    p.add_argument("--study", default="surgfed", help="name used in the CA certificate")
-    p.add_argument("--host", default="127.0.0.1", help="public Fleet address the sites dial")
-    p.add_argument("--port", type=int, default=9092, help="public Fleet port")
-    p.add_argument("--internal-port", type=int, default=9093, help="loopback SuperLink port")
-    p.add_argument("--san", action="append", help="extra host name or IP in the server certificate")
+    p.add_argument("--study", default="surgfed", help="name written into the study CA certificate")
+    p.add_argument("--host", default="127.0.0.1", help="public host name or IP the sites dial (in the certificate)")
+    p.add_argument("--port", type=int, default=9092, help="public Fleet-only TLS port the sites dial")
+    p.add_argument("--internal-port", type=int, default=9093, help="SuperLink port on 127.0.0.1 (never public)")
+    p.add_argument(
+        "--san", action="append", help="extra host name or IP in the server certificate (repeatable; default: --host)"
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("serve", parents=[common], help="run the SuperLink and the Fleet-only proxy")
@@ -143,41 +150,51 @@ def build_parser() -> argparse.ArgumentParser:
         dest="scmd", required=True
     )
     p = sites.add_parser("add", parents=[common], help="register a site's node public key")
-    p.add_argument("name")
-    p.add_argument("pubkey", type=Path)
+    p.add_argument("name", help="the site's name: every result of this node carries it")
+    p.add_argument(
+        "pubkey",
+        type=Path,
+        metavar="PUBKEY_FILE",
+        help="FILE holding the site's node public key (OpenSSH ECDSA P-384, the secrets/node.key.pub that "
+        "`site_node init` printed); a file path, not the key text",
+    )
     p.set_defaults(func=cmd_sites_add)
     p = sites.add_parser("remove", parents=[common], help="revoke a site")
-    p.add_argument("name")
+    p.add_argument("name", help="the site name given to `hub sites add`")
     p.set_defaults(func=cmd_sites_remove)
     sites.add_parser("list", parents=[common], help="list sites").set_defaults(func=cmd_sites_list)
 
     p = sub.add_parser("launch", parents=[common], help="run a study protocol across its sites")
-    p.add_argument("--protocol", type=Path, required=True)
+    p.add_argument("--protocol", type=Path, required=True, help="study protocol YAML (its sites: and model hash set)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("report", parents=[common], help="write the per-center tables and plots of a study")
-    p.add_argument("--study", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--round", type=int)
+    p.add_argument("--study", required=True, help="the protocol's study.id (printed by `hub launch`)")
+    p.add_argument("--out", type=Path, required=True, help="report folder to write")
+    p.add_argument("--round", type=int, help="report this round (default: the last round with results)")
     p.add_argument("--blind", action="store_true", help="replace institution names by Center A, B, ...")
-    p.add_argument("--formats", default="csv,md,tex,html")
+    p.add_argument(
+        "--formats", default="csv,md,tex,html", help="comma-separated output formats, any of csv, md, tex, html"
+    )
     p.set_defaults(func=cmd_report)
 
     adapters = sub.add_parser("adapters", help="global LoRA adapters of fine-tuning studies").add_subparsers(
         dest="acmd", required=True
     )
     p = adapters.add_parser("export", parents=[common], help="write a round's global adapter as a PEFT directory")
-    p.add_argument("--study", required=True)
-    p.add_argument("--round", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--study", required=True, help="the protocol's study.id")
+    p.add_argument("--round", type=int, required=True, help="fine-tuning round whose global adapter to write")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PEFT adapter (replaced if it exists)")
     p.set_defaults(func=cmd_adapters_export)
 
     p = sub.add_parser("demo", help="the whole study on loopback: tiny model, three synthetic centers, report")
-    p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--mode", choices=["evaluate", "finetune"], default="evaluate")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="run folder (the report goes to OUT/report)")
+    p.add_argument(
+        "--mode", choices=["evaluate", "finetune"], default="evaluate", help="evaluation study or federated fine-tuning"
+    )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
     p.set_defaults(func=cmd_demo)
-    return parser
+    return use_defaults_formatter(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

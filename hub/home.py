@@ -13,7 +13,7 @@ from protocols.errors import ConfigError
 
 HOME_ENV = "SURGFED_HUB_HOME"
 
-HUB_TOML = """# Hub configuration (see README: Running the hub).
+HUB_TOML = """# Hub configuration, written by `hub init` (see README.md, section "At the coordinating center (hub)").
 [hub]
 study_name = "{study}"
 # SQLAlchemy URL of the results store (SQLite by default; PostgreSQL works too).

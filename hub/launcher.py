@@ -37,7 +37,7 @@ def launch(home: HubHome, protocol_file: Path, *, echo: Callable[[str], None] = 
     store.new_launch(launch_id, protocol.study_id, protocol.content_hash)
     run_id = start_run(home, launch_id)
     echo(
-        f"launch {launch_id}: Flower run {run_id}, {len(protocol.sites)} sites, "
+        f"study {protocol.study_id}, launch {launch_id}: Flower run {run_id}, {len(protocol.sites)} sites, "
         f"{protocol.round_plan.rounds} round(s), deadline {protocol.round_plan.deadline_minutes:g} min"
     )
     follow(home, launch_id, run_id, protocol, echo=echo)
@@ -71,4 +71,7 @@ def follow(
             if status.startswith("finished") and store.launch(launch_id)["state"] == "running":
                 store.finish_launch(launch_id, "failed", f"the ServerApp ended ({status}) without finishing the launch")
         time.sleep(1.0)
-    raise SurgFedError(f"launch {launch_id} did not finish before its deadline; see `hub status`")
+    raise SurgFedError(
+        f"launch {launch_id} of study {protocol.study_id} did not finish before its deadline; the states above "
+        f"are the last each site reported, and the SuperLink's log is {home.logs_dir / 'superlink.log'}"
+    )

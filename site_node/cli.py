@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from protocols.cli_help import use_defaults_formatter
 from protocols.errors import SurgFedError, UsageError
 from site_node.home import HOME_ENV, SiteHome
 
@@ -158,52 +159,62 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from site_node.datasets.registry import FORMATS
+
     parser = argparse.ArgumentParser(prog="site_node", description="Surg-R1 site node (runs inside the hospital).")
     sub = parser.add_subparsers(dest="command", required=True)
     common = home_option()
 
     p = sub.add_parser("init", parents=[common], help="create a site home (config, secrets, node key, store)")
     p.add_argument("--site", required=True, help="this site's name as registered at the hub")
-    p.add_argument("--model", type=Path, help="local model directory")
+    p.add_argument("--model", type=Path, help="local model directory (site.toml [model] dir; can be set later)")
     p.add_argument("--superlink", default="127.0.0.1:9092", help="the hub's public Fleet address HOST:PORT")
-    p.add_argument("--ca", type=Path, help="the study CA certificate (from the coordinator)")
-    p.add_argument("--release", choices=["auto", "manual"], default="auto")
+    p.add_argument("--ca", type=Path, help="the study CA certificate file (the hub's pki/ca.crt, from the coordinator)")
+    p.add_argument(
+        "--release",
+        choices=["auto", "manual"],
+        default="auto",
+        help="auto: results leave once the release gate passes them; manual: each waits for "
+        "`site_node releases approve` (site.toml [site] release)",
+    )
     p.set_defaults(func=cmd_init)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
-    p = model.add_parser("make-tiny", parents=[common], help="build the tiny Qwen2.5-VL used by tests and the demo")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-warmup", action="store_true")
+    p = model.add_parser("make-tiny", help="build the tiny Qwen2.5-VL used by tests and the demo")
+    p.add_argument("out_dir", type=Path, help="folder to write the model into")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights and the tokenizer")
+    p.add_argument("--no-warmup", action="store_true", help="skip the short warm-up training (random answers)")
     p.set_defaults(func=cmd_make_tiny)
-    p = model.add_parser("hash", parents=[common], help="print the model directory's manifest hash")
-    p.add_argument("model_dir", type=Path)
+    p = model.add_parser("hash", help="print the model directory's manifest hash (a protocol's model.manifest_sha256)")
+    p.add_argument("model_dir", type=Path, help="the model directory a site loads")
     p.set_defaults(func=cmd_model_hash)
 
-    p = sub.add_parser("synth", parents=[common], help="write synthetic videos and labels in every supported format")
-    p.add_argument("--site", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--videos", type=int, default=6)
-    p.add_argument("--shift", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seconds", type=float, default=24.0, help="length of each video")
+    p = sub.add_parser("synth", help="write synthetic videos and labels in every supported format")
+    p.add_argument("--site", required=True, help="center name written into the synthetic data")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (one subfolder per format)")
+    p.add_argument("--videos", type=int, default=6, help="number of videos")
+    p.add_argument("--shift", type=float, default=0.0, help="camera colour shift in [0, 1]: how far from the model")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seconds", type=float, default=24.0, help="length of each video in seconds")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("ingest", parents=[common], help="de-identify a dataset into the site's store")
-    p.add_argument("--source", type=Path, required=True)
-    p.add_argument("--format", required=True)
+    p.add_argument(
+        "--source", type=Path, required=True, help="the dataset folder (videos and label files, as --format lays out)"
+    )
+    p.add_argument("--format", required=True, choices=FORMATS, help="the dataset's layout and label format")
     p.add_argument(
         "--out-of-body",
         default="colour",
         choices=["colour", "none"],
-        help="out-of-body frame detector: the colour heuristic (default), or none for footage known to "
+        help="out-of-body frame detector: the colour heuristic, or none for footage known to "
         "hold no room scenes (e.g. synthetic data)",
     )
     p.set_defaults(func=cmd_ingest)
 
     protocols = sub.add_parser("protocols", help="approve study protocols").add_subparsers(dest="pcmd", required=True)
     p = protocols.add_parser("approve", parents=[common], help="approve a protocol file (pinned by content hash)")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the study protocol YAML the coordinator sent")
     p.set_defaults(func=cmd_protocols_approve)
     protocols.add_parser("list", parents=[common], help="list approved protocols").set_defaults(func=cmd_protocols_list)
 
@@ -219,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("reject", "never release it"),
     ):
         p = releases.add_parser(name, parents=[common], help=help_text)
-        p.add_argument("job_id")
+        p.add_argument("job_id", help="a job id from `site_node releases list`")
         if name == "reject":
             p.add_argument("--note", default="", help="reason recorded in the audit log and sent to the hub")
         p.set_defaults(func=cmd_releases_show if name == "show" else cmd_releases_decide, approve=name == "approve")
@@ -231,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     _register_optional(sub, common)
-    return parser
+    return use_defaults_formatter(parser)
 
 
 def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -244,7 +255,12 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     register_deid(sub)
     deid = sub.choices["deid"]
     if not any("--home" in a.option_strings for a in deid._actions):
-        deid.add_argument("--home", type=Path, default=common.get_default("home"), help="site home folder")
+        deid.add_argument(
+            "--home",
+            type=Path,
+            default=common.get_default("home"),
+            help=f"site home folder, for its key when --key-file is not given (default: ${HOME_ENV})",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

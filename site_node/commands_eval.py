@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("evaluate", parents=[common], help="run a protocol on local data without a hub (dry run)")
-    p.add_argument("--protocol", type=Path, required=True)
+    p.add_argument("--protocol", type=Path, required=True, help="study protocol YAML")
     p.add_argument("--data", type=Path, required=True, help="dataset folder(s), a data store, or a site home")
     p.add_argument("--out", type=Path, required=True, help="results folder")
     p.add_argument("--model", type=Path, help="model directory (default: the site's)")

@@ -135,10 +135,11 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
 
 
 SITE_TOML = (
-    """# Site node configuration (see README: Running a site).
+    """# Site node configuration, written by `site_node init` (see README.md, section "At a hospital (site node)").
 [site]
 name = "{name}"
-# auto: results leave once the release gate passes them; manual: they wait for `site_node releases approve`.
+# auto: results leave once the release gate passes them; manual (`site_node init --release manual`): they wait
+# for `site_node releases approve` (restart `site_node serve` after changing this).
 release = "{release}"
 
 [model]
