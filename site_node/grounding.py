@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ class _FrameIndex:
     triplets: dict[int, frozenset[str]] = field(default_factory=dict)
     tools: dict[int, tuple[str, ...]] = field(default_factory=dict)
     phases: dict[int, str] = field(default_factory=dict)
+
+
+def _at_or_before(rows: dict[int, Any], frame: int) -> Any:
+    """The last row at or before a frame: Cholec80 tool rows (every 25th frame) hold until the next row."""
+    keys = sorted(rows)
+    i = bisect.bisect_right(keys, frame) - 1
+    return rows[keys[i]] if i >= 0 else None
 
 
 def _by_video_frame(fl: FrameLabels, fps: float) -> dict[int, Any]:
@@ -90,8 +98,8 @@ class GroundingRuntime:
             out["instruments"] = frozenset(p[0] for p in parts)
             out["targets"] = frozenset(p[2] for p in parts if p[2] != "null_target")
             out["triplets"] = frozenset(",".join(p) for p in parts if p[1] != "null_verb")  # idle: no relation
-        elif frame in index.tools:  # Cholec80 tools: instruments only (the specimen bag is no instrument)
-            found = (self._instruments.canonical(t) for t in index.tools[frame])
+        elif (row := _at_or_before(index.tools, frame)) is not None:  # Cholec80 tools: instruments only
+            found = (self._instruments.canonical(t) for t in row)  # (the specimen bag is no instrument)
             out["instruments"] = frozenset(n for n in found if n is not None)
         return out
 

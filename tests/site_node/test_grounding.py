@@ -77,6 +77,10 @@ def test_answers_are_joined_with_the_frames_labels_of_every_kind(synthetic_site:
     est = GroundingRuntime(TASK).evaluate(store, sources, seed=1, replicates=100).estimates
     # instrument labels come from CholecT50 triplets and Cholec80 tool files; scissors is rarely present
     assert est["l1_instrument_precision"].n_videos == 4 and est["l1_hallucination_rate"].estimate > 0.8
+    # every phase frame has a tool row at or before it (rows every 25 frames hold until the next, whatever the fps)
+    labelled = len(sources["phase"].records) + len(sources["triplet"].records)
+    labelled += sum(r.dataset == "cholect50" for r in sources["action"].records)
+    assert est["grounded_accuracy"].n_frames == labelled
     assert est["l1_instrument_recall"].estimate < 0.2 and est["grounded_accuracy"].estimate < 0.2
     assert est["right_for_wrong_reasons"].estimate > 0.8  # the final answers are all right
     assert est["format_validity"].estimate == 0.0  # the answers have no L2
