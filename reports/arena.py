@@ -23,8 +23,11 @@ class ArenaScore:
 
 
 def headline_rows(per_center: pd.DataFrame, infos: Mapping[str, TaskInfo]) -> pd.DataFrame:
-    """The rows of each task's headline metric."""
-    keep = [infos[t].headline == m for t, m in zip(per_center["task"], per_center["metric"], strict=False)]
+    """The rows of each task's headline metric (of the tasks that join the Arena Score)."""
+    keep = [
+        infos[t].in_arena and infos[t].headline == m
+        for t, m in zip(per_center["task"], per_center["metric"], strict=False)
+    ]
     return per_center[keep]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from protocols.tasks import Scale
+from reports import grounding
 from reports.analysis import CORRECTION_TEXT
 from reports.meta import StudyMeta
 from reports.taskinfo import TaskInfo
@@ -77,6 +78,9 @@ def methods_paragraphs(
 ) -> list[str]:
     """The methods section as plain-text paragraphs (Markdown and HTML render them)."""
     paragraphs = [provenance(meta, round_), statistics(infos, hartung_knapp=hartung_knapp, arena_tasks=arena_tasks)]
+    reasoning = grounding.methods_paragraph(infos)
+    if reasoning:
+        paragraphs.append(reasoning)
     if blind:
         paragraphs.append("Institutions are blinded: each is shown as Center A, B, C … consistently in every output.")
     return paragraphs

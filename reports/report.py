@@ -12,7 +12,7 @@ import pandas as pd
 from protocols.errors import ConfigError, DataError
 from protocols.results import COLUMNS
 from protocols.tasks import Scale
-from reports import html, methods, plots, tables
+from reports import grounding, html, methods, plots, tables
 from reports.analysis import analyse, per_center_table
 from reports.arena import arena_frame, arena_scores
 from reports.blind import Blinder, find_leaks
@@ -128,6 +128,8 @@ def _sections(st: _Study, out_dir: Path) -> tuple[list[Path], list[html.Section]
         info = st.infos[task]
         task_rows = st.per_center[st.per_center["task"] == task]
         section = html.Section(f"{info.title or task} ({task})")
+        if task == grounding.TASK:  # the reasoning levels: a compact table first, then the full ones
+            section = html.Section(grounding.TITLE, [grounding.grounding_table(task_rows, info, st.method.value)])
         section.tables += [task_table(task_rows, task, info, st.method.value), pooling_table(task_rows, task, info)]
         paths, fig = _forest(st, task, out_dir)
         written += paths

@@ -16,6 +16,7 @@ class TaskInfo:
     headline: str
     scales: Mapping[str, Scale]
     title: str = ""
+    in_arena: bool = True  # whether the headline joins the Arena Score
 
     def __post_init__(self) -> None:
         if self.headline not in self.scales:
@@ -45,7 +46,9 @@ def task_info(name: str) -> TaskInfo:
         raise ConfigError(
             f"no task definition for task {name!r} ({exc}); pass tasks={{{name!r}: TaskInfo(...)}} explicitly"
         ) from exc
-    return TaskInfo(headline=task.headline, scales={m.name: m.scale for m in task.metrics}, title=task.title)
+    return TaskInfo(
+        headline=task.headline, scales={m.name: m.scale for m in task.metrics}, title=task.title, in_arena=task.in_arena
+    )
 
 
 def resolve_task_infos(names: Iterable[str], given: Mapping[str, TaskInfo] | None = None) -> dict[str, TaskInfo]:

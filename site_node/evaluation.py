@@ -12,6 +12,7 @@ from pathlib import Path
 from protocols.errors import DataError
 from protocols.study import StudyProtocol, TaskPlan
 from site_node.datasets.frames import check_frames, iter_frames
+from site_node.grounding import GroundingRuntime, SourceAnswers, reuses_answers
 from site_node.metrics.bootstrap import Estimate
 from site_node.model.generate import generate_answers
 from site_node.model.loading import LoadedModel
@@ -29,6 +30,8 @@ class TaskOutcome:
     n_videos: int
     skipped: dict[str, str] = field(default_factory=dict)  # video id -> reason (local only)
     score: TaskScore | None = None  # the full local result (what `site_node score` reproduces)
+    records: list[Record] = field(default_factory=list)  # the answers (local only), re-read by grounding
+    labels: list[VideoLabels] = field(default_factory=list)  # what they were scored against (local only)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,57 @@ def evaluate_task(
     labels = [VideoLabels(v.dataset, v.entry.video_id, v.labels) for v in videos]
     score = score_records(rt, labels, records, seed=seed, replicates=replicates, skipped=skipped)
     first = next(iter(score.estimates.values()))
-    return TaskOutcome(score.estimates, first.n_videos, skipped, score)
+    return TaskOutcome(score.estimates, first.n_videos, skipped, score, records, labels)
+
+
+def ground_task(
+    store: DataStore, plan: TaskPlan, outcomes: dict[str, TaskOutcome], *, seed: int, replicates: int
+) -> TaskOutcome:
+    """A task that generates nothing: it re-reads the answers the tasks before it stored (reasoning grounding)."""
+    rt = GroundingRuntime(plan.definition)
+    sources = {
+        name: SourceAnswers(runtime_for(name), o.records, o.labels)
+        for name, o in outcomes.items()
+        if name in rt.sources
+    }
+    score = rt.evaluate(store, sources, seed=seed, replicates=replicates)
+    first = next(iter(score.estimates.values()))
+    return TaskOutcome(score.estimates, first.n_videos, {}, score)
+
+
+def evaluate_tasks(
+    lm: LoadedModel,
+    store: DataStore,
+    protocol: StudyProtocol,
+    *,
+    batch_size: int,
+    predictions: Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
+    """Every task the store has labels for, in the protocol's order (tasks that re-read answers after the
+    others); a task without usable data is left out and its reason returned."""
+    outcomes: dict[str, TaskOutcome] = {}
+    failures: dict[str, str] = {}
+    for plan in sorted(protocol.tasks, key=lambda p: reuses_answers(p.definition)):
+        seed, replicates = task_seed(protocol, plan.name), protocol.privacy.bootstrap_replicates
+        try:
+            if reuses_answers(plan.definition):
+                outcomes[plan.name] = ground_task(store, plan, outcomes, seed=seed, replicates=replicates)
+            else:
+                outcomes[plan.name] = evaluate_task(
+                    lm,
+                    store,
+                    plan,
+                    batch_size=batch_size,
+                    seed=seed,
+                    replicates=replicates,
+                    predictions=predictions,
+                    progress=progress,
+                )
+        except DataError as exc:
+            failures[plan.name] = str(exc)
+            log.warning("task %s not run: %s", plan.name, exc)
+    return {p.name: outcomes[p.name] for p in protocol.tasks if p.name in outcomes}, failures
 
 
 def evaluate_protocol(
@@ -133,22 +186,9 @@ def evaluate_protocol(
     progress: Progress | None = None,
 ) -> dict[str, TaskOutcome]:
     """Every task the store has labels for; a task without usable data is left out (logged), all missing fails."""
-    outcomes, failures = {}, {}
-    for plan in protocol.tasks:
-        try:
-            outcomes[plan.name] = evaluate_task(
-                lm,
-                store,
-                plan,
-                batch_size=batch_size,
-                seed=task_seed(protocol, plan.name),
-                replicates=protocol.privacy.bootstrap_replicates,
-                predictions=predictions,
-                progress=progress,
-            )
-        except DataError as exc:
-            failures[plan.name] = str(exc)
-            log.warning("task %s not run: %s", plan.name, exc)
+    outcomes, failures = evaluate_tasks(
+        lm, store, protocol, batch_size=batch_size, predictions=predictions, progress=progress
+    )
     if not outcomes:
         raise DataError("; ".join(f"{task}: {reason}" for task, reason in failures.items()))
     return outcomes

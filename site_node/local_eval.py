@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocols.errors import DataError, UsageError
+from protocols.errors import UsageError
 from protocols.model_ref import manifest_hash
 from protocols.study import StudyProtocol, load_protocol
+from protocols.tasks import load_task
 from site_node.datasets.registry import build_entries, detect
-from site_node.evaluation import Progress, TaskOutcome, evaluate_task
+from site_node.evaluation import Progress, TaskOutcome, evaluate_tasks
 from site_node.model.loading import LoadedModel, load_model
-from site_node.scoring import task_seed, write_metrics
+from site_node.scoring import write_metrics
 from site_node.store import DatasetEntry, DataStore
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,13 @@ def arena_score(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     used = {
         t: r["metrics"][r["headline"]]["estimate"]
         for t, r in results.items()
-        if r["metrics"].get(r["headline"], {}).get("estimate") is not None
+        if r["metrics"].get(r["headline"], {}).get("estimate") is not None and load_task(t).in_arena
     }
     score = sum(used.values()) / len(used) if used else None
     return {
         "score": score,
         "tasks": [f"{t}:{results[t]['headline']}" for t in used],
-        "missing": [t for t in results if t not in used],
+        "missing": [t for t in results if t not in used and load_task(t).in_arena],
     }
 
 
@@ -103,23 +104,9 @@ def _score_command(
 def _run_tasks(
     lm: LoadedModel, data: LocalData, protocol: StudyProtocol, out: Path, batch_size: int, progress: Progress | None
 ) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
-    outcomes, failures = {}, {}
-    for plan in protocol.tasks:
-        try:
-            outcomes[plan.name] = evaluate_task(
-                lm,
-                data.store,
-                plan,
-                batch_size=batch_size,
-                seed=task_seed(protocol, plan.name),
-                replicates=protocol.privacy.bootstrap_replicates,
-                predictions=out / "predictions.jsonl",
-                progress=progress,
-            )
-        except DataError as exc:
-            failures[plan.name] = str(exc)
-            log.warning("task %s not run: %s", plan.name, exc)
-    return outcomes, failures
+    return evaluate_tasks(
+        lm, data.store, protocol, batch_size=batch_size, predictions=out / "predictions.jsonl", progress=progress
+    )
 
 
 def run_local(
@@ -152,6 +139,8 @@ def run_local(
     commands = []
     for task, result in results.items():
         write_metrics(out / f"metrics-{task}.json", result)
+        if not load_task(task).in_arena:
+            continue  # grounding re-reads the other tasks' answers: it has no predictions of its own to rescore
         used = sorted({d.dataset_id for d in data.store.datasets() if any(_serves(v, task) for v in d.videos)})
         commands.append(_score_command(task, data.sources, used, out, Path(protocol_file).resolve()))
     (out / "score-commands.sh").write_text("\n".join(["#!/bin/sh", "set -e", *commands]) + "\n", encoding="utf-8")

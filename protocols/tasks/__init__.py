@@ -23,6 +23,7 @@ class AnswerKind(str, Enum):
     LABEL_SET = "label_set"
     YES_NO_SET = "yes_no_set"
     BOXES = "boxes"
+    REASONING = "reasoning"  # no answer of its own: reads the reasoning of other tasks' answers
 
 
 class Scale(str, Enum):
@@ -72,6 +73,11 @@ class TaskDefinition:
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(lab.name for lab in self.labels)
+
+    @property
+    def in_arena(self) -> bool:
+        """Whether its headline joins the Arena Score (recognition tasks do; `extra.arena: false` opts out)."""
+        return bool(self.extra.get("arena", True))
 
     def render_prompt(self) -> str:
         return self.prompt.replace("{labels}", ", ".join(self.label_names)).strip()

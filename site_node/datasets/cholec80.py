@@ -1,4 +1,4 @@
-"""Cholec80: `videos/videoXX.mp4` with `phase_annotations/videoXX-phase.txt` (tab-separated Frame, Phase names)."""
+"""Cholec80: `videos/videoXX.mp4` with `phase_annotations/videoXX-phase.txt` (tab-separated Frame, Phase) and tool files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 from protocols.errors import DataError
 from protocols.tasks import TaskDefinition
+from site_node.answer_format import TOOL_WORDS, tool_word
 from site_node.datasets.common import VIDEO_EXTS, DatasetFormat, Found
 from site_node.labels import AliasIndex
-from site_node.store import FrameLabels, LabelKind
+from site_node.store import DataStore, FrameLabels, LabelKind, VideoEntry
 
 
 def read_phase_file(path: Path, task: TaskDefinition) -> dict[int, str]:
@@ -66,3 +67,46 @@ FORMAT = DatasetFormat(
     reads=lambda kind, path: kind is LabelKind.PHASE and path.suffix.lower() == ".txt",
     read=read_labels,
 )
+
+
+def read_tool_file(path: Path) -> dict[int, tuple[str, ...]]:
+    """Cholec80 `videoXX-tool.txt`: frame -> the present tools' words; errors name file, line and value."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read tool labels: {exc}") from exc
+    header = [c.strip() for c in lines[0].split("\t")] if lines else []
+    if not header or header[0].lower() != "frame":
+        raise DataError(
+            f"{path}:1: expected a header 'Frame<TAB>Grasper<TAB>...', got {lines[0][:60]!r}"
+            if lines
+            else f"{path}: empty"
+        )
+    words = []
+    for name in header[1:]:
+        try:
+            words.append(tool_word(name))
+        except DataError as exc:
+            raise DataError(
+                f"{path}:1: unknown tool column {name!r}; expected names from {sorted(TOOL_WORDS)}"
+            ) from exc
+    rows: dict[int, tuple[str, ...]] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        parts = [p.strip() for p in line.split("\t")]
+        if not line.strip():
+            continue
+        if len(parts) != len(header) or not parts[0].isdigit() or any(p not in ("0", "1") for p in parts[1:]):
+            raise DataError(f"{path}:{lineno}: expected a frame number and {len(words)} 0/1 values, got {line[:60]!r}")
+        rows[int(parts[0])] = tuple(w for w, p in zip(words, parts[1:], strict=False) if p == "1")
+    return rows
+
+
+def tool_file_for(store: DataStore, video: VideoEntry) -> Path | None:
+    """The video's tool file: its 'tool' manifest label, else Cholec80's tool_annotations/ beside phase_annotations/."""
+    if "tool" in video.labels:
+        return store.path(video.labels["tool"])
+    phase = store.path(video.labels["phase"])
+    if phase.parent.name != "phase_annotations" or not phase.name.endswith("-phase.txt"):
+        return None
+    candidate = phase.parent.parent / "tool_annotations" / phase.name.replace("-phase.txt", "-tool.txt")
+    return candidate if candidate.is_file() else None
