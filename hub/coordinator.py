@@ -19,6 +19,7 @@ from protocols.contract import (
     submit_request,
 )
 from protocols.errors import ContractError
+from protocols.mapping import enum_value
 from protocols.results import ResultRow
 from protocols.states import SiteState
 from protocols.study import StudyProtocol
@@ -167,8 +168,8 @@ class StepRunner:
         try:
             check_records(op, reply.records)
             job = reply.records["job"]["values"]
-            state = JobState(job["state"])
-        except (ContractError, ValueError) as exc:
+            state = enum_value(JobState, job["state"], f"{op.value} reply: job.state", ContractError)
+        except ContractError as exc:
             self._record(track, SiteState.ERROR, f"reply broke the message contract: {exc}")
             return
         if op is Op.FETCH and state is JobState.DONE:

@@ -134,10 +134,16 @@ def test_valid_values_still_load(path: str, value: object) -> None:
     ("build", "message"),
     [
         (lambda: Privacy(min_videos=True), "min_videos must be an integer"),
-        (lambda: Privacy(outputs="aggregate"), "privacy.outputs must be a OutputLevel, got str"),
+        (
+            lambda: Privacy(outputs="aggregate"),  # type: ignore[arg-type]  # deliberately a str
+            "privacy.outputs must be a OutputLevel, got str",
+        ),
         (lambda: RoundPlan(poll_seconds=-1), "poll_seconds must be a number in"),
         (lambda: RoundPlan(rounds=False), "rounds must be an integer"),
-        (lambda: RoundPlan(mode="evaluate"), "round_plan.mode must be a StudyMode, got str"),
+        (
+            lambda: RoundPlan(mode="evaluate"),  # type: ignore[arg-type]  # deliberately a str
+            "round_plan.mode must be a StudyMode, got str",
+        ),
         (lambda: TaskPlan("phase", max_new_tokens=True), "max_new_tokens must be an integer"),
     ],
 )
