@@ -6,19 +6,25 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, parse_metric_record_name
+from protocols.contract import (
+    JobKind,
+    JobState,
+    Op,
+    WireRecords,
+    check_records,
+    job_request,
+    parse_metric_record_name,
+    submit_request,
+)
 from protocols.errors import ContractError
+from protocols.mapping import enum_value
 from protocols.results import ResultRow
-from protocols.study import StudyProtocol, loads_protocol
+from protocols.states import SiteState
+from protocols.study import StudyProtocol
 
 log = logging.getLogger(__name__)
-ABSENT = "absent"  # the site never connected before the deadline
-STORED = "stored"  # the site's released numbers (or adapter) are in the store
-# A site's job is over for this round in these states ("done" is not: its result still has to be fetched).
-FINAL_SITE_STATES = {STORED, "error", ABSENT, JobState.FAILED.value, JobState.REFUSED.value, JobState.REJECTED.value}
 TrainHandler = Callable[[str, WireRecords], None]
 
 
@@ -70,7 +76,7 @@ class Step:
 class SiteTrack:
     center: str
     job_id: str
-    state: str = "pending"
+    state: SiteState = SiteState.PENDING
     node: int | None = None
 
 
@@ -86,6 +92,7 @@ class Launch:
     directory: NodeDirectory
     deadline: float
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time  # injected with `sleep`, so tests step through a deadline at once
 
 
 class StepRunner:
@@ -94,19 +101,22 @@ class StepRunner:
     def __init__(self, launch: Launch, step: Step) -> None:
         self.l, self.step = launch, step
         previous = {
-            j["center"]: j["state"]
+            j["center"]: SiteState(j["state"])
             for j in launch.store.jobs(launch.launch_id)
             if j["round"] == step.round and j["kind"] == step.kind.value
         }
         self.tracks = {}
         for site in step.sites:
-            state = previous.get(site, "pending")
+            state = previous.get(site, SiteState.PENDING)
             job_id = f"{launch.launch_id}.r{step.round}.{step.kind.value}.{site}"
-            self.tracks[site] = SiteTrack(site, job_id, "pending" if state == ABSENT else state)
+            # A site absent last time is asked again; the same job id lets the site answer a resubmission as is.
+            self.tracks[site] = SiteTrack(site, job_id, SiteState.PENDING if state is SiteState.ABSENT else state)
 
-    def _record(self, track: SiteTrack, state: str, detail: str | None = None, **extra: object) -> None:
-        if state != track.state or detail:
-            log.info("round %d %s %s: %s %s", self.step.round, self.step.kind.value, track.center, state, detail or "")
+    def _record(self, track: SiteTrack, state: SiteState, detail: str | None = None, **extra: object) -> None:
+        if state is not track.state or detail:
+            log.info(
+                "round %d %s %s: %s %s", self.step.round, self.step.kind.value, track.center, state.value, detail or ""
+            )
         track.state = state
         self.l.store.set_job(
             self.l.launch_id,
@@ -114,16 +124,16 @@ class StepRunner:
             track.center,
             kind=self.step.kind.value,
             job_id=track.job_id,
-            state=state,
+            state=state.value,
             detail=detail,
             **extra,
         )
 
     def _open(self) -> list[SiteTrack]:
-        return [t for t in self.tracks.values() if t.state not in FINAL_SITE_STATES]
+        return [t for t in self.tracks.values() if not t.state.final]
 
     def run(self) -> None:
-        while (open_tracks := self._open()) and time.time() < self.l.deadline:
+        while (open_tracks := self._open()) and self.l.clock() < self.l.deadline:
             connected = self.l.directory.connected()
             requests: dict[int, tuple[Op, WireRecords]] = {}
             for track in open_tracks:
@@ -131,7 +141,7 @@ class StepRunner:
                 if track.node is not None:
                     requests[track.node] = self._next_request(track)
             if requests:
-                timeout = max(5.0, min(120.0, self.l.deadline - time.time()))
+                timeout = max(5.0, min(120.0, self.l.deadline - self.l.clock()))
                 replies = self.l.transport.request(requests, timeout=timeout)
                 for track in open_tracks:
                     if track.node in replies:
@@ -139,51 +149,41 @@ class StepRunner:
             if self._open():
                 self.l.sleep(self.l.protocol.round_plan.poll_seconds)
         for track in self._open():
-            self._record(track, ABSENT if track.state == "pending" else track.state, "no reply before the deadline")
+            state = SiteState.ABSENT if track.state is SiteState.PENDING else track.state
+            self._record(track, state, "no reply before the deadline")
 
     def _next_request(self, track: SiteTrack) -> tuple[Op, WireRecords]:
-        job = {"job-id": track.job_id}
-        if track.state == "pending":
-            return Op.SUBMIT, {
-                "job": {
-                    "kind": "config",
-                    "values": {
-                        **job,
-                        "kind": self.step.kind.value,
-                        "study": self.l.protocol.study_id,
-                        "round": self.step.round,
-                        "protocol-hash": self.l.protocol.content_hash,
-                        "protocol": self.l.protocol_text,
-                    },
-                },
-                **self.step.adapter,
-            }
-        op = Op.FETCH if track.state == JobState.DONE.value else Op.STATUS
-        return op, {"job": {"kind": "config", "values": job}}
+        if track.state is SiteState.PENDING:
+            p = self.l.protocol
+            job = submit_request(
+                track.job_id, self.step.kind, p.study_id, self.step.round, p.content_hash, self.l.protocol_text
+            )
+            return Op.SUBMIT, {**job, **self.step.adapter}
+        return (Op.FETCH if track.state is SiteState.DONE else Op.STATUS), job_request(track.job_id)
 
     def _handle(self, track: SiteTrack, op: Op, reply: Reply) -> None:
         if reply.error is not None or reply.records is None:
-            self._record(track, "error", f"site error: {reply.error}")
+            self._record(track, SiteState.ERROR, f"site error: {reply.error}")
             return
         try:
             check_records(op, reply.records)
+            job = reply.records["job"]["values"]
+            state = enum_value(JobState, job["state"], f"{op.value} reply: job.state", ContractError)
         except ContractError as exc:
-            self._record(track, "error", f"reply broke the message contract: {exc}")
+            self._record(track, SiteState.ERROR, f"reply broke the message contract: {exc}")
             return
-        job = reply.records["job"]["values"]
-        state, detail = str(job["state"]), job.get("detail")
-        if op is Op.FETCH and state == JobState.DONE.value:
+        if op is Op.FETCH and state is JobState.DONE:
             self._store(track, reply.records)
             return
         # "done" from a status poll is fetched on the next poll; the job is not over before its result is stored.
-        self._record(track, state, detail)
+        self._record(track, SiteState.of(state), job.get("detail"))
 
     def _store(self, track: SiteTrack, records: WireRecords) -> None:
         meta = records.get("meta", {}).get("values", {})
         if meta.get("protocol-hash") != self.l.protocol.content_hash:
             self._record(
                 track,
-                "error",
+                SiteState.ERROR,
                 f"result for protocol {str(meta.get('protocol-hash'))[:12]}, "
                 f"expected {self.l.protocol.content_hash[:12]}",
             )
@@ -194,13 +194,13 @@ class StepRunner:
                 assert self.step.on_train is not None
                 self.step.on_train(track.center, records)
             except ContractError as exc:
-                self._record(track, "error", f"adapter refused: {exc}")
+                self._record(track, SiteState.ERROR, f"adapter refused: {exc}")
                 return
             epsilon = records.get("train", {}).get("values", {}).get("epsilon")
-            self._record(track, STORED, None, software_version=version, epsilon=epsilon)
+            self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon)
             return
         self.l.store.add_results(self.l.launch_id, list(self._rows(track.center, records)))
-        self._record(track, STORED, None, software_version=version)
+        self._record(track, SiteState.STORED, None, software_version=version)
 
     def _rows(self, center: str, records: WireRecords) -> list[ResultRow]:
         rows = []
@@ -227,42 +227,3 @@ class StepRunner:
                 )
             )
         return rows
-
-
-def run_launch(
-    transport: Transport,
-    store: Any,
-    launch_id: str,
-    *,
-    adapters_dir: Path | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Run every round of a launch; a failing site is recorded against that site and the study goes on."""
-    from hub.federated import train_step  # torch and peft only when a study fine-tunes
-
-    row = store.launch(launch_id)
-    study = store.study(row["study_id"])
-    protocol = loads_protocol(study["protocol_yaml"], f"study {study['study_id']}")
-    if protocol.content_hash != row["protocol_hash"]:
-        store.finish_launch(launch_id, "failed", "the hub's package version changed since launch; launch again")
-        return
-    launch = Launch(
-        transport,
-        store,
-        protocol,
-        launch_id,
-        study["protocol_yaml"],
-        NodeDirectory(transport, store.site_nodes()),
-        time.time() + protocol.round_plan.deadline_minutes * 60,
-        sleep,
-    )
-    adapter: WireRecords = {}
-    try:
-        for round_ in protocol.round_numbers:
-            if round_ >= 1 and protocol.finetune is not None:
-                adapter = train_step(launch, round_, adapter, adapters_dir or Path("adapters"))
-            StepRunner(launch, Step(JobKind.EVALUATE, round_, protocol.sites, adapter)).run()
-    except Exception as exc:
-        store.finish_launch(launch_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_launch(launch_id, "finished")

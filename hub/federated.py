@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hub.aggregation import StreamingFedAvg, write_peft_adapter
 from hub.coordinator import Launch, Step, StepRunner
 from protocols.adapters import encode_state
 from protocols.arrays import from_wire, to_wire
-from protocols.contract import JobKind, WireRecords
+from protocols.contract import JobKind, WireRecords, adapter_records
 from protocols.errors import SurgFedError
-
-
-def adapter_records(arrays: dict[str, Any], meta: dict[str, str]) -> WireRecords:
-    return {
-        "adapter": {"kind": "array", "values": {k: to_wire(v) for k, v in arrays.items()}},
-        "adapter-meta": {"kind": "config", "values": dict(meta)},
-    }
 
 
 def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: Path) -> WireRecords:
@@ -41,4 +33,5 @@ def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: 
     launch.store.add_adapter(
         launch.launch_id, round_, stored.sha256, str(stored.path), stored.num_examples, ",".join(stored.sites)
     )
-    return adapter_records(*encode_state(state, plan.wire_dtype))
+    arrays, meta = encode_state(state, plan.wire_dtype)
+    return adapter_records({k: to_wire(v) for k, v in arrays.items()}, meta)

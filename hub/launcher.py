@@ -11,6 +11,7 @@ from pathlib import Path
 from hub.home import HubHome
 from hub.superlink import run_status, start_run
 from protocols.errors import SurgFedError
+from protocols.states import LaunchState
 from protocols.study import StudyProtocol, load_protocol
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,17 @@ def follow(
                 what = "" if job["kind"] == "evaluate" else f" {job['kind']}"
                 echo(f"  round {job['round']}{what} {job['center']}: {state}")
         launch = store.launch(launch_id)
-        if launch["state"] == "finished":
+        state = LaunchState(launch["state"])
+        if state is LaunchState.FINISHED:
             return
-        if launch["state"] == "failed":
+        if state is LaunchState.FAILED:
             raise SurgFedError(f"launch {launch_id} failed: {launch['detail']}")
         if time.time() - last_check > 15:  # the ServerApp may die before it can mark the launch
             last_check = time.time()
             status = run_status(home, run_id).get("status", "")
-            if status.startswith("finished") and store.launch(launch_id)["state"] == "running":
-                store.finish_launch(launch_id, "failed", f"the ServerApp ended ({status}) without finishing the launch")
+            if status.startswith("finished") and store.launch(launch_id)["state"] == LaunchState.RUNNING.value:
+                ended = f"the ServerApp ended ({status}) without finishing the launch"
+                store.finish_launch(launch_id, LaunchState.FAILED, ended)
         time.sleep(1.0)
     raise SurgFedError(
         f"launch {launch_id} of study {protocol.study_id} did not finish before its deadline; the states above "

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from protocols.errors import ConfigError
 from protocols.results import COLUMNS, ResultRow
+from protocols.states import LaunchState
 
 metadata = MetaData()
 
@@ -57,7 +58,7 @@ launches = Table(
     Column("launch_id", String(64), primary_key=True),
     Column("study_id", String(64), nullable=False),
     Column("protocol_hash", String(64), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # protocols.states.LaunchState
     Column("detail", Text, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
@@ -70,7 +71,7 @@ site_jobs = Table(
     Column("center", String(64), nullable=False),
     Column("kind", String(16), nullable=False),  # evaluate | train
     Column("job_id", String(160), nullable=False),
-    Column("state", String(24), nullable=False),
+    Column("state", String(24), nullable=False),  # protocols.states.SiteState
     Column("detail", Text, nullable=True),
     Column("software_version", String(32), nullable=True),
     Column("epsilon", Float, nullable=True),  # a DP trainer's spent epsilon for the study, as it reported
@@ -176,7 +177,7 @@ class ResultsStore:
                     launch_id=launch_id,
                     study_id=study_id,
                     protocol_hash=protocol_hash,
-                    state="running",
+                    state=LaunchState.RUNNING.value,
                     started_at=time.time(),
                 )
             )
@@ -188,19 +189,19 @@ class ResultsStore:
             raise ConfigError(f"unknown launch {launch_id!r}")
         return dict(row._mapping)
 
-    def finish_launch(self, launch_id: str, state: str, detail: str | None = None) -> None:
+    def finish_launch(self, launch_id: str, state: LaunchState, detail: str | None = None) -> None:
         with self.engine.begin() as con:
             con.execute(
                 update(launches)
                 .where(launches.c.launch_id == launch_id)
-                .values(state=state, detail=detail, finished_at=time.time())
+                .values(state=LaunchState(state).value, detail=detail, finished_at=time.time())
             )
 
     def latest_launch(self, study_id: str) -> dict[str, Any]:
         with self.engine.connect() as con:
             row = con.execute(
                 select(launches)
-                .where(launches.c.study_id == study_id, launches.c.state == "finished")
+                .where(launches.c.study_id == study_id, launches.c.state == LaunchState.FINISHED.value)
                 .order_by(launches.c.started_at.desc())
             ).first()
         if row is None:

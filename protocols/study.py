@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -13,13 +13,15 @@ from typing import Any
 import yaml
 
 from protocols import __version__
-from protocols.errors import ProtocolError
+from protocols.errors import ConfigError, ProtocolError
 from protocols.finetune import FinetunePlan, parse_finetune
-from protocols.mapping import check_mapping
+from protocols.mapping import check_mapping, enum_value, integer, number
 from protocols.tasks import TaskDefinition, load_task
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_TASK = re.compile(r"[a-z][a-z0-9_]*")
+MAX_DEADLINE_MINUTES = 366 * 24 * 60  # studies run for weeks; a deadline beyond a year is a typo
 
 
 class StudyMode(str, Enum):
@@ -35,6 +37,17 @@ class OutputLevel(str, Enum):
     PER_FRAME = "per_frame"
 
 
+def _in_range(value: Any, name: str, high: float) -> None:
+    """A finite number in (0, high]; the stored value keeps its YAML type, so the protocol hash does not move."""
+    if not 0 < number(value, name, error=ProtocolError) <= high:
+        raise ProtocolError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+
+
+def _kind(value: Any, name: str, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{name} must be a {kind.__name__}, got {type(value).__name__} ({value!r})")
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     """One task of a study and how it is sampled and generated."""
@@ -44,10 +57,10 @@ class TaskPlan:
     max_new_tokens: int = 64
 
     def __post_init__(self) -> None:
-        if not 0 < self.sample_every_s <= 3600:
-            raise ProtocolError(f"task {self.name}: sample_every_s must be in (0, 3600], got {self.sample_every_s}")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise ProtocolError(f"task {self.name}: max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
+        if not isinstance(self.name, str) or not _TASK.fullmatch(self.name):
+            raise ProtocolError(f"tasks: name must be a task name such as 'phase', got {self.name!r}")
+        _in_range(self.sample_every_s, f"task {self.name}: sample_every_s", 3600)
+        integer(self.max_new_tokens, f"task {self.name}: max_new_tokens", 1, 4096, ProtocolError)
 
     @property
     def definition(self) -> TaskDefinition:
@@ -61,12 +74,10 @@ class Privacy:
     bootstrap_replicates: int = 1000
 
     def __post_init__(self) -> None:
-        if self.min_videos < 1:
-            raise ProtocolError(f"privacy.min_videos must be >= 1, got {self.min_videos}")
-        if not 100 <= self.bootstrap_replicates <= 100_000:
-            raise ProtocolError(
-                f"privacy.bootstrap_replicates must be in [100, 100000], got {self.bootstrap_replicates}"
-            )
+        # YAML `true` is 1: a boolean here would switch small-cell suppression off, so it is refused.
+        integer(self.min_videos, "privacy.min_videos", 1, 1_000_000, ProtocolError)
+        _kind(self.outputs, "privacy.outputs", OutputLevel)
+        integer(self.bootstrap_replicates, "privacy.bootstrap_replicates", 100, 100_000, ProtocolError)
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,13 @@ class RoundPlan:
     finetune: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ProtocolError(f"round_plan.rounds must be >= 1, got {self.rounds}")
-        if self.deadline_minutes <= 0:
-            raise ProtocolError(f"round_plan.deadline_minutes must be > 0, got {self.deadline_minutes}")
+        _kind(self.mode, "round_plan.mode", StudyMode)
+        integer(self.rounds, "round_plan.rounds", 1, 1000, ProtocolError)
+        _in_range(self.deadline_minutes, "round_plan.deadline_minutes", MAX_DEADLINE_MINUTES)
+        _in_range(self.poll_seconds, "round_plan.poll_seconds", 3600)
+        _kind(self.finetune, "round_plan.finetune", dict)
+        if self.finetune and self.mode is not StudyMode.FINETUNE:
+            raise ProtocolError(f"round_plan.finetune is set but round_plan.mode is {self.mode.value!r}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,38 @@ class StudyProtocol:
     round_plan: RoundPlan
     privacy: Privacy
     finetune: FinetunePlan | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.study_id, str) or not _ID.fullmatch(self.study_id):
+            raise ProtocolError(f"study.id must match {_ID.pattern}, got {self.study_id!r}")
+        for name, value in (
+            ("study.version", self.version),
+            ("study.title", self.title),
+            ("model.name", self.model_name),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ProtocolError(f"{name} must be a non-empty string, got {value!r}")
+        sites = self.sites
+        if (
+            not sites
+            or not all(isinstance(x, str) and _ID.fullmatch(x) for x in sites)
+            or len(set(sites)) != len(sites)
+        ):
+            raise ProtocolError(f"sites must be a non-empty list of unique site names, got {list(sites)!r}")
+        if not isinstance(self.model_sha256, str) or not _SHA256.fullmatch(self.model_sha256):
+            raise ProtocolError(f"model.manifest_sha256 must be 64 lowercase hex digits, got {self.model_sha256!r}")
+        if not self.tasks or not all(isinstance(t, TaskPlan) for t in self.tasks):
+            raise ProtocolError(f"tasks must be a non-empty list of tasks, got {self.tasks!r}")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ProtocolError(f"tasks: duplicate task names in {names}")
+        _kind(self.round_plan, "round_plan", RoundPlan)
+        _kind(self.privacy, "privacy", Privacy)
+        if (self.finetune is None) == (self.round_plan.mode is StudyMode.FINETUNE):
+            raise ProtocolError(
+                f"round_plan.finetune is {'missing' if self.finetune is None else 'set'} "
+                f"but round_plan.mode is {self.round_plan.mode.value!r}"
+            )
 
     @property
     def round_numbers(self) -> range:
@@ -158,78 +204,84 @@ class StudyProtocol:
 _TOP_KEYS = {"study", "sites", "model", "tasks", "round_plan", "privacy"}
 
 
-def _require(mapping: Any, key: str, source: str, kind: type) -> Any:
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise ProtocolError(f"{source}: missing required key {key!r}")
-    value = mapping[key]
-    if not isinstance(value, kind):
-        raise ProtocolError(f"{source}: {key!r} must be {kind.__name__}, got {type(value).__name__} ({value!r})")
-    return value
+def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
+    if key not in mapping:
+        raise ProtocolError(f"missing required key {where + key!r}")
+    return mapping[key]
 
 
-def _version(study: dict[str, Any], source: str) -> str:
+def _version(study: dict[str, Any]) -> str:
     version = study.get("version")
     if not isinstance(version, (str, int, float)) or isinstance(version, bool) or str(version) == "":
-        raise ProtocolError(f"{source}: study.version must be a string like '1.0', got {version!r}")
+        raise ProtocolError(f"study.version must be a string like '1.0', got {version!r}")
     return str(version)
 
 
-def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
-    """Validate a protocol mapping; every error names `source` and the offending value."""
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{source}: expected a mapping at top level, got {type(data).__name__}")
-    check_mapping(data, source, _TOP_KEYS, ProtocolError)
-    study = _require(data, "study", source, dict)
-    check_mapping(study, f"{source}: study", {"id", "version", "title"}, ProtocolError)
-    study_id = str(_require(study, "id", f"{source}: study", str))
-    if not _ID.fullmatch(study_id):
-        raise ProtocolError(f"{source}: study.id {study_id!r} must match {_ID.pattern}")
-    sites = _require(data, "sites", source, list)
-    if not sites or not all(isinstance(s, str) and _ID.fullmatch(s) for s in sites) or len(set(sites)) != len(sites):
-        raise ProtocolError(f"{source}: sites must be a non-empty list of unique site names, got {sites!r}")
-    model = _require(data, "model", source, dict)
-    check_mapping(model, f"{source}: model", {"name", "manifest_sha256"}, ProtocolError)
-    sha = str(_require(model, "manifest_sha256", f"{source}: model", str))
-    if not _SHA256.fullmatch(sha):
-        raise ProtocolError(f"{source}: model.manifest_sha256 must be 64 lowercase hex digits, got {sha!r}")
-    tasks_raw = _require(data, "tasks", source, list)
-    if not tasks_raw:
-        raise ProtocolError(f"{source}: tasks must not be empty")
-    try:
-        tasks = tuple(TaskPlan(**(t if isinstance(t, dict) else {"name": t})) for t in tasks_raw)
-        for t in tasks:
-            t.definition  # noqa: B018 - loading validates the task name against protocols/tasks
-        round_plan = RoundPlan(
-            **{**data.get("round_plan", {}), "mode": StudyMode(data.get("round_plan", {}).get("mode", "evaluate"))}
-        )
-        priv = dict(data.get("privacy", {}))
-        privacy = Privacy(**{**priv, "outputs": OutputLevel(priv.get("outputs", "aggregate"))})
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"{source}: {exc}") from exc
-    except Exception as exc:  # ConfigError from an unknown task
-        if isinstance(exc, ProtocolError):
-            raise
-        raise ProtocolError(f"{source}: {exc}") from exc
-    if len({t.name for t in tasks}) != len(tasks):
-        raise ProtocolError(f"{source}: duplicate task names in {[t.name for t in tasks]}")
+def _task(entry: Any, i: int) -> TaskPlan:
+    """A task entry: a bare task name, or a mapping with its sampling and generation settings."""
+    if isinstance(entry, str):
+        return TaskPlan(entry)
+    raw = check_mapping(entry, f"tasks[{i}]", {f.name for f in fields(TaskPlan)}, ProtocolError)
+    _require(raw, "name", f"tasks[{i}].")
+    return TaskPlan(**raw)
+
+
+def _round_plan(data: Any) -> RoundPlan:
+    raw = dict(check_mapping(data, "round_plan", {f.name for f in fields(RoundPlan)}, ProtocolError))
+    if "mode" in raw:
+        raw["mode"] = enum_value(StudyMode, raw["mode"], "round_plan.mode", ProtocolError)
+    if raw.get("finetune", {}) is None:
+        del raw["finetune"]
+    return RoundPlan(**raw)
+
+
+def _privacy(data: Any) -> Privacy:
+    raw = dict(check_mapping(data, "privacy", {f.name for f in fields(Privacy)}, ProtocolError))
+    if "outputs" in raw:
+        raw["outputs"] = enum_value(OutputLevel, raw["outputs"], "privacy.outputs", ProtocolError)
+    return Privacy(**raw)
+
+
+def _parse(data: Any, source: str) -> StudyProtocol:
+    check_mapping(data, "top level", _TOP_KEYS, ProtocolError)
+    study = check_mapping(_require(data, "study", ""), "study", {"id", "version", "title"}, ProtocolError)
+    model = check_mapping(_require(data, "model", ""), "model", {"name", "manifest_sha256"}, ProtocolError)
+    sites, tasks_raw = _require(data, "sites", ""), _require(data, "tasks", "")
+    _kind(sites, "sites", list)
+    _kind(tasks_raw, "tasks", list)
+    tasks = tuple(_task(t, i) for i, t in enumerate(tasks_raw))
+    for t in tasks:
+        t.definition  # noqa: B018 - loading validates the task name against protocols/tasks
+    round_plan = _round_plan(data.get("round_plan", {}))
     finetune = None
     if round_plan.mode is StudyMode.FINETUNE:
         finetune = parse_finetune(round_plan.finetune, source)
         finetune.check_sites(sites, source)
-    elif round_plan.finetune:
-        raise ProtocolError(f"{source}: round_plan.finetune is set but round_plan.mode is {round_plan.mode.value!r}")
+    study_id = _require(study, "id", "study.")
     return StudyProtocol(
         study_id=study_id,
-        version=_version(study, source),
-        title=str(study.get("title", study_id)),
+        version=_version(study),
+        title=study.get("title", study_id),
         sites=tuple(sites),
-        model_name=str(model.get("name", "surg-r1")),
-        model_sha256=sha,
+        model_name=model.get("name", "surg-r1"),
+        model_sha256=_require(model, "manifest_sha256", "model."),
         tasks=tasks,
         round_plan=round_plan,
-        privacy=privacy,
+        privacy=_privacy(data.get("privacy", {})),
         finetune=finetune,
     )
+
+
+def parse_protocol(data: Any, source: str = "<protocol>") -> StudyProtocol:
+    """Validate a protocol mapping; every error names `source`, the field, the value received and what was expected."""
+    try:
+        return _parse(data, source)
+    except ConfigError as exc:  # an unknown or invalid task definition (protocols/tasks)
+        raise ProtocolError(f"{source}: {exc}") from exc
+    except ProtocolError as exc:
+        if str(exc).startswith(f"{source}: "):  # parse_finetune names the source itself
+            raise
+        raise ProtocolError(f"{source}: {exc}") from exc
 
 
 def load_protocol(path: Path) -> StudyProtocol:

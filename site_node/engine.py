@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records
+from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, hello_reply, job_reply
 from protocols.errors import ContractError, ModelError, ProtocolError, SurgFedError
 from protocols.model_ref import manifest_hash
 from protocols.study import OutputLevel, StudyProtocol
@@ -27,10 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _job_record(job: Job) -> WireRecords:
-    values: dict[str, Any] = {"job-id": job.job_id, "state": job.state.value, "progress": float(job.progress)}
-    if job.detail:
-        values["detail"] = job.detail[:1000]
-    return {"job": {"kind": "config", "values": values}}
+    return job_reply(job.job_id, job.state, job.detail[:1000] if job.detail else None, float(job.progress))
 
 
 class SiteEngine:
@@ -96,9 +93,7 @@ class SiteEngine:
 
     def _dispatch(self, op: Op, values: dict[str, Any], records: WireRecords) -> WireRecords:
         if op is Op.HELLO:
-            return {
-                "site": {"kind": "config", "values": {"software-version": __version__, "site-name": self.config.name}}
-            }
+            return hello_reply(__version__, self.config.name)
         if op is Op.SUBMIT:
             return _job_record(self._submit(values, records))
         job = self.jobs.get(values["job-id"])

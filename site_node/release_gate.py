@@ -6,7 +6,18 @@ import math
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import Op, WireRecords, check_records, metric_record_name
+from protocols.contract import (
+    JobState,
+    Op,
+    WireRecords,
+    adapter_records,
+    check_records,
+    job_reply,
+    metric_record,
+    metric_record_name,
+    result_meta,
+    train_record,
+)
 from protocols.errors import ContractError
 from protocols.study import StudyProtocol
 from site_node.audit import AuditLog, payload_digest
@@ -32,16 +43,10 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
 
 def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]]) -> WireRecords:
     """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash."""
-    records: WireRecords = {
-        "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
-        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
-    }
+    records = {**job_reply(job_id, JobState.DONE), **result_meta(__version__, protocol.content_hash)}
     for task, metrics in estimates.items():
         for metric, est in metrics.items():
-            records[metric_record_name(task, metric)] = {
-                "kind": "metric",
-                "values": _metric_values(est, protocol.privacy.min_videos),
-            }
+            records[metric_record_name(task, metric)] = metric_record(_metric_values(est, protocol.privacy.min_videos))
     check_records(Op.FETCH, records)
     return records
 
@@ -55,15 +60,11 @@ def train_payload(
     epsilon: float | None,
 ) -> WireRecords:
     """The fetch reply of a finished training round: the adapter, its metadata, the FedAvg weight (and epsilon)."""
-    train: dict[str, Any] = {"num-examples": int(num_examples)}
-    if epsilon is not None:
-        train["epsilon"] = float(epsilon)
-    records: WireRecords = {
-        "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
-        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
-        "adapter": {"kind": "array", "values": arrays},
-        "adapter-meta": {"kind": "config", "values": dict(meta)},
-        "train": {"kind": "metric", "values": train},
+    records = {
+        **job_reply(job_id, JobState.DONE),
+        **result_meta(__version__, protocol.content_hash),
+        **adapter_records(arrays, meta),
+        **train_record(num_examples, epsilon),
     }
     check_records(Op.FETCH, records)
     return records

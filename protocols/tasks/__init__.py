@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from protocols.errors import ConfigError
-from protocols.mapping import check_mapping
+from protocols.mapping import check_mapping, enum_value
 
 
 class AnswerKind(str, Enum):
@@ -33,16 +33,38 @@ class Scale(str, Enum):
     UNIT = "unit"
 
 
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # task and metric names travel in wire record names (metric.TASK.METRIC)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Label:
     name: str
     synonyms: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _text(self.name, "label name")
+        if not isinstance(self.synonyms, tuple):
+            raise ConfigError(f"label {self.name}: synonyms must be a list, got {self.synonyms!r}")
+        for synonym in self.synonyms:
+            _text(synonym, f"label {self.name}: synonym")
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
     scale: Scale
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ConfigError(f"metric name must be lower_snake_case, got {self.name!r}")
+        if not isinstance(self.scale, Scale):
+            raise ConfigError(f"metric {self.name}: scale must be a Scale, got {self.scale!r}")
 
 
 @dataclass(frozen=True)
@@ -59,8 +81,20 @@ class TaskDefinition:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigError(f"task name must be lower_snake_case, got {self.name!r}")
+        for key in ("title", "prompt", "headline"):
+            _text(getattr(self, key), f"task {self.name}: {key}")
+        if not isinstance(self.answer_kind, AnswerKind):
+            raise ConfigError(f"task {self.name}: answer_kind must be an AnswerKind, got {self.answer_kind!r}")
+        if not isinstance(self.labels, tuple) or not all(isinstance(lab, Label) for lab in self.labels):
+            raise ConfigError(f"task {self.name}: labels must be a tuple of Label, got {self.labels!r}")
+        if not self.metrics or not all(isinstance(m, MetricSpec) for m in self.metrics):
+            raise ConfigError(
+                f"task {self.name}: metrics must be a non-empty tuple of MetricSpec, got {self.metrics!r}"
+            )
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"task {self.name}: extra must be a mapping, got {self.extra!r}")
         names = [m.name for m in self.metrics]
         if self.headline not in names:
             raise ConfigError(f"task {self.name}: headline {self.headline!r} is not one of its metrics {names}")
@@ -105,30 +139,49 @@ class TaskDefinition:
 _REQUIRED = ("name", "title", "answer_kind", "prompt", "metrics", "headline")
 
 
+def _list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{name} must be a list, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def _label(data: Any, where: str) -> Label:
+    raw = check_mapping(data, where, {"name", "synonyms"})
+    if "name" not in raw:
+        raise ConfigError(f"{where}: missing key 'name'")
+    return Label(raw["name"], tuple(_list(raw.get("synonyms", []), f"{where}.synonyms")))
+
+
+def _metric(data: Any, where: str) -> MetricSpec:
+    raw = check_mapping(data, where, {"name", "scale"})
+    missing = [k for k in ("name", "scale") if k not in raw]
+    if missing:
+        raise ConfigError(f"{where}: missing keys {missing}")
+    return MetricSpec(raw["name"], enum_value(Scale, raw["scale"], f"{where}.scale"))
+
+
 def parse_task(data: Any, source: str) -> TaskDefinition:
-    """Validate a task mapping (from YAML); `source` names it in errors."""
+    """Validate a task mapping (from YAML); errors name `source`, the field, the value and what was expected."""
     check_mapping(data, source, set(_REQUIRED) | {"labels", "extra"})
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ConfigError(f"{source}: missing keys {missing}")
     try:
-        kind = AnswerKind(data["answer_kind"])
-        metrics = tuple(MetricSpec(str(m["name"]), Scale(m["scale"])) for m in data["metrics"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{source}: invalid answer_kind or metrics: {exc}") from exc
-    labels = tuple(
-        Label(str(lab["name"]), tuple(str(s) for s in lab.get("synonyms", ()))) for lab in data.get("labels", ())
-    )
-    return TaskDefinition(
-        name=str(data["name"]),
-        title=str(data["title"]),
-        answer_kind=kind,
-        labels=labels,
-        prompt=str(data["prompt"]),
-        metrics=metrics,
-        headline=str(data["headline"]),
-        extra=dict(data.get("extra") or {}),
-    )
+        extra = data.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(f"extra must be a mapping, got {type(extra).__name__} ({extra!r})")
+        return TaskDefinition(
+            name=data["name"],
+            title=data["title"],
+            answer_kind=enum_value(AnswerKind, data["answer_kind"], "answer_kind"),
+            labels=tuple(_label(lab, f"labels[{i}]") for i, lab in enumerate(_list(data.get("labels", []), "labels"))),
+            prompt=data["prompt"],
+            metrics=tuple(_metric(m, f"metrics[{i}]") for i, m in enumerate(_list(data["metrics"], "metrics"))),
+            headline=data["headline"],
+            extra=dict(extra),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def load_task_file(path: Path) -> TaskDefinition:

@@ -9,6 +9,7 @@ import pytest
 from hub.store import ResultsStore
 from protocols.errors import ConfigError
 from protocols.results import COLUMNS, ResultRow
+from protocols.states import LaunchState
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert list(frame.columns) == list(COLUMNS) and len(frame) == 1 and frame.iloc[0]["estimate"] == 0.5
     with pytest.raises(ConfigError, match="no finished launch"):
         store.latest_launch("s")
-    store.finish_launch("L1", "finished")
+    store.finish_launch("L1", LaunchState.FINISHED)
     assert store.latest_launch("s")["launch_id"] == "L1"
 
 

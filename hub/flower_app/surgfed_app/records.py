@@ -7,18 +7,18 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from protocols.arrays import from_wire, to_wire
-from protocols.contract import WireRecords
+from protocols.contract import RecordKind, WireRecords, array_record, config_record, metric_record
 
 
 def to_recorddict(records: WireRecords) -> RecordDict:
     out = RecordDict()
     for name, record in records.items():
         kind, values = record["kind"], record["values"]
-        if kind == "config":
+        if kind == RecordKind.CONFIG.value:
             out[name] = ConfigRecord(dict(values))
-        elif kind == "metric":
+        elif kind == RecordKind.METRIC.value:
             out[name] = MetricRecord(dict(values))
-        elif kind == "array":
+        elif kind == RecordKind.ARRAY.value:
             out[name] = ArrayRecord({k: Array(from_wire(v)) for k, v in values.items()})
         else:
             raise ValueError(f"record {name!r}: unknown kind {kind!r}")
@@ -28,10 +28,12 @@ def to_recorddict(records: WireRecords) -> RecordDict:
 def from_recorddict(content: RecordDict) -> WireRecords:
     records: WireRecords = {}
     for name, record in content.items():
-        values: dict[str, Any]
+        wire: dict[str, Any]
         if isinstance(record, ArrayRecord):
-            kind, values = "array", {k: to_wire(a.numpy()) for k, a in record.items()}
+            wire = array_record({k: to_wire(a.numpy()) for k, a in record.items()})
+        elif isinstance(record, ConfigRecord):
+            wire = config_record(record)
         else:
-            kind, values = ("config" if isinstance(record, ConfigRecord) else "metric"), dict(record)
-        records[name] = {"kind": kind, "values": values}
+            wire = metric_record(record)
+        records[name] = wire
     return records

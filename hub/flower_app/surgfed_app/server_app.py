@@ -7,8 +7,9 @@ from pathlib import Path
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from hub.coordinator import Reply, run_launch
+from hub.coordinator import Reply
 from hub.home import HubHome
+from hub.launch_runner import run_launch
 from protocols.contract import Op, WireRecords
 from surgfed_app.records import from_recorddict, to_recorddict
 

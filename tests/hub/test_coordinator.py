@@ -1,0 +1,270 @@
+"""The coordinator's state machine: a real SQLite store, sites that answer like engines, an injected clock."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from hub.coordinator import Reply
+from hub.launch_runner import run_launch
+from hub.store import ResultsStore
+from protocols import __version__
+from protocols.contract import (
+    JobState,
+    Op,
+    WireRecords,
+    check_records,
+    config_record,
+    job_reply,
+    metric_record,
+    metric_record_name,
+    result_meta,
+)
+from protocols.states import LaunchState, SiteState
+from protocols.study import loads_protocol
+
+PROTOCOL_YAML = f"""
+study: {{id: coord, version: "1"}}
+sites: [a, b]
+model: {{manifest_sha256: "{"ab" * 32}"}}
+tasks: [phase]
+round_plan: {{rounds: 1, deadline_minutes: 10, poll_seconds: 3}}
+privacy: {{min_videos: 2}}
+"""
+PROTOCOL = loads_protocol(PROTOCOL_YAML, "coord.yaml")
+LAUNCH = "coord-L1"
+NODES = {11: "a", 12: "b"}
+ACCURACY = {"estimate": 0.75, "ci_low": 0.6, "ci_high": 0.9, "n_videos": 4, "n_frames": 120, "suppressed": 0}
+
+
+def job_id(site: str) -> str:
+    return f"{LAUNCH}.r0.evaluate.{site}"
+
+
+class Clock:
+    """Time that moves only when the coordinator sleeps, so a 10-minute deadline passes at once."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class FakeSite:
+    """Answers like a site engine: one job per id (a resubmission gets the job as it stands), queued -> running
+    -> done over status polls, and a fetch reply built by the contract builders and checked by the contract."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.connected = True
+        self.jobs: dict[str, JobState] = {}
+        self.ops: list[Op] = []
+        self.submissions: list[str] = []
+        self.protocol_hash = PROTOCOL.content_hash
+        self.extra_records: WireRecords = {}  # what a misbehaving site adds to its result
+        self.status_state: str | None = None  # a state outside the vocabulary, sent raw
+
+    def answer(self, op: Op, records: WireRecords) -> Reply:
+        check_records(op, records, direction="request")  # the hub asks only what the contract allows
+        self.ops.append(op)
+        jid = records["job"]["values"]["job-id"]
+        if op is Op.SUBMIT:
+            assert records["job"]["values"]["protocol-hash"] == PROTOCOL.content_hash
+            self.submissions.append(jid)
+            self.jobs.setdefault(jid, JobState.QUEUED)
+            return Reply(records=job_reply(jid, self.jobs[jid], progress=0.0))
+        if op is Op.STATUS:
+            self.jobs[jid] = {JobState.QUEUED: JobState.RUNNING}.get(self.jobs[jid], JobState.DONE)
+            reply = job_reply(jid, self.jobs[jid], detail="phase: 3/4 videos", progress=0.5)
+            if self.status_state is not None:
+                reply["job"]["values"]["state"] = self.status_state
+            return Reply(records=reply)
+        assert self.jobs[jid] is JobState.DONE, "the hub fetched a job that was not done"
+        result = {
+            **job_reply(jid, JobState.DONE),
+            **result_meta(__version__, self.protocol_hash),
+            metric_record_name("phase", "accuracy"): metric_record(ACCURACY),
+            metric_record_name("phase", "f1"): metric_record({"suppressed": 1}),
+        }
+        check_records(Op.FETCH, result)  # what an honest site sends passes the contract
+        return Reply(records={**result, **self.extra_records})
+
+
+class HubDied(BaseException):
+    """The ServerApp process dying mid-request (a BaseException, so no handler records anything)."""
+
+
+class FakeTransport:
+    """The coordinator's Transport over fake sites; notes each site's stored state before every exchange."""
+
+    def __init__(self, sites: dict[int, FakeSite], store: ResultsStore, die_on_call: int | None = None) -> None:
+        self.sites, self.store, self.die_on_call = sites, store, die_on_call
+        self.calls = 0
+        self.seen: dict[str, list[str | None]] = {s.name: [] for s in sites.values()}
+
+    def node_ids(self) -> list[int]:
+        return [node for node, site in self.sites.items() if site.connected]
+
+    def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]:
+        assert 5.0 <= timeout <= 120.0
+        stored = {j["center"]: j["state"] for j in self.store.jobs(LAUNCH)}
+        for site in self.seen:
+            if not self.seen[site] or self.seen[site][-1] != stored.get(site):
+                self.seen[site].append(stored.get(site))
+        self.calls += 1
+        replies = {node: self.sites[node].answer(op, records) for node, (op, records) in requests.items()}
+        if self.calls == self.die_on_call:
+            raise HubDied  # the sites handled the requests; the hub never recorded their answers
+        return replies
+
+
+def new_store(tmp_path: Path) -> ResultsStore:
+    store = ResultsStore(f"sqlite:///{tmp_path / 'hub.db'}")
+    for node, name in NODES.items():
+        store.add_site(name, node, None)
+    store.put_study(
+        study_id=PROTOCOL.study_id,
+        version=PROTOCOL.version,
+        title=PROTOCOL.title,
+        protocol_hash=PROTOCOL.content_hash,
+        protocol_yaml=PROTOCOL_YAML,
+        model_hash=PROTOCOL.model_sha256,
+    )
+    store.new_launch(LAUNCH, PROTOCOL.study_id, PROTOCOL.content_hash)
+    return store
+
+
+def run(store: ResultsStore, sites: dict[str, FakeSite], clock: Clock, **kw: Any) -> FakeTransport:
+    transport = FakeTransport({node: sites[name] for node, name in NODES.items()}, store, **kw)
+    run_launch(transport, store, LAUNCH, sleep=clock.sleep, clock=clock)
+    return transport
+
+
+def jobs(store: ResultsStore) -> dict[str, dict[str, Any]]:
+    return {j["center"]: j for j in store.jobs(LAUNCH)}
+
+
+@pytest.fixture
+def sites() -> dict[str, FakeSite]:
+    return {name: FakeSite(name) for name in NODES.values()}
+
+
+def test_pending_submit_status_fetch_stored(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    transport = run(store, sites, clock)
+    for name, site in sites.items():
+        assert site.ops == [Op.SUBMIT, Op.STATUS, Op.STATUS, Op.FETCH]
+        assert transport.seen[name] == [None, "queued", "running", "done"]  # none stored yet = pending
+        assert jobs(store)[name]["state"] == SiteState.STORED.value == "stored"
+        assert jobs(store)[name]["job_id"] == job_id(name) and jobs(store)[name]["software_version"] == __version__
+    assert clock.slept == [3, 3, 3]  # the protocol's poll interval, never a real sleep
+    assert store.launch(LAUNCH)["state"] == LaunchState.FINISHED.value
+    frame = store.results_frame(LAUNCH).set_index(["center", "metric"])
+    assert frame.loc[("a", "accuracy"), "estimate"] == 0.75 and frame.loc[("b", "accuracy"), "n_videos"] == 4
+    assert bool(frame.loc[("a", "f1"), "suppressed"]) and pd.isna(frame.loc[("a", "f1"), "estimate"])
+    assert set(frame.reset_index()["role"]) == {"evaluate"}
+
+
+def test_a_site_that_never_connects_is_absent_at_the_deadline(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    start = clock.now
+    sites["b"].connected = False
+    run(store, sites, clock)
+    assert jobs(store)["a"]["state"] == "stored"
+    assert jobs(store)["b"]["state"] == SiteState.ABSENT.value == "absent"
+    assert jobs(store)["b"]["detail"] == "no reply before the deadline"
+    assert sites["b"].ops == []
+    assert clock.now - start >= PROTOCOL.round_plan.deadline_minutes * 60  # the deadline passed, on the clock
+    assert sum(clock.slept) < PROTOCOL.round_plan.deadline_minutes * 60 + 3
+    assert store.launch(LAUNCH)["state"] == "finished"  # the study goes on without the absent site
+
+
+@pytest.mark.parametrize(
+    ("break_it", "detail"),
+    [
+        (
+            lambda s: s.extra_records.update(predictions=config_record({"video01.frame0001": "ClippingCutting"})),
+            "reply broke the message contract: record 'predictions' is not allowed",
+        ),
+        (
+            lambda s: s.extra_records.update(
+                {metric_record_name("phase", "accuracy"): metric_record({**ACCURACY, "per_video": 0.5})}
+            ),
+            "reply broke the message contract: .*keys not in the contract: \\['per_video'\\]",
+        ),
+        (
+            lambda s: s.extra_records.update(
+                {metric_record_name("phase", "accuracy"): metric_record({**ACCURACY, "n_videos": "4"})}
+            ),
+            "reply broke the message contract: .*n_videos: expected int",
+        ),
+        (
+            lambda s: setattr(s, "status_state", "finished-ish"),
+            r"reply broke the message contract: status reply: job.state must be one of \[.*\], got 'finished-ish'",
+        ),
+    ],
+    ids=["per-frame-predictions", "extra-metric-key", "count-as-text", "state-outside-the-vocabulary"],
+)
+def test_a_reply_that_breaks_the_contract_is_an_error_for_that_site_only(
+    tmp_path: Path, sites: dict[str, FakeSite], break_it: Any, detail: str
+) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    break_it(sites["b"])
+    run(store, sites, clock)
+    assert jobs(store)["a"]["state"] == "stored"
+    assert jobs(store)["b"]["state"] == SiteState.ERROR.value == "error"
+    assert re.search(detail, jobs(store)["b"]["detail"]), jobs(store)["b"]["detail"]
+    assert set(store.results_frame(LAUNCH)["center"]) == {"a"}  # nothing of b's reply reached the results
+    assert store.launch(LAUNCH)["state"] == "finished"
+
+
+def test_a_result_for_another_protocol_is_refused(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    sites["b"].protocol_hash = "cd" * 32
+    run(store, sites, clock)
+    assert jobs(store)["b"]["state"] == "error"
+    assert jobs(store)["b"]["detail"] == f"result for protocol {'cd' * 6}, expected {PROTOCOL.content_hash[:12]}"
+    assert jobs(store)["a"]["state"] == "stored" and set(store.results_frame(LAUNCH)["center"]) == {"a"}
+
+
+def test_a_restarted_coordinator_resubmits_the_same_job_id_and_gets_the_same_job(
+    tmp_path: Path, sites: dict[str, FakeSite]
+) -> None:
+    store = new_store(tmp_path)
+    with pytest.raises(HubDied):  # the sites accepted the submission; the hub died before it recorded that
+        run(store, sites, Clock(), die_on_call=1)
+    assert jobs(store) == {} and store.launch(LAUNCH)["state"] == "running"
+    sites["a"].jobs[job_id("a")] = JobState.RUNNING  # the site's engine went on working meanwhile
+
+    restarted = ResultsStore(f"sqlite:///{tmp_path / 'hub.db'}")  # new objects over the same store
+    transport = run(restarted, sites, Clock())
+    for name, site in sites.items():
+        assert site.submissions == [job_id(name), job_id(name)]  # the same job id, submitted again
+        assert list(site.jobs) == [job_id(name)]  # and still one job at the site
+        assert jobs(restarted)[name]["state"] == "stored"
+    assert transport.seen["a"][:2] == [None, "running"]  # the resubmission answered with the job as it stood
+    assert transport.seen["b"][:2] == [None, "queued"]
+    assert restarted.launch(LAUNCH)["state"] == "finished"
+
+
+def test_a_restart_after_the_submission_was_recorded_polls_instead(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store = new_store(tmp_path)
+    with pytest.raises(HubDied):
+        run(store, sites, Clock(), die_on_call=2)  # the first answers were stored; the first poll was lost
+    assert {n: j["state"] for n, j in jobs(store).items()} == {"a": "queued", "b": "queued"}
+    restarted = ResultsStore(f"sqlite:///{tmp_path / 'hub.db'}")
+    run(restarted, sites, Clock())
+    for name, site in sites.items():
+        assert site.submissions == [job_id(name)]
+        assert site.ops[0] is Op.SUBMIT and Op.SUBMIT not in site.ops[1:]
+        assert jobs(restarted)[name]["state"] == "stored"
