@@ -9,9 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, parse_metric_record_name
+from protocols.contract import (
+    CONTRACT_VERSION,
+    CONTRACT_VERSION_KEY,
+    JobKind,
+    JobState,
+    Op,
+    WireRecords,
+    check_contract_version,
+    check_records,
+    parse_metric_record_name,
+)
 from protocols.errors import ContractError
-from protocols.results import ResultRow
+from protocols.results import PoolingScale, ResultRow
 from protocols.study import StudyProtocol, loads_protocol
 
 log = logging.getLogger(__name__)
@@ -51,7 +61,13 @@ class NodeDirectory:
             replies = self.transport.request({n: (Op.HELLO, {}) for n in unknown}, timeout=60)
             for node, reply in replies.items():
                 if reply.records and "site" in reply.records:
-                    self.names[node] = str(reply.records["site"]["values"].get("site-name", ""))
+                    values = reply.records["site"]["values"]
+                    try:
+                        check_contract_version(values.get(CONTRACT_VERSION_KEY), f"node {node}")
+                    except ContractError as exc:
+                        log.error("ignoring node %s: %s", node, exc)
+                        continue
+                    self.names[node] = str(values.get("site-name", ""))
         return {self.names[n]: n for n in ids if n in self.names}
 
 
@@ -154,6 +170,7 @@ class StepRunner:
                         "round": self.step.round,
                         "protocol-hash": self.l.protocol.content_hash,
                         "protocol": self.l.protocol_text,
+                        CONTRACT_VERSION_KEY: CONTRACT_VERSION,
                     },
                 },
                 **self.step.adapter,
@@ -187,6 +204,11 @@ class StepRunner:
                 f"result for protocol {str(meta.get('protocol-hash'))[:12]}, "
                 f"expected {self.l.protocol.content_hash[:12]}",
             )
+            return
+        try:
+            check_contract_version(meta.get(CONTRACT_VERSION_KEY), f"site {track.center!r}")
+        except ContractError as exc:
+            self._record(track, "error", str(exc))
             return
         version = str(meta.get("software-version"))
         if self.step.kind is JobKind.TRAIN:
@@ -224,9 +246,20 @@ class StepRunner:
                     n_frames=v.get("n_frames"),
                     parse_fail_rate=v.get("parse_fail_rate"),
                     suppressed=bool(v["suppressed"]),
+                    se_pooling=v.get("se_pooling"),
+                    pooling_scale=_scale_name(v.get("pooling_scale")),
+                    undefined_share=v.get("undefined_share"),
                 )
             )
         return rows
+
+
+def _scale_name(code: object) -> str | None:
+    """The released pooling-scale code by name; None when absent or unknown (the hub then uses the CI)."""
+    try:
+        return PoolingScale.from_code(code).value if isinstance(code, int) else None  # type: ignore[arg-type]
+    except ValueError:
+        return None
 
 
 def run_launch(

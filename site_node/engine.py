@@ -9,7 +9,16 @@ import threading
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records
+from protocols.contract import (
+    CONTRACT_VERSION,
+    CONTRACT_VERSION_KEY,
+    JobKind,
+    JobState,
+    Op,
+    WireRecords,
+    check_contract_version,
+    check_records,
+)
 from protocols.errors import ContractError, ModelError, ProtocolError, SurgFedError
 from protocols.model_ref import manifest_hash
 from protocols.study import OutputLevel, StudyProtocol
@@ -96,9 +105,12 @@ class SiteEngine:
 
     def _dispatch(self, op: Op, values: dict[str, Any], records: WireRecords) -> WireRecords:
         if op is Op.HELLO:
-            return {
-                "site": {"kind": "config", "values": {"software-version": __version__, "site-name": self.config.name}}
+            hello = {
+                "software-version": __version__,
+                "site-name": self.config.name,
+                CONTRACT_VERSION_KEY: CONTRACT_VERSION,
             }
+            return {"site": {"kind": "config", "values": hello}}
         if op is Op.SUBMIT:
             return _job_record(self._submit(values, records))
         job = self.jobs.get(values["job-id"])
@@ -114,6 +126,7 @@ class SiteEngine:
             return existing
         job = Job(values["job-id"], JobKind(values["kind"]), values["study"], values["round"], values["protocol-hash"])
         try:
+            check_contract_version(values.get(CONTRACT_VERSION_KEY), "the hub")
             if not is_approved(self.home.approved_dir, job.protocol_hash):
                 raise ProtocolError(refusal_reason(job.protocol_hash, values.get("protocol")))
             protocol = approved(self.home.approved_dir, job.protocol_hash)

@@ -6,7 +6,14 @@ import math
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import Op, WireRecords, check_records, metric_record_name
+from protocols.contract import (
+    CONTRACT_VERSION,
+    CONTRACT_VERSION_KEY,
+    Op,
+    WireRecords,
+    check_records,
+    metric_record_name,
+)
 from protocols.errors import ContractError
 from protocols.study import StudyProtocol
 from site_node.audit import AuditLog, payload_digest
@@ -14,7 +21,7 @@ from site_node.metrics.bootstrap import Estimate
 
 
 def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
-    """The seven contract numbers, or only the flag when the cell is small (nothing computed on it leaves)."""
+    """The contract numbers, or only the flag when the cell is small or the metric undefined (nothing else leaves)."""
     if est.n_videos < min_videos or not math.isfinite(est.estimate):
         return {"suppressed": 1}
     values: dict[str, Any] = {
@@ -23,10 +30,11 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
         "n_frames": int(est.n_frames),
         "suppressed": 0,
     }
-    for key in ("ci_low", "ci_high", "parse_fail_rate"):
+    for key in ("ci_low", "ci_high", "parse_fail_rate", "se_pooling", "undefined_share"):
         value = float(getattr(est, key))
         if math.isfinite(value):
             values[key] = value
+    values["pooling_scale"] = est.pooling_scale.code
     return values
 
 
@@ -34,7 +42,14 @@ def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str
     """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash."""
     records: WireRecords = {
         "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
-        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
+        "meta": {
+            "kind": "config",
+            "values": {
+                "software-version": __version__,
+                "protocol-hash": protocol.content_hash,
+                CONTRACT_VERSION_KEY: CONTRACT_VERSION,
+            },
+        },
     }
     for task, metrics in estimates.items():
         for metric, est in metrics.items():
@@ -60,7 +75,14 @@ def train_payload(
         train["epsilon"] = float(epsilon)
     records: WireRecords = {
         "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
-        "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
+        "meta": {
+            "kind": "config",
+            "values": {
+                "software-version": __version__,
+                "protocol-hash": protocol.content_hash,
+                CONTRACT_VERSION_KEY: CONTRACT_VERSION,
+            },
+        },
         "adapter": {"kind": "array", "values": arrays},
         "adapter-meta": {"kind": "config", "values": dict(meta)},
         "train": {"kind": "metric", "values": train},
