@@ -19,6 +19,7 @@ from site_node.metrics import action as action_metrics
 from site_node.metrics import cvs as cvs_metrics
 from site_node.metrics import localization as loc_metrics
 from site_node.metrics import phase as phase_metrics
+from site_node.metrics import phase_relaxed
 from site_node.metrics import triplet as triplet_metrics
 from site_node.metrics.bootstrap import Estimate
 from site_node.parsing import parse_single_label
@@ -101,6 +102,8 @@ class PhaseRuntime(_Base):
     label_kind: LabelKind = LabelKind.PHASE
     metrics: ClassVar[Any] = phase_metrics  # the metrics module; single-label tasks differ only in it
 
+    frame_interval_s: float = 1.0  # seconds between the scored frames (the protocol's sample_every_s)
+
     def __post_init__(self) -> None:
         self._mapper = LabelMapper(self.task)
 
@@ -109,7 +112,13 @@ class PhaseRuntime(_Base):
 
     def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         pairs = [([t for t, _ in v], [self.parse(a) for _, a in v]) for v in videos]
-        return self.metrics.summarise(pairs, seed=seed, replicates=replicates)
+        out: dict[str, Estimate] = self.metrics.summarise(pairs, seed=seed, replicates=replicates)
+        boundary = self.task.extra.get("relaxed_boundary_s")
+        if boundary and pairs:  # the Cholec80-script-compatible variant, as named *_relaxed metrics
+            window = max(1, round(float(boundary) / self.frame_interval_s))
+            names = self.task.label_names
+            out |= phase_relaxed.summarise(pairs, names, window=window, seed=seed + 50, replicates=replicates)
+        return out
 
 
 @dataclass

@@ -30,6 +30,7 @@ def test_methods_paragraph_states_every_convention(
         "Unparseable answers count as incorrect",  # the unparseable rule
         "a phase never predicted having precision 0",  # phase convention
         "Cholec80 evaluation script differs",
+        "10-second relaxed boundary",
         "pooled on the logit scale",  # pooling scale
         "never excluded",  # zero-width CI
         "undefined (NaN, not released)",  # F1
