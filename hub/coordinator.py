@@ -257,7 +257,7 @@ class StepRunner:
 def _scale_name(code: object) -> str | None:
     """The released pooling-scale code by name; None when absent or unknown (the hub then uses the CI)."""
     try:
-        return PoolingScale.from_code(code).value if isinstance(code, int) else None  # type: ignore[arg-type]
+        return PoolingScale.from_code(code).value if isinstance(code, int) else None
     except ValueError:
         return None
 

@@ -111,8 +111,12 @@ def bootstrap_estimate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # e.g. AP of a class with no positive
         estimate = float(statistic(np.arange(n_videos))) if n_videos else float("nan")
-    reps = replicate_values(n_videos, statistic, seed=seed, replicates=replicates, strata=strata) if n_videos else []
-    lo, hi, se, undefined, floored = interval(estimate, np.asarray(reps, dtype=float), n_videos, scale)
+    reps: np.ndarray = (
+        replicate_values(n_videos, statistic, seed=seed, replicates=replicates, strata=strata)
+        if n_videos
+        else np.zeros(0)
+    )
+    lo, hi, se, undefined, floored = interval(estimate, reps, n_videos, scale)
     return Estimate(
         estimate,
         lo,

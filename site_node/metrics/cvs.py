@@ -49,7 +49,7 @@ def _pooled(
     def statistic(idx: np.ndarray) -> float:
         parts = [per_video[i] for i in idx]
         y, p = np.concatenate([a[0] for a in parts]), np.concatenate([a[1] for a in parts])
-        s = np.concatenate([a[2] for a in parts]) if all(a[2] is not None for a in parts) else None  # type: ignore[misc]
+        s = np.concatenate([a[2] for a in parts]) if all(a[2] is not None for a in parts) else None
         return metric(y, p, s)
 
     return statistic
@@ -85,7 +85,6 @@ def summarise(videos: Sequence[CvsVideo], n_criteria: int, *, seed: int, replica
     n_frames = sum(len(v.truth) for v in videos)
     n_failed = sum(a is None for v in videos for a in v.pred)
     scored = bool(videos) and all(v.scores is not None for v in videos)
-    kw = {"n_frames": n_frames, "n_failed": n_failed, "replicates": replicates}
     per_crit = [[_arrays(v, k) for v in videos] for k in range(n_criteria)]
     metrics = _metrics(scored)
     n = len(videos)
@@ -97,10 +96,18 @@ def summarise(videos: Sequence[CvsVideo], n_criteria: int, *, seed: int, replica
         parts = [_pooled(pc, metrics[metric]) for pc in per_crit]
         mean = lambda idx, parts=parts: float(np.nanmean([f(idx) for f in parts]))  # noqa: E731
         strata = _strata(per_crit, range(n_criteria)) if metric == "ap" else None
-        out[name] = bootstrap_estimate(n, mean, seed=seed + m, strata=strata, **kw)
+        out[name] = bootstrap_estimate(
+            n, mean, n_frames=n_frames, n_failed=n_failed, seed=seed + m, replicates=replicates, strata=strata
+        )
     for m, (metric, fn) in enumerate(metrics.items()):
         for k in range(n_criteria):
             out[_name(metric, k)] = bootstrap_estimate(
-                n, _pooled(per_crit[k], fn), seed=seed + 8 + m * n_criteria + k, strata=_strata(per_crit, [k]), **kw
+                n,
+                _pooled(per_crit[k], fn),
+                n_frames=n_frames,
+                n_failed=n_failed,
+                seed=seed + 8 + m * n_criteria + k,
+                replicates=replicates,
+                strata=_strata(per_crit, [k]),
             )
     return out

@@ -78,9 +78,14 @@ def summarise(
     cube = np.stack(per) if per else np.zeros((0, len(labels), 3))
     n_frames = sum(len(t) for t, _ in videos)
     n_failed = sum(sum(x is None for x in p) for _, p in videos)
-    kw = {"n_frames": n_frames, "n_failed": n_failed, "replicates": replicates}
-    out = {"accuracy_relaxed": summarise_videos(accs, seed=seed, **kw)}
+    out = {
+        "accuracy_relaxed": summarise_videos(
+            accs, n_frames=n_frames, n_failed=n_failed, seed=seed, replicates=replicates
+        )
+    }
     for k, name in enumerate(("precision_relaxed", "recall_relaxed", "jaccard_relaxed")):
         stat = lambda idx, k=k: float(np.nanmean(np.nanmean(cube[idx, :, k], axis=0)))  # noqa: E731
-        out[name] = bootstrap_estimate(len(videos), stat, seed=seed + 1 + k, **kw)
+        out[name] = bootstrap_estimate(
+            len(videos), stat, n_frames=n_frames, n_failed=n_failed, seed=seed + 1 + k, replicates=replicates
+        )
     return out
