@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocols.contract import (
+    CONTRACT_VERSION_KEY,
     JobKind,
     JobState,
     Op,
     WireRecords,
+    check_contract_version,
     check_records,
     job_request,
     parse_metric_record_name,
@@ -20,7 +22,7 @@ from protocols.contract import (
 )
 from protocols.errors import ContractError
 from protocols.mapping import enum_value
-from protocols.results import ResultRow
+from protocols.results import PoolingScale, ResultRow
 from protocols.states import SiteState
 from protocols.study import StudyProtocol
 
@@ -57,7 +59,13 @@ class NodeDirectory:
             replies = self.transport.request({n: (Op.HELLO, {}) for n in unknown}, timeout=60)
             for node, reply in replies.items():
                 if reply.records and "site" in reply.records:
-                    self.names[node] = str(reply.records["site"]["values"].get("site-name", ""))
+                    values = reply.records["site"]["values"]
+                    try:
+                        check_contract_version(values.get(CONTRACT_VERSION_KEY), f"node {node}")
+                    except ContractError as exc:
+                        log.error("ignoring node %s: %s", node, exc)
+                        continue
+                    self.names[node] = str(values.get("site-name", ""))
         return {self.names[n]: n for n in ids if n in self.names}
 
 
@@ -188,6 +196,11 @@ class StepRunner:
                 f"expected {self.l.protocol.content_hash[:12]}",
             )
             return
+        try:
+            check_contract_version(meta.get(CONTRACT_VERSION_KEY), f"site {track.center!r}")
+        except ContractError as exc:
+            self._record(track, "error", str(exc))
+            return
         version = str(meta.get("software-version"))
         if self.step.kind is JobKind.TRAIN:
             try:
@@ -224,6 +237,17 @@ class StepRunner:
                     n_frames=v.get("n_frames"),
                     parse_fail_rate=v.get("parse_fail_rate"),
                     suppressed=bool(v["suppressed"]),
+                    se_pooling=v.get("se_pooling"),
+                    pooling_scale=_scale_name(v.get("pooling_scale")),
+                    undefined_share=v.get("undefined_share"),
                 )
             )
         return rows
+
+
+def _scale_name(code: object) -> str | None:
+    """The released pooling-scale code by name; None when absent or unknown (the hub then uses the CI)."""
+    try:
+        return PoolingScale.from_code(code).value if isinstance(code, int) else None
+    except ValueError:
+        return None

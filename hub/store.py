@@ -110,6 +110,9 @@ results = Table(
     Column("n_frames", Integer, nullable=True),
     Column("parse_fail_rate", Float, nullable=True),
     Column("suppressed", Boolean, nullable=False),
+    Column("se_pooling", Float, nullable=True),  # the site's SE on pooling_scale (contract 2)
+    Column("pooling_scale", String(16), nullable=True),
+    Column("undefined_share", Float, nullable=True),
     UniqueConstraint("launch_id", "round", "center", "task", "metric"),
 )
 

@@ -12,6 +12,22 @@ from typing import Any
 from protocols.arrays import check_wire
 from protocols.errors import ContractError
 
+# The version of this contract. Hub and site refuse each other when it differs (a hub pooling with se_pooling must
+# not read a site that never sends it as if it did). History: 1 the seven metric numbers; 2 adds se_pooling,
+# pooling_scale and undefined_share to each metric record, and the version itself to hello, submit and fetch.
+CONTRACT_VERSION = 2
+CONTRACT_VERSION_KEY = "contract-version"
+
+
+def check_contract_version(received: object, peer: str) -> None:
+    """Raise ContractError unless the peer speaks this contract version (absent means version 1)."""
+    version = 1 if received is None else received
+    if version != CONTRACT_VERSION:
+        raise ContractError(
+            f"{peer} speaks message contract version {version!r}, this side speaks {CONTRACT_VERSION}: "
+            "upgrade the older side so both run the same surgfed contract"
+        )
+
 
 class Op(str, Enum):
     """Message types between hub and site (Flower `query.<op>` messages)."""
@@ -75,16 +91,32 @@ def _spec(*entries: tuple[str, ValueKind, bool]) -> dict[str, KeySpec]:
     return {k: KeySpec(v, r) for k, v, r in entries}
 
 
-S, I, F, B, A = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG, ValueKind.ARRAY
+S, I, F, B, A = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG, ValueKind.ARRAY  # noqa: E741
 
 JOB_RECORD = RecordSpec(
     "job",
     RecordKind.CONFIG,
     _spec(("job-id", S, True), ("state", S, True), ("detail", S, False), ("progress", F, False)),
 )
-META_RECORD = RecordSpec("meta", RecordKind.CONFIG, _spec(("software-version", S, True), ("protocol-hash", S, True)))
-# One record per task and metric: exactly these seven numbers, no more. Suppressed cells carry only the flag.
-METRIC_KEYS = ("estimate", "ci_low", "ci_high", "n_videos", "n_frames", "parse_fail_rate", "suppressed")
+META_RECORD = RecordSpec(
+    "meta",
+    RecordKind.CONFIG,
+    _spec(("software-version", S, True), ("protocol-hash", S, True), (CONTRACT_VERSION_KEY, I, False)),
+)
+# One record per task and metric: exactly these numbers, no more. Suppressed cells carry only the flag.
+# se_pooling: the SE on the pooling scale from the bootstrap; pooling_scale: protocols.results.PoolingScale code.
+METRIC_KEYS = (
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_videos",
+    "n_frames",
+    "parse_fail_rate",
+    "suppressed",
+    "se_pooling",
+    "pooling_scale",
+    "undefined_share",
+)
 METRIC_RECORD = RecordSpec(
     r"metric\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*",
     RecordKind.METRIC,
@@ -96,6 +128,9 @@ METRIC_RECORD = RecordSpec(
         ("n_frames", I, False),
         ("parse_fail_rate", F, False),
         ("suppressed", B, True),
+        ("se_pooling", F, False),
+        ("pooling_scale", I, False),
+        ("undefined_share", F, False),
     ),
     required=False,
 )
@@ -117,7 +152,13 @@ TRAIN_RECORD = RecordSpec(
 
 # What a site may send, per message type.
 REPLIES: dict[Op, tuple[RecordSpec, ...]] = {
-    Op.HELLO: (RecordSpec("site", RecordKind.CONFIG, _spec(("software-version", S, True), ("site-name", S, False))),),
+    Op.HELLO: (
+        RecordSpec(
+            "site",
+            RecordKind.CONFIG,
+            _spec(("software-version", S, True), ("site-name", S, False), (CONTRACT_VERSION_KEY, I, False)),
+        ),
+    ),
     Op.SUBMIT: (JOB_RECORD,),
     Op.STATUS: (JOB_RECORD,),
     Op.FETCH: (
@@ -144,6 +185,7 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
                 ("round", I, True),
                 ("protocol-hash", S, True),
                 ("protocol", S, False),
+                (CONTRACT_VERSION_KEY, I, False),
             ),
         ),
         *ADAPTER_RECORDS,  # the global adapter to train from or evaluate with
@@ -250,6 +292,7 @@ def submit_request(
         "study": study,
         "round": round_,
         "protocol-hash": protocol_hash,
+        CONTRACT_VERSION_KEY: CONTRACT_VERSION,
     }
     if protocol_text is not None:
         values["protocol"] = protocol_text
@@ -268,11 +311,17 @@ def job_reply(job_id: str, state: JobState, detail: str | None = None, progress:
 
 def result_meta(software_version: str, protocol_hash: str) -> WireRecords:
     """What a released result was computed with; the hub refuses a result for another protocol."""
-    return {"meta": config_record({"software-version": software_version, "protocol-hash": protocol_hash})}
+    values = {
+        "software-version": software_version,
+        "protocol-hash": protocol_hash,
+        CONTRACT_VERSION_KEY: CONTRACT_VERSION,
+    }
+    return {"meta": config_record(values)}
 
 
 def hello_reply(software_version: str, site_name: str) -> WireRecords:
-    return {"site": config_record({"software-version": software_version, "site-name": site_name})}
+    values = {"software-version": software_version, "site-name": site_name, CONTRACT_VERSION_KEY: CONTRACT_VERSION}
+    return {"site": config_record(values)}
 
 
 def adapter_records(arrays: Mapping[str, Any], meta: Mapping[str, str]) -> WireRecords:

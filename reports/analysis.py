@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from protocols.errors import DataError
+from protocols.results import OPTIONAL, PoolingScale, floor_se, to_pooling_scale
 from protocols.tasks import Scale
 from reports.frame import POOLED, POOLED_COLUMNS, first_seen
-from reports.pooling import MetaResult, expit, haldane, haldane_logit_se, logit, random_effects, se_from_ci
+from reports.pooling import MetaResult, expit, logit, random_effects, se_from_ci
 from reports.taskinfo import TaskInfo
 
 CORRECTION_TEXT = (
-    "A proportion (estimate or CI bound) of exactly 0 or 1 is replaced by the Haldane-Anscombe value "
-    "(x + 0.5)/(n + 1), x = p·n, with n the frames scored (videos when frames are not reported); "
-    "when the CI then has zero width, the SE is the binomial one of that empirical logit, "
-    "√(1/(x + 0.5) + 1/(n − x + 0.5))."
+    "Each center's standard error on the pooling scale is the one the site released (se_pooling: the SD of the "
+    "logit-transformed video-level bootstrap replicates, times √(n/(n − 1)), n = videos); for results from sites "
+    "that did not release it, it is (upper − lower)/(2 × 1.96) of the CI on the pooling scale. Before the logit, a "
+    "proportion is clamped to [0.5/(n + 1), 1 − 0.5/(n + 1)] with n the number of videos (the resampling unit), "
+    "which moves exactly 0 or 1 to the Haldane-Anscombe value (x + 0.5)/(n + 1). A CI of zero width is never "
+    "excluded: its SE is the binomial one of that empirical logit, √(1/(x + 0.5) + 1/(n − x + 0.5)), x = p·n."
 )
 
 
@@ -30,7 +34,9 @@ class Contribution:
     y: float | None
     se: float | None
     reason: str | None  # why it is left out of the pooling
-    corrected: bool = False  # the 0/1 correction was applied
+    corrected: bool = False  # a value at 0 or 1 was moved inside for the logit
+    floored: bool = False  # zero-width CI: the floor SE was used
+    from_site: bool = False  # the SE is the site's released se_pooling, not rebuilt from the CI
 
 
 @dataclass(frozen=True)
@@ -51,51 +57,67 @@ class PooledMetric:
         return expit(x) if self.scale is Scale.PROPORTION else x
 
 
-def _count(row: pd.Series) -> int | None:
-    for col in ("n_frames", "n_videos"):
-        value = row[col]
-        if not pd.isna(value) and int(value) > 0:
-            return int(value)
-    return None
+def pooling_scale(scale: Scale) -> PoolingScale:
+    return PoolingScale.LOGIT if scale is Scale.PROPORTION else PoolingScale.IDENTITY
 
 
-def _logit_contribution(row: pd.Series, est: float, lo: float, hi: float) -> Contribution:
-    where = f"center {row['center']!r}, task {row['task']!r}, metric {row['metric']!r}"
-    for name, value in (("estimate", est), ("ci_low", lo), ("ci_high", hi)):
-        if not 0.0 <= value <= 1.0:
-            raise DataError(f"{where}: {name} {value!r} is not a proportion in [0, 1]")
-    at_edge = any(v in (0.0, 1.0) for v in (est, lo, hi))
-    n = _count(row)
-    if at_edge and n is None:
-        raise DataError(f"{where}: a value at 0 or 1 needs n_frames or n_videos for the continuity correction")
-    fix: Callable[[float], float] = (lambda p: haldane(p, n)) if n is not None else (lambda p: p)
-    y = logit(fix(est))
-    se = se_from_ci(logit(fix(lo)), logit(fix(hi)))
-    if se <= 0.0:
-        if n is None:
-            raise DataError(f"{where}: zero-width CI [{lo}, {hi}] and no n_frames/n_videos for a binomial SE")
-        se = haldane_logit_se(est, n)
-    return Contribution(str(row["center"]), y, se, None, corrected=at_edge)
+def _videos(row: pd.Series) -> int | None:
+    value = row["n_videos"]
+    return int(value) if not pd.isna(value) and int(value) > 0 else None
+
+
+def _on_scale(values: list[float], n: int | None, ps: PoolingScale, where: str) -> list[float]:
+    """Values moved to the pooling scale together (so a bound at 0 or 1 keeps its order with the others)."""
+    if ps is PoolingScale.IDENTITY:
+        return values
+    if n is None:
+        if any(v in (0.0, 1.0) for v in values):
+            raise DataError(f"{where}: a value at 0 or 1 needs n_videos for the continuity correction")
+        return [logit(v) for v in values]
+    return [float(x) for x in to_pooling_scale(np.array(values), n, ps)]
+
+
+def _released_se(row: pd.Series) -> float | None:
+    se = row.get("se_pooling")
+    return float(se) if se is not None and not pd.isna(se) and float(se) > 0 else None
 
 
 def contribution(row: pd.Series, scale: Scale) -> Contribution:
     """The center's effect and SE on the analysis scale (logit for proportions)."""
     center = str(row["center"])
+    where = f"center {center!r}, task {row['task']!r}, metric {row['metric']!r}"
     if bool(row["suppressed"]):
-        return Contribution(center, None, None, "suppressed by the site's release gate (small cell)")
+        return Contribution(center, None, None, "suppressed by the site's release gate (small cell or undefined)")
     est, lo, hi = (float(row[c]) for c in ("estimate", "ci_low", "ci_high"))
     if math.isnan(est):
         return Contribution(center, None, None, "no estimate released")
+    ps, n = pooling_scale(scale), _videos(row)
+    values = [("estimate", est)] + [(k, v) for k, v in (("ci_low", lo), ("ci_high", hi)) if not math.isnan(v)]
+    if ps is PoolingScale.LOGIT:
+        for name, value in values:
+            if not 0.0 <= value <= 1.0:
+                raise DataError(f"{where}: {name} {value!r} is not a proportion in [0, 1]")
+    at_edge = ps is PoolingScale.LOGIT and est in (0.0, 1.0)
+    released = _released_se(row)
+    if released is not None:
+        if str(row.get("pooling_scale")) != ps.value:
+            return Contribution(
+                center, None, None, f"SE released on the {row.get('pooling_scale')} scale, not {ps.value}"
+            )
+        return Contribution(
+            center, _on_scale([est], n, ps, where)[0], released, None, corrected=at_edge, from_site=True
+        )
     if math.isnan(lo) or math.isnan(hi):
         return Contribution(center, None, None, "no 95% CI released")
     if hi < lo:
-        raise DataError(f"center {center!r}, metric {row['metric']!r}: ci_high {hi!r} is below ci_low {lo!r}")
-    if scale is Scale.PROPORTION:
-        return _logit_contribution(row, est, lo, hi)
-    se = se_from_ci(lo, hi)
-    if se <= 0.0:
-        return Contribution(center, None, None, "zero-width 95% CI")
-    return Contribution(center, est, se, None)
+        raise DataError(f"{where}: ci_high {hi!r} is below ci_low {lo!r}")
+    y, t_lo, t_hi = _on_scale([est, lo, hi], n, ps, where)
+    se = se_from_ci(t_lo, t_hi)
+    if se > 0.0:
+        return Contribution(center, y, se, None, corrected=at_edge)
+    if n is None:
+        raise DataError(f"{where}: zero-width CI [{lo}, {hi}] and no n_videos for the floor SE")
+    return Contribution(center, y, floor_se(est, n, ps), None, corrected=at_edge, floored=True)
 
 
 def pool_metric(rows: pd.DataFrame, task: str, metric: str, scale: Scale, *, hartung_knapp: bool) -> PooledMetric:
@@ -139,6 +161,8 @@ def _center_rows(pm: PooledMetric) -> pd.DataFrame:
     for c in pm.contributions:
         if c.reason:
             notes.append(f"{c.reason}; not pooled")
+        elif c.floored:
+            notes.append("zero-width CI; pooled with the binomial floor SE (n = videos)")
         elif c.corrected:
             notes.append("value at 0 or 1; continuity-corrected for pooling")
         else:
@@ -166,8 +190,10 @@ def _pooled_row(pm: PooledMetric, study: str, round_: int) -> dict[str, object]:
         "ci_high": back("ci_high"),
         "n_videos": pooled["n_videos"].sum(min_count=1),
         "n_frames": pooled["n_frames"].sum(min_count=1),
-        "parse_fail_rate": math.nan,
+        "parse_fail_rate": pooled_parse_fail_rate(pm.centers),
         "suppressed": False,
+        "se_pooling": r.se if r else math.nan,
+        "undefined_share": math.nan,
         "pi_low": back("pi_low"),
         "pi_high": back("pi_high"),
         "tau2": r.tau2 if r else math.nan,  # on the analysis scale (see pooling_scale)
@@ -177,7 +203,7 @@ def _pooled_row(pm: PooledMetric, study: str, round_: int) -> dict[str, object]:
         "fe_ci_high": back("fe_ci_high"),
         "k": len(pooled),
         "method": r.method.value if r else "",
-        "pooling_scale": "logit" if pm.scale is Scale.PROPORTION else "identity",
+        "pooling_scale": pooling_scale(pm.scale).value,
         "weight": 1.0 if r else math.nan,
         "note": _pooled_note(pm),
     }
@@ -186,9 +212,20 @@ def _pooled_row(pm: PooledMetric, study: str, round_: int) -> dict[str, object]:
 def _pooled_note(pm: PooledMetric) -> str:
     if pm.result is None:
         return "fewer than 2 centers to pool; no pooled estimate"
+    if pm.result.k == 2:
+        return "only 2 centers: read the pooled estimate with caution (τ² is barely estimable); no prediction interval"
     if pm.result.pi_low is None:
         return "fewer than 3 centers; no prediction interval"
     return ""
+
+
+def pooled_parse_fail_rate(centers: pd.DataFrame) -> float:
+    """The share of unparseable answers over all centers' frames (each center's rate weighted by its frames)."""
+    ok = centers["parse_fail_rate"].notna() & centers["n_frames"].notna()
+    frames = centers.loc[ok, "n_frames"].astype(float)
+    if frames.sum() <= 0:
+        return math.nan
+    return float((centers.loc[ok, "parse_fail_rate"].astype(float) * frames).sum() / frames.sum())
 
 
 def per_center_table(pooled: list[PooledMetric], study: str, round_: int) -> pd.DataFrame:
@@ -197,7 +234,7 @@ def per_center_table(pooled: list[PooledMetric], study: str, round_: int) -> pd.
     for pm in pooled:
         parts.append(_center_rows(pm))
         parts.append(pd.DataFrame([_pooled_row(pm, study, round_)]))
-    columns = [*pm.centers.columns, *POOLED_COLUMNS] if pooled else []
+    columns = list(dict.fromkeys([*pm.centers.columns, *OPTIONAL, *POOLED_COLUMNS])) if pooled else []
     df = pd.concat(parts, ignore_index=True).reindex(columns=columns)
     for col in ("n_videos", "n_frames", "k"):
         df[col] = df[col].astype("Int64")

@@ -1,4 +1,5 @@
-"""Arena Score: the unweighted mean of the headline metrics of the tasks that ran, per center and pooled."""
+"""Arena Score (the published SurgVLM/Surg-R1 definition): the unweighted mean of each task's Arena component
+(phase, action, triplet, CVS accuracy, localization mIoU ...) over the tasks that ran, per center and pooled."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ class ArenaScore:
     center: str
     score: float  # nan when no headline is available
     tasks: tuple[str, ...]  # "task:metric" pairs averaged
-    missing: tuple[str, ...]  # tasks that ran but gave this center no usable headline
+    missing: tuple[str, ...]  # tasks that ran but gave this center no usable component
+    note: str = ""  # why there is no score (the pooled row when centers' component sets differ)
 
 
 def headline_rows(per_center: pd.DataFrame, infos: Mapping[str, TaskInfo]) -> pd.DataFrame:
-    """The rows of each task's headline metric (of the tasks that join the Arena Score)."""
+    """The rows of each task's Arena component (of the tasks that join the Arena Score)."""
     keep = [
-        infos[t].in_arena and infos[t].headline == m
+        infos[t].in_arena and infos[t].arena_metric == m
         for t, m in zip(per_center["task"], per_center["metric"], strict=False)
     ]
     return per_center[keep]
@@ -46,10 +48,14 @@ def arena_scores(per_center: pd.DataFrame, infos: Mapping[str, TaskInfo]) -> tup
             ArenaScore(
                 center=center,
                 score=sum(values) / len(values) if values else math.nan,
-                tasks=tuple(f"{t}:{infos[t].headline}" for t in used),
+                tasks=tuple(f"{t}:{infos[t].arena_metric}" for t in used),
                 missing=tuple(t for t in tasks if t not in used),
             )
         )
+    sets = {s.tasks for s in scores[:-1]}
+    if len(sets) > 1:  # a mean over different tasks is not one quantity: no pooled Arena Score
+        note = "not pooled: the centers' Arena Scores average different tasks"
+        scores[-1] = ArenaScore(POOLED, math.nan, (), tuple(tasks), note)
     return tasks, scores
 
 
@@ -64,5 +70,6 @@ def arena_frame(scores: list[ArenaScore], study: str, round_: int) -> pd.DataFra
             "n_tasks": [len(s.tasks) for s in scores],
             "tasks": [";".join(s.tasks) for s in scores],
             "missing_tasks": [";".join(s.missing) for s in scores],
+            "note": [s.note for s in scores],
         }
     )

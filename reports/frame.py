@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from protocols.errors import DataError
-from protocols.results import COLUMNS, Role
+from protocols.results import COLUMNS, OPTIONAL, Role
 
 POOLED = "Pooled (random effects)"
 POOLED_COLUMNS: tuple[str, ...] = (
@@ -20,13 +20,14 @@ POOLED_COLUMNS: tuple[str, ...] = (
     "fe_ci_high",
     "k",
     "method",
-    "pooling_scale",
     "weight",
     "note",
 )
-"""Columns after the tidy schema in per_center.csv; filled on pooled rows (weight and note on center rows)."""
+"""Columns after the tidy schema in per_center.csv; filled on pooled rows (weight and note on center rows).
+The tidy schema's own pooling_scale is the scale a center released its SE on, and on the pooled row the scale
+pooled on."""
 
-_FLOATS = ("estimate", "ci_low", "ci_high", "parse_fail_rate")
+_FLOATS = ("estimate", "ci_low", "ci_high", "parse_fail_rate", "se_pooling", "undefined_share")
 _COUNTS = ("n_videos", "n_frames")
 _TEXT = ("study", "center", "role", "task", "metric")
 _TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -38,6 +39,7 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     """A clean copy of the tidy table with typed columns; DataError naming what is wrong."""
     if not isinstance(results, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame of results, got {type(results).__name__}")
+    results = results.assign(**{c: None for c in OPTIONAL if c not in results.columns})
     missing = [c for c in COLUMNS if c not in results.columns]
     if missing:
         raise DataError(f"results table lacks columns {missing}; expected {list(COLUMNS)}")
@@ -58,8 +60,9 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     for col in _COUNTS:
         df[col] = _numeric(df[col], col).round().astype("Int64")
     df["suppressed"] = df["suppressed"].map(_as_bool).astype(bool)
+    df["pooling_scale"] = df["pooling_scale"].map(lambda v: None if v is None or pd.isna(v) else str(v)).astype(object)
     # A suppressed cell is never published, even if the store kept its numbers.
-    df.loc[df["suppressed"], ["estimate", "ci_low", "ci_high"]] = float("nan")
+    df.loc[df["suppressed"], ["estimate", "ci_low", "ci_high", "se_pooling"]] = float("nan")
     bad_tasks = sorted(t for t in set(df["task"]) if not _TASK_NAME.fullmatch(t))
     if bad_tasks:  # task names become file names (forest_<task>.png)
         raise DataError(f"task names must be lower_snake_case, got {bad_tasks}")

@@ -97,21 +97,56 @@ def _footnotes(df: pd.DataFrame, metrics: list[str]) -> list[str]:
     return out
 
 
+SMALL_N = 10  # fewer videos than this: the interval rests on very few clusters, flagged in the tables
+SENSITIVITY_SUFFIX = "_parseable"
+
+
+def _videos_cell(x: object) -> str:
+    return f"{count(x)}†" if not missing(x) and int(x) < SMALL_N else count(x)  # type: ignore[call-overload]
+
+
 def task_table(df: pd.DataFrame, task: str, info: TaskInfo, method: str) -> Table:
-    """Centers as rows, 'estimate (95% CI)' per metric, the pooled row last."""
-    metrics = info.ordered(df["metric"])
-    head = [*["Center", "Role", "Videos", "Frames"], *[f"{m} (95% CI)" for m in metrics]]
+    """Centers as rows, 'estimate (95% CI)' per metric, the parse-failure rate, the pooled row last."""
+    metrics = [m for m in info.ordered(df["metric"]) if not m.endswith(SENSITIVITY_SUFFIX)]
+    head = [*["Center", "Role", "Videos", "Frames", "Unparseable"], *[f"{m} (95% CI)" for m in metrics]]
     rows = []
     for center in [*[c for c in first_seen(df["center"]) if c != POOLED], POOLED]:
         first = _lookup(df, center, metrics[0])
         if first is None:
             first = df[df["center"] == center].iloc[0]
         role = ROLE_WORDS.get(str(first["role"]), str(first["role"]))
-        lead = [center, role, count(first["n_videos"]), count(first["n_frames"])]
+        lead = [center, role, _videos_cell(first["n_videos"]), count(first["n_frames"]), pct(first["parse_fail_rate"])]
         rows.append(lead + [cell(_lookup(df, center, m)) for m in metrics])
-    notes = [f"Cells: estimate (95% CI). {POOLED}: {method}; proportions pooled on the logit scale."]
+    fallback = "" if metrics[0] == info.headline else f" (its headline {info.headline} was not computed)"
+    notes = [
+        f"Cells: estimate (95% CI). Leading metric: {metrics[0]}{fallback}; Arena component: {info.arena_metric}. "
+        f"{POOLED}: {method}; every metric pooled on the logit scale.",
+        "Unparseable: share of frames whose answer could not be read (pooled: over all centers' frames); such a "
+        "frame counts as an incorrect prediction.",
+        f"† fewer than {SMALL_N} videos: the interval (t with n − 1 df over videos) rests on few clusters.",
+    ]
     title = f"{info.title or task} ({task}): per-center results"
     return Table(f"task-{task}", title, head, rows, len(rows) - 1, notes + _footnotes(df, metrics), left=2)
+
+
+def sensitivity_table(df: pd.DataFrame, task: str, info: TaskInfo) -> Table | None:
+    """Per center: each sensitivity metric on all frames (unparseable = incorrect) and on parseable frames only."""
+    pairs = [m for m in info.sensitivity if f"{m}{SENSITIVITY_SUFFIX}" in set(df["metric"]) and m in set(df["metric"])]
+    if not pairs:
+        return None
+    head = ["Center", "Unparseable"]
+    for m in pairs:
+        head += [f"{m}, all frames (95% CI)", f"{m}, parseable frames only (95% CI)"]
+    rows = []
+    for center in [*[c for c in first_seen(df["center"]) if c != POOLED], POOLED]:
+        base = _lookup(df, center, pairs[0])
+        row = [center, pct(base["parse_fail_rate"]) if base is not None else DASH]
+        for m in pairs:
+            row += [cell(_lookup(df, center, m)), cell(_lookup(df, center, f"{m}{SENSITIVITY_SUFFIX}"))]
+        rows.append(row)
+    notes = ["Sensitivity analysis: the same metric recomputed on the frames whose answer could be read."]
+    title = f"{info.title or task} ({task}): sensitivity to unparseable answers"
+    return Table(f"sensitivity-{task}", title, head, rows, len(rows) - 1, notes)
 
 
 def pooling_table(df: pd.DataFrame, task: str, info: TaskInfo) -> Table:
@@ -153,14 +188,15 @@ def pooling_table(df: pd.DataFrame, task: str, info: TaskInfo) -> Table:
 
 def arena_table(tasks: list[str], scores: list[ArenaScore], infos: Mapping[str, TaskInfo]) -> Table:
     """Arena Score per center, naming the tasks it averages."""
-    named = ", ".join(f"{t} ({infos[t].headline})" for t in tasks)
+    named = ", ".join(f"{t} ({infos[t].arena_metric})" for t in tasks)
     rows = []
     for s in scores:
-        missing = f"not available: {', '.join(s.missing)}" if s.missing else ""
+        missing = s.note or (f"not available: {', '.join(s.missing)}" if s.missing else "")
         rows.append([s.center, num(s.score), str(len(s.tasks)), missing])
     notes = [
-        f"Arena Score = unweighted mean of the headline metrics of the tasks that ran: {named}.",
-        f"The {POOLED} row averages the pooled headline estimates.",
+        "Arena Score (the published SurgVLM/Surg-R1 definition) = unweighted mean of each task's Arena component "
+        f"over the tasks that ran: {named}. A task's table may lead with another metric (its headline).",
+        f"The {POOLED} row averages the pooled components, only when every center averaged the same tasks.",
     ]
     return Table(
         "arena", "Arena Score", ["Center", "Arena Score", "Tasks averaged", "Note"], rows, len(rows) - 1, notes
@@ -169,7 +205,8 @@ def arena_table(tasks: list[str], scores: list[ArenaScore], infos: Mapping[str, 
 
 def rounds_table(all_rounds: pd.DataFrame, task: str, info: TaskInfo) -> Table:
     """A task's headline metric per center across rounds, with each center's role(s)."""
-    df = all_rounds[(all_rounds["task"] == task) & (all_rounds["metric"] == info.headline)]
+    lead = info.lead(all_rounds.loc[all_rounds["task"] == task, "metric"])
+    df = all_rounds[(all_rounds["task"] == task) & (all_rounds["metric"] == lead)]
     rounds = sorted(int(r) for r in df["round"].unique())
     rows = []
     for center in first_seen(df["center"]):
@@ -178,5 +215,5 @@ def rounds_table(all_rounds: pd.DataFrame, task: str, info: TaskInfo) -> Table:
         by_round = {int(r["round"]): r for _, r in mine.iterrows()}
         rows.append([center, roles, *[cell(by_round.get(r)) for r in rounds]])
     head = ["Center", "Role", *[f"Round {r}" for r in rounds]]
-    title = f"{info.title or task} ({task}): {info.headline} across rounds"
+    title = f"{info.title or task} ({task}): {lead} across rounds"
     return Table(f"rounds-{task}", title, head, rows, None, ["Cells: estimate (95% CI)."], left=2)

@@ -100,10 +100,15 @@ def dersimonian_laird(y: np.ndarray, var: np.ndarray) -> tuple[float, float, flo
     return float(tau2), q, float(i2)
 
 
-def hartung_knapp_se(y: np.ndarray, var: np.ndarray, tau2: float, mu: float) -> float:
-    """Hartung-Knapp(-Sidik-Jonkman) SE of the random-effects mean (not truncated at the DL SE)."""
+def hartung_knapp_se(y: np.ndarray, var: np.ndarray, tau2: float, mu: float, *, ad_hoc: bool = True) -> float:
+    """Hartung-Knapp(-Sidik-Jonkman) SE of the random-effects mean: sqrt(q / sum w), q = sum w (y - mu)^2 / (k - 1).
+
+    With `ad_hoc` (the default) q is replaced by max(1, q) (Knapp-Hartung ad hoc correction, metafor's
+    test="knha" with the ad hoc option), so the interval is never narrower than the DL one's SE.
+    """
     w = 1.0 / (var + tau2)
-    return float(math.sqrt((w * (y - mu) ** 2).sum() / (w.sum() * (len(y) - 1))))
+    q = float((w * (y - mu) ** 2).sum() / (len(y) - 1))
+    return float(math.sqrt((max(1.0, q) if ad_hoc else q) / w.sum()))
 
 
 def prediction_interval(mu: float, se: float, tau2: float, k: int) -> tuple[float, float] | None:

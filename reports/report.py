@@ -17,7 +17,7 @@ from reports.analysis import analyse, per_center_table
 from reports.arena import arena_frame, arena_scores
 from reports.blind import Blinder, find_leaks
 from reports.frame import POOLED, first_seen, select_round, validate_results
-from reports.layout import Table, arena_table, pct, pooling_table, rounds_table, small, task_table
+from reports.layout import Table, arena_table, pct, pooling_table, rounds_table, sensitivity_table, small, task_table
 from reports.meta import StudyMeta
 from reports.pooling import Method
 from reports.taskinfo import TaskInfo, resolve_task_infos
@@ -95,27 +95,27 @@ def _prepare(
 
 def _forest(st: _Study, task: str, out_dir: Path) -> tuple[list[Path], html.Figure]:
     info = st.infos[task]
-    df = st.per_center[(st.per_center["task"] == task) & (st.per_center["metric"] == info.headline)]
+    lead = info.lead(st.per_center.loc[st.per_center["task"] == task, "metric"])
+    df = st.per_center[(st.per_center["task"] == task) & (st.per_center["metric"] == lead)]
     pooled = df[df["center"] == POOLED].iloc[0]
-    scale = "logit" if info.scales[info.headline] is Scale.PROPORTION else "original"
+    scale = "logit" if info.scales[lead] is Scale.PROPORTION else "original"
     caption = (
         f"{st.method.value} random effects; τ² = {small(pooled['tau2'])} ({scale} scale), "
         f"I² = {pct(pooled['i2'])}, k = {pooled['k']}. Squares sized by weight; hollow squares are not pooled."
     )
-    title = f"{info.title or task}: {info.headline}"
-    fig = plots.forest_figure(
-        df, title, f"{info.headline} (95% CI)", caption, proportion=info.scales[info.headline] is Scale.PROPORTION
-    )
+    title = f"{info.title or task}: {lead}"
+    fig = plots.forest_figure(df, title, f"{lead} (95% CI)", caption, proportion=info.scales[lead] is Scale.PROPORTION)
     png, svg = plots.save_figure(fig, out_dir, f"forest_{task}")
     return [png, svg], html.Figure(svg.read_text(encoding="utf-8"), f"Forest plot, {title}. {caption}")
 
 
 def _rounds_plot(st: _Study, task: str, out_dir: Path) -> tuple[list[Path], html.Figure]:
     info = st.infos[task]
-    df = st.results[(st.results["task"] == task) & (st.results["metric"] == info.headline)]
+    lead = info.lead(st.results.loc[st.results["task"] == task, "metric"])
+    df = st.results[(st.results["task"] == task) & (st.results["metric"] == lead)]
     labels = {r: f"Round {r}\n{d}" for r, d in st.meta.round_dates.items()}
-    title = f"{info.title or task}: {info.headline} across rounds"
-    fig = plots.rounds_figure(df, title, f"{info.headline} (95% CI)", labels)
+    title = f"{info.title or task}: {lead} across rounds"
+    fig = plots.rounds_figure(df, title, f"{lead} (95% CI)", labels)
     png, svg = plots.save_figure(fig, out_dir, f"rounds_{task}")
     caption = f"{title}. Circles: trainers; open squares: held-out centers; triangles: evaluation only."
     return [png, svg], html.Figure(svg.read_text(encoding="utf-8"), caption)
@@ -131,6 +131,9 @@ def _sections(st: _Study, out_dir: Path) -> tuple[list[Path], list[html.Section]
         if task == grounding.TASK:  # the reasoning levels: a compact table first, then the full ones
             section = html.Section(grounding.TITLE, [grounding.grounding_table(task_rows, info, st.method.value)])
         section.tables += [task_table(task_rows, task, info, st.method.value), pooling_table(task_rows, task, info)]
+        sensitivity = sensitivity_table(task_rows, task, info)
+        if sensitivity is not None:
+            section.tables.append(sensitivity)
         paths, fig = _forest(st, task, out_dir)
         written += paths
         section.figures.append(fig)

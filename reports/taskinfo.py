@@ -17,10 +17,14 @@ class TaskInfo:
     scales: Mapping[str, Scale]
     title: str = ""
     in_arena: bool = True  # whether the headline joins the Arena Score
+    fallback: tuple[str, ...] = ()  # leads the task's table instead, in order, where the headline is absent
+    arena: str = ""  # the Arena Score component; empty: the headline
+    sensitivity: tuple[str, ...] = ()  # metrics also released on parseable frames only (<metric>_parseable)
 
     def __post_init__(self) -> None:
-        if self.headline not in self.scales:
-            raise ConfigError(f"headline metric {self.headline!r} is not one of the scales {list(self.scales)}")
+        for metric in (self.headline, *self.fallback, self.arena_metric):
+            if metric not in self.scales:
+                raise ConfigError(f"headline metric {metric!r} is not one of the scales {list(self.scales)}")
         for name, scale in self.scales.items():
             if not isinstance(scale, Scale):
                 raise ConfigError(f"metric {name!r}: expected a protocols.tasks.Scale, got {scale!r}")
@@ -31,10 +35,20 @@ class TaskInfo:
         except KeyError:
             raise ConfigError(f"task {task!r} has no metric {metric!r}; expected one of {list(self.scales)}") from None
 
-    def ordered(self, metrics: Iterable[str]) -> list[str]:
-        """The given metrics, headline first, then in the task's own order."""
-        order = [self.headline, *[m for m in self.scales if m != self.headline]]
+    @property
+    def arena_metric(self) -> str:
+        return self.arena or self.headline
+
+    def lead(self, metrics: Iterable[str]) -> str:
+        """The metric the task's table leads with: the headline, else the first fallback present."""
         present = set(metrics)
+        return next((m for m in (self.headline, *self.fallback) if m in present), self.headline)
+
+    def ordered(self, metrics: Iterable[str]) -> list[str]:
+        """The given metrics, the leading one first, then in the task's own order."""
+        present = set(metrics)
+        lead = self.lead(present)
+        order = [lead, *[m for m in self.scales if m != lead]]
         return [m for m in order if m in present]
 
 
@@ -47,7 +61,13 @@ def task_info(name: str) -> TaskInfo:
             f"no task definition for task {name!r} ({exc}); pass tasks={{{name!r}: TaskInfo(...)}} explicitly"
         ) from exc
     return TaskInfo(
-        headline=task.headline, scales={m.name: m.scale for m in task.metrics}, title=task.title, in_arena=task.in_arena
+        headline=task.headline,
+        scales={m.name: m.scale for m in task.metrics},
+        title=task.title,
+        fallback=task.headline_fallback,
+        arena=task.arena_metric,
+        sensitivity=task.sensitivity,
+        in_arena=task.in_arena,
     )
 
 

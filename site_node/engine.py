@@ -9,7 +9,17 @@ import threading
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, hello_reply, job_reply
+from protocols.contract import (
+    CONTRACT_VERSION_KEY,
+    JobKind,
+    JobState,
+    Op,
+    WireRecords,
+    check_contract_version,
+    check_records,
+    hello_reply,
+    job_reply,
+)
 from protocols.errors import ContractError, ModelError, ProtocolError, SurgFedError
 from protocols.model_ref import manifest_hash
 from protocols.study import OutputLevel, StudyProtocol
@@ -109,6 +119,7 @@ class SiteEngine:
             return existing
         job = Job(values["job-id"], JobKind(values["kind"]), values["study"], values["round"], values["protocol-hash"])
         try:
+            check_contract_version(values.get(CONTRACT_VERSION_KEY), "the hub")
             if not is_approved(self.home.approved_dir, job.protocol_hash):
                 raise ProtocolError(refusal_reason(job.protocol_hash, values.get("protocol")))
             protocol = approved(self.home.approved_dir, job.protocol_hash)

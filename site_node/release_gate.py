@@ -25,7 +25,7 @@ from site_node.metrics.bootstrap import Estimate
 
 
 def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
-    """The seven contract numbers, or only the flag when the cell is small (nothing computed on it leaves)."""
+    """The contract numbers, or only the flag when the cell is small or the metric undefined (nothing else leaves)."""
     if est.n_videos < min_videos or not math.isfinite(est.estimate):
         return {"suppressed": 1}
     values: dict[str, Any] = {
@@ -34,10 +34,11 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
         "n_frames": int(est.n_frames),
         "suppressed": 0,
     }
-    for key in ("ci_low", "ci_high", "parse_fail_rate"):
+    for key in ("ci_low", "ci_high", "parse_fail_rate", "se_pooling", "undefined_share"):
         value = float(getattr(est, key))
         if math.isfinite(value):
             values[key] = value
+    values["pooling_scale"] = est.pooling_scale.code
     return values
 
 

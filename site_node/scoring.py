@@ -240,7 +240,14 @@ def score_records(
     estimates = rt.summarise(videos, seed=seed, replicates=replicates)
     left_out = sum(index[key].dropped for key in matched)
     return TaskScore(
-        rt.task.name, rt.task.headline, estimates, seed, replicates, dict(skipped or {}), [*problems, *more], left_out
+        rt.task.name,
+        rt.task.arena_metric,
+        estimates,
+        seed,
+        replicates,
+        dict(skipped or {}),
+        [*problems, *more],
+        left_out,
     )
 
 

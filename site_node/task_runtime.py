@@ -19,6 +19,7 @@ from site_node.metrics import action as action_metrics
 from site_node.metrics import cvs as cvs_metrics
 from site_node.metrics import localization as loc_metrics
 from site_node.metrics import phase as phase_metrics
+from site_node.metrics import phase_relaxed
 from site_node.metrics import triplet as triplet_metrics
 from site_node.metrics.bootstrap import Estimate
 from site_node.parsing import parse_single_label
@@ -78,11 +79,30 @@ class _Base:
     def scored(self) -> bool:
         return bool(self.task.extra.get("candidate_scores", False))
 
+    def parse(self, answer: Answer) -> Any:
+        raise NotImplementedError
+
+    def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+        raise NotImplementedError
+
+    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+        """The task's metrics (an unreadable answer is a wrong one), plus its sensitivity metrics recomputed on
+        the frames whose answer could be read, as <metric>_parseable."""
+        out = self._summary(videos, seed=seed, replicates=replicates)
+        if self.task.sensitivity:
+            kept = [[(t, a) for t, a in v if self.parse(a) is not None] for v in videos]
+            kept = [v for v in kept if v]
+            again = self._summary(kept, seed=seed, replicates=replicates) if kept else {}
+            out.update({f"{m}_parseable": again[m] for m in self.task.sensitivity if m in again})
+        return out
+
 
 @dataclass
 class PhaseRuntime(_Base):
     label_kind: LabelKind = LabelKind.PHASE
     metrics: ClassVar[Any] = phase_metrics  # the metrics module; single-label tasks differ only in it
+
+    frame_interval_s: float = 1.0  # seconds between the scored frames (the protocol's sample_every_s)
 
     def __post_init__(self) -> None:
         self._mapper = AliasIndex.of(self.task)
@@ -90,9 +110,15 @@ class PhaseRuntime(_Base):
     def parse(self, answer: Answer) -> str | None:
         return parse_single_label(answer.text, self._mapper)
 
-    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+    def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         pairs = [([t for t, _ in v], [self.parse(a) for _, a in v]) for v in videos]
-        return self.metrics.summarise(pairs, seed=seed, replicates=replicates)
+        out: dict[str, Estimate] = self.metrics.summarise(pairs, seed=seed, replicates=replicates)
+        boundary = self.task.extra.get("relaxed_boundary_s")
+        if boundary and pairs:  # the Cholec80-script-compatible variant, as named *_relaxed metrics
+            window = max(1, round(float(boundary) / self.frame_interval_s))
+            names = self.task.label_names
+            out |= phase_relaxed.summarise(pairs, names, window=window, seed=seed + 50, replicates=replicates)
+        return out
 
 
 @dataclass
@@ -117,7 +143,7 @@ class TripletRuntime(_Base):
     def candidates(self) -> dict[str, str]:
         return {name: f"{name}</answer>" for name in self.task.label_names} if self.scored else {}
 
-    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+    def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         names = self.task.label_names
         data = []
         for v in videos:
@@ -157,7 +183,7 @@ class CvsRuntime(_Base):
         probs = softmax_scores(answer, [self._key(c) for c in self._combos])
         return None if probs is None else np.array(self._combos, dtype=float).T @ probs
 
-    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+    def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         data = []
         for v in videos:
             scores = [self.criterion_scores(a) for _, a in v]
@@ -179,7 +205,7 @@ class LocalizationRuntime(_Base):
     def parse(self, answer: Answer) -> list[Any] | None:
         return parse_boxes(answer.text, self._index, answer.size)
 
-    def summarise(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
+    def _summary(self, videos: ScoredVideos, *, seed: int, replicates: int) -> dict[str, Estimate]:
         data = [loc_metrics.BoxVideo([t for t, _ in v], [self.parse(a) for _, a in v]) for v in videos]
         return loc_metrics.summarise(data, threshold=self._threshold, seed=seed, replicates=replicates)
 

@@ -77,8 +77,11 @@ class TaskDefinition:
     labels: tuple[Label, ...]
     prompt: str
     metrics: tuple[MetricSpec, ...]
-    headline: str
+    headline: str  # what the task's table and forest plot lead with (when a site released it)
     extra: dict[str, Any] = field(default_factory=dict)
+    headline_fallback: tuple[str, ...] = ()  # leads instead, in order, where the headline was not computed
+    arena: str = ""  # the task's Arena Score component (the published definition); empty: the headline
+    sensitivity: tuple[str, ...] = ()  # metrics also computed on parseable frames only, as <metric>_parseable
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -96,13 +99,26 @@ class TaskDefinition:
         if not isinstance(self.extra, dict):
             raise ConfigError(f"task {self.name}: extra must be a mapping, got {self.extra!r}")
         names = [m.name for m in self.metrics]
-        if self.headline not in names:
-            raise ConfigError(f"task {self.name}: headline {self.headline!r} is not one of its metrics {names}")
+        for role, metric in [("headline", self.headline), ("arena", self.arena_metric)] + [
+            ("headline_fallback", m) for m in self.headline_fallback
+        ]:
+            if metric not in names:
+                raise ConfigError(f"task {self.name}: {role} {metric!r} is not one of its metrics {names}")
+        for metric in self.sensitivity:
+            if metric not in names or f"{metric}_parseable" not in names:
+                raise ConfigError(
+                    f"task {self.name}: sensitivity metric {metric!r} needs both it and {metric}_parseable "
+                    f"among its metrics {names}"
+                )
         label_names = [lab.name for lab in self.labels]
         if len(set(label_names)) != len(label_names):
             raise ConfigError(f"task {self.name}: duplicate label names in {label_names}")
         if "{labels}" in self.prompt and not self.labels:
             raise ConfigError(f"task {self.name}: prompt lists {{labels}} but the task has none")
+
+    @property
+    def arena_metric(self) -> str:
+        return self.arena or self.headline
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -132,6 +148,9 @@ class TaskDefinition:
             "prompt": self.render_prompt(),
             "metrics": [{"name": m.name, "scale": m.scale.value} for m in self.metrics],
             "headline": self.headline,
+            "headline_fallback": list(self.headline_fallback),
+            "arena": self.arena_metric,
+            "sensitivity": list(self.sensitivity),
             "extra": self.extra,
         }
 
@@ -162,7 +181,7 @@ def _metric(data: Any, where: str) -> MetricSpec:
 
 def parse_task(data: Any, source: str) -> TaskDefinition:
     """Validate a task mapping (from YAML); errors name `source`, the field, the value and what was expected."""
-    check_mapping(data, source, set(_REQUIRED) | {"labels", "extra"})
+    check_mapping(data, source, set(_REQUIRED) | {"labels", "extra", "headline_fallback", "arena", "sensitivity"})
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ConfigError(f"{source}: missing keys {missing}")
@@ -179,9 +198,20 @@ def parse_task(data: Any, source: str) -> TaskDefinition:
             metrics=tuple(_metric(m, f"metrics[{i}]") for i, m in enumerate(_list(data["metrics"], "metrics"))),
             headline=data["headline"],
             extra=dict(extra),
+            headline_fallback=_names(data.get("headline_fallback"), source, "headline_fallback"),
+            arena=data.get("arena") or "",
+            sensitivity=_names(data.get("sensitivity"), source, "sensitivity"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _names(value: Any, source: str, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: {key} must be a list of metric names, got {value!r}")
+    return tuple(value)
 
 
 def load_task_file(path: Path) -> TaskDefinition:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from site_node.metrics.bootstrap import Estimate
-from site_node.metrics.triplet import average_precision, resampled_estimate
+from site_node.metrics.bootstrap import Estimate, bootstrap_estimate
+from site_node.metrics.triplet import average_precision
 
 CvsAnswer = tuple[bool, ...] | None
 
@@ -26,9 +26,9 @@ def balanced_accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def f1(y: np.ndarray, p: np.ndarray) -> float:
-    """Binary F1 of 'achieved'; 0 when there is nothing to find and nothing predicted (zero_division=0)."""
+    """Binary F1 of 'achieved'; undefined (NaN) when there is nothing to find and nothing predicted."""
     tp, fp, fn = np.sum(y & p), np.sum(~y & p), np.sum(y & ~p)
-    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else float("nan")
 
 
 def brier(y: np.ndarray, s: np.ndarray) -> float:
@@ -49,7 +49,7 @@ def _pooled(
     def statistic(idx: np.ndarray) -> float:
         parts = [per_video[i] for i in idx]
         y, p = np.concatenate([a[0] for a in parts]), np.concatenate([a[1] for a in parts])
-        s = np.concatenate([a[2] for a in parts]) if all(a[2] is not None for a in parts) else None  # type: ignore[misc]
+        s = np.concatenate([a[2] for a in parts]) if all(a[2] is not None for a in parts) else None
         return metric(y, p, s)
 
     return statistic
@@ -73,20 +73,41 @@ def _name(metric: str, k: int) -> str:
     return f"ap_c{k + 1}_hard" if metric == "ap_hard" else f"{metric}_c{k + 1}"
 
 
+def _strata(per_crit: list[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]], ks: Sequence[int]) -> list[int]:
+    """Per video, which of the criteria `ks` it has a positive frame of (a bit each): resampled within these."""
+    n = len(per_crit[0]) if per_crit else 0
+    return [sum(int(bool(per_crit[k][v][0].any())) << j for j, k in enumerate(ks)) for v in range(n)]
+
+
 def summarise(videos: Sequence[CvsVideo], n_criteria: int, *, seed: int, replicates: int) -> dict[str, Estimate]:
-    """Per criterion accuracy, balanced accuracy, F1 (and AP, Brier with scores); `accuracy` is their mean accuracy."""
+    """Per criterion accuracy, balanced accuracy, F1 (and AP, Brier with scores), and their means over criteria:
+    `accuracy` (the Arena component), `balanced_accuracy` (the table headline) and `map` (with scores)."""
     n_frames = sum(len(v.truth) for v in videos)
     n_failed = sum(a is None for v in videos for a in v.pred)
     scored = bool(videos) and all(v.scores is not None for v in videos)
-    kw = {"n_frames": n_frames, "n_failed": n_failed, "replicates": replicates}
     per_crit = [[_arrays(v, k) for v in videos] for k in range(n_criteria)]
     metrics = _metrics(scored)
-    accuracies = [_pooled(pc, metrics["accuracy"]) for pc in per_crit]
-    mean_acc = lambda idx: float(np.mean([acc(idx) for acc in accuracies]))
-    out = {"accuracy": resampled_estimate(len(videos), mean_acc, seed=seed, **kw)}
+    n = len(videos)
+    means = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}
+    if scored:
+        means["map"] = "ap"
+    out: dict[str, Estimate] = {}
+    for m, (name, metric) in enumerate(means.items()):
+        parts = [_pooled(pc, metrics[metric]) for pc in per_crit]
+        mean = lambda idx, parts=parts: float(np.nanmean([f(idx) for f in parts]))  # noqa: E731
+        strata = _strata(per_crit, range(n_criteria)) if metric == "ap" else None
+        out[name] = bootstrap_estimate(
+            n, mean, n_frames=n_frames, n_failed=n_failed, seed=seed + m, replicates=replicates, strata=strata
+        )
     for m, (metric, fn) in enumerate(metrics.items()):
         for k in range(n_criteria):
-            out[_name(metric, k)] = resampled_estimate(
-                len(videos), _pooled(per_crit[k], fn), seed=seed + 1 + m * n_criteria + k, **kw
+            out[_name(metric, k)] = bootstrap_estimate(
+                n,
+                _pooled(per_crit[k], fn),
+                n_frames=n_frames,
+                n_failed=n_failed,
+                seed=seed + 8 + m * n_criteria + k,
+                replicates=replicates,
+                strata=_strata(per_crit, [k]),
             )
     return out

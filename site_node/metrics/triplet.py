@@ -5,11 +5,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
-from site_node.metrics.bootstrap import Estimate, cluster_bootstrap_ci, summarise_videos
+from site_node.metrics.bootstrap import Estimate, bootstrap_estimate, summarise_videos
 
 COMPONENTS = ("i", "v", "t", "iv", "it", "ivt")
 # A frame's answer: a set of canonical triplet names, or None when it could not be read.
@@ -33,30 +32,6 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray, n_pos: int | None 
     precision = tps / (last + 1)
     recall = tps / total
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def resampled_estimate(
-    n_videos: int,
-    statistic: Callable[[np.ndarray], float],
-    *,
-    n_frames: int,
-    n_failed: int,
-    seed: int,
-    replicates: int,
-    sd: float = float("nan"),
-) -> Estimate:
-    """A statistic of all videos with a video-level (cluster) bootstrap CI: `statistic` gets video indices."""
-    index = np.arange(n_videos, dtype=float)[:, None]  # 2-D, so the bootstrap hands whole resampled rows over
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample may hold no positive of some class
-        estimate = statistic(np.arange(n_videos)) if n_videos else float("nan")
-        low, high = cluster_bootstrap_ci(
-            cast(Sequence[float], index),
-            seed=seed,
-            replicates=replicates,
-            statistic=lambda rows: statistic(rows[:, 0].astype(int)),
-        )
-    return Estimate(estimate, low, high, n_videos, n_frames, n_failed / n_frames if n_frames else float("nan"), sd)
 
 
 @dataclass(frozen=True)
@@ -172,7 +147,7 @@ def summarise(
             warnings.simplefilter("ignore", RuntimeWarning)
             per_video = np.nanmean(aps, axis=1)
         sd = float(np.nanstd(per_video, ddof=1)) if np.sum(~np.isnan(per_video)) > 1 else float("nan")
-        out[f"ap_{comp}{suffix}"] = resampled_estimate(
+        out[f"ap_{comp}{suffix}"] = bootstrap_estimate(
             len(videos),
             _map_of(aps),
             n_frames=n_frames,

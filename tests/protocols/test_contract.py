@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.contract import Op, check_records
+from protocols.contract import CONTRACT_VERSION, Op, check_contract_version, check_records
 from protocols.errors import ContractError
 
 JOB = {"job": {"kind": "config", "values": {"job-id": "j1", "state": "done"}}}
@@ -78,3 +78,25 @@ def test_requests_checked_too() -> None:
         check_records(
             Op.STATUS, {"job": {"kind": "config", "values": {"job-id": "j", "frames": "all"}}}, direction="request"
         )
+
+
+def test_metric_record_carries_the_pooling_se_and_scale() -> None:
+    values = {
+        **METRIC["metric.phase.accuracy"]["values"],
+        "se_pooling": 0.3,
+        "pooling_scale": 1,
+        "undefined_share": 0.1,
+    }
+    check_records(Op.FETCH, {**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": values}})
+    bad = {**values, "pooling_scale": "logit"}  # numbers only on the wire
+    with pytest.raises(ContractError, match="expected int"):
+        check_records(Op.FETCH, {**JOB, **META, "metric.phase.accuracy": {"kind": "metric", "values": bad}})
+
+
+@pytest.mark.parametrize(("received", "ok"), [(CONTRACT_VERSION, True), (None, False), (1, False), (99, False)])
+def test_contract_version_check(received: int | None, ok: bool) -> None:
+    if ok:
+        check_contract_version(received, "the hub")
+        return
+    with pytest.raises(ContractError, match=rf"the hub speaks message contract version {received or 1}"):
+        check_contract_version(received, "the hub")

@@ -55,15 +55,17 @@ def test_dl_and_fixed_effect_match_statsmodels(y: list[float], se: list[float]) 
 @pytest.mark.parametrize(("y", "se"), CASES)
 def test_hartung_knapp_matches_statsmodels_use_t_and_hand(y: list[float], se: list[float]) -> None:
     ours, ref = random_effects(y, se, hartung_knapp=True), sm(y, se)
-    _, _, _, ci_hk = ref.conf_int(use_t=True)
     assert ours.estimate == pytest.approx(ref.mean_effect_re, abs=TOL)
-    assert ours.se == pytest.approx(ref.sd_eff_w_re_hksj, abs=TOL)
-    assert (ours.ci_low, ours.ci_high) == pytest.approx(tuple(ci_hk), abs=TOL)
-    # Hand computation: q = sum w*(y - mu)^2 / (k - 1), SE = sqrt(q / sum w), CI with t(k - 1).
+    # The Knapp-Hartung ad hoc safeguard: the HKSJ SE is never below the DL one (metafor knha, ad hoc).
+    assert ours.se == pytest.approx(max(ref.sd_eff_w_re_hksj, ref.sd_eff_w_re), abs=TOL)
+    if ref.sd_eff_w_re_hksj >= ref.sd_eff_w_re:  # the safeguard does not bite: statsmodels' HKSJ interval
+        _, _, _, ci_hk = ref.conf_int(use_t=True)
+        assert (ours.ci_low, ours.ci_high) == pytest.approx(tuple(ci_hk), abs=TOL)
+    # Hand computation: q = sum w*(y - mu)^2 / (k - 1), SE = sqrt(max(1, q) / sum w), CI with t(k - 1).
     ya, va = np.asarray(y), np.asarray(se) ** 2
     w = 1 / (va + ours.tau2)
     mu = (w * ya).sum() / w.sum()
-    hk_se = math.sqrt((w * (ya - mu) ** 2).sum() / (len(y) - 1) / w.sum())
+    hk_se = math.sqrt(max(1.0, (w * (ya - mu) ** 2).sum() / (len(y) - 1)) / w.sum())
     t = stats.t.ppf(0.975, len(y) - 1)
     assert (ours.ci_low, ours.ci_high) == pytest.approx((mu - t * hk_se, mu + t * hk_se), abs=TOL)
 
@@ -105,13 +107,17 @@ def test_logit_helpers() -> None:
 
 
 def _expected_logit(est: float, lo: float, hi: float, n: int) -> tuple[float, float]:
-    """The stated rule, written out independently: 0 or 1 -> (x + 0.5)/(n + 1), SE from the logit CI."""
+    """The stated rule, written out independently: 0 or 1 -> (x + 0.5)/(n + 1), n = videos, but no further in
+    than the most extreme of the values inside (0, 1); SE from the logit CI, or the binomial floor when it is 0."""
+    inside = [p for p in (est, lo, hi) if 0 < p < 1]
+    e = min([0.5 / (n + 1)] + [min(p, 1 - p) for p in inside])
 
     def fix(p: float) -> float:
-        return (p * n + 0.5) / (n + 1) if p in (0.0, 1.0) else p
+        return min(max(p, e), 1 - e)
 
     lg = lambda p: math.log(fix(p) / (1 - fix(p)))  # noqa: E731
-    return lg(est), (lg(hi) - lg(lo)) / (2 * Z)
+    se = (lg(hi) - lg(lo)) / (2 * Z)
+    return lg(est), se if se > 0 else math.sqrt(1 / (est * n + 0.5) + 1 / (n - est * n + 0.5))
 
 
 PHASE = TaskInfo(headline="accuracy", scales={"accuracy": Scale.PROPORTION, "f1": Scale.UNIT})
@@ -128,9 +134,9 @@ def test_results_table_with_center_at_1_and_suppressed_center_matches_statsmodel
 ) -> None:
     # accuracy: 3 pooled centers on the logit scale, one at 1.0 (corrected), the suppressed one left out.
     y, se = zip(
-        _expected_logit(0.81, 0.76, 0.86, 1000),
-        _expected_logit(0.90, 0.86, 0.93, 1000),
-        _expected_logit(1.0, 0.97, 1.0, 400),
+        _expected_logit(0.81, 0.76, 0.86, 12),
+        _expected_logit(0.90, 0.86, 0.93, 12),
+        _expected_logit(1.0, 0.97, 1.0, 12),  # n = videos, not frames
         strict=False,
     )
     ref = sm(list(y), list(se))
@@ -167,9 +173,9 @@ def test_center_at_zero_with_degenerate_ci_uses_binomial_logit_se(sites: tuple[s
             row(SITES[2], "phase", "accuracy", 0.55, 0.45, 0.65),
         ]
     )
-    y0 = math.log(0.5 / 50.5)  # Haldane-Anscombe empirical logit of 0/50
-    se0 = math.sqrt(1 / 0.5 + 1 / 50.5)
-    others = [_expected_logit(0.40, 0.30, 0.50, 1000), _expected_logit(0.55, 0.45, 0.65, 1000)]
+    y0 = math.log(0.5 / 12.5)  # Haldane-Anscombe empirical logit of 0/12 (n = 12 videos, not the 50 frames)
+    se0 = math.sqrt(1 / 0.5 + 1 / 12.5)  # a zero-width CI gets the binomial floor SE, never exclusion
+    others = [_expected_logit(0.40, 0.30, 0.50, 12), _expected_logit(0.55, 0.45, 0.65, 12)]
     ref = sm([others[0][0], y0, others[1][0]], [others[0][1], se0, others[1][1]])
     got = _pooled(df, "accuracy")
     assert ref.tau2 > 0
@@ -206,13 +212,109 @@ def test_invalid_proportions_and_missing_counts_are_named(sites: tuple[str, ...]
             row(SITES[1], "phase", "accuracy", 0.5, 0.4, 0.6),
         ]
     )
-    with pytest.raises(DataError, match="n_frames or n_videos"):
+    with pytest.raises(DataError, match="needs n_videos"):
         analyse(edge, {"phase": PHASE})
 
 
-def test_builtin_phase_task_info_pools_accuracy_on_logit_and_f1_as_is() -> None:
+def test_builtin_tasks_pool_every_bounded_metric_on_the_logit_scale() -> None:
+    from protocols.tasks import available_tasks
     from reports import task_info
 
     info = task_info("phase")
     assert info.headline == "accuracy"
-    assert info.scales["accuracy"] is Scale.PROPORTION and info.scales["f1"] is Scale.UNIT
+    # Every metric the site computes is bounded in [0, 1] (F1, Jaccard, AP, mIoU, balanced accuracy, ...).
+    for task in available_tasks():
+        scales = task_info(task).scales
+        assert all(s is Scale.PROPORTION for s in scales.values()), (task, scales)
+
+
+def test_097_090_100_se_does_not_grow_with_frames(sites: tuple[str, ...], make_row: Callable) -> None:
+    """The finding: 0.97 (0.90-1.00) got logit SE 0.79 at 100 frames and 1.97 at 10,000 (n = frames)."""
+    row, SITES = make_row, sites
+    got = []
+    for frames in (100, 10_000):
+        rows = [row(SITES[0], "phase", "accuracy", 0.97, 0.90, 1.00, n_videos=20, n_frames=frames)]
+        rows.append(row(SITES[1], "phase", "accuracy", 0.80, 0.70, 0.88, n_videos=20, n_frames=frames))
+        got.append(analyse(pd.DataFrame(rows), {"phase": PHASE})[0].contributions[0])
+    # By hand, n = 20 videos: 1.00 moves to 1 - 0.5/21 (0.90 and 0.97 stay), SE from the logit CI.
+    top = 1 - 0.5 / 21
+    expected = (math.log(top / (1 - top)) - math.log(0.9 / 0.1)) / (2 * Z)
+    for c in got:
+        assert c.se == pytest.approx(expected, abs=1e-12)
+        assert c.y == pytest.approx(math.log(0.97 / 0.03), abs=1e-12)
+    assert got[0].se == got[1].se  # more frames never means less weight
+
+
+@pytest.mark.parametrize("frames", [100, 10_000])
+def test_released_se_pooling_is_used_as_is(sites: tuple[str, ...], make_row: Callable, frames: int) -> None:
+    row, SITES = make_row, sites
+    a = row(SITES[0], "phase", "accuracy", 0.97, 0.90, 1.00, n_videos=20, n_frames=frames)
+    b = row(SITES[1], "phase", "accuracy", 0.80, 0.70, 0.88, n_videos=20, n_frames=frames)
+    a.update(se_pooling=0.61, pooling_scale="logit")
+    b.update(se_pooling=0.33, pooling_scale="logit")
+    pm = analyse(pd.DataFrame([a, b]), {"phase": PHASE})[0]
+    assert [c.se for c in pm.contributions] == [0.61, 0.33]
+    assert all(c.from_site for c in pm.contributions)
+    ref = sm([math.log(0.97 / 0.03), math.log(0.8 / 0.2)], [0.61, 0.33])
+    assert pm.result is not None and pm.result.estimate == pytest.approx(ref.mean_effect_re, abs=TOL)
+
+
+def test_se_released_on_another_scale_is_not_pooled(sites: tuple[str, ...], make_row: Callable) -> None:
+    row, SITES = make_row, sites
+    a = row(SITES[0], "phase", "accuracy", 0.9, 0.8, 0.95)
+    a.update(se_pooling=0.05, pooling_scale="identity")
+    b = row(SITES[1], "phase", "accuracy", 0.8, 0.7, 0.88)
+    pm = analyse(pd.DataFrame([a, b]), {"phase": PHASE})[0]
+    assert pm.contributions[0].reason == "SE released on the identity scale, not logit"
+
+
+def test_best_site_with_zero_width_ci_is_pooled_with_floor_se(sites: tuple[str, ...], make_row: Callable) -> None:
+    row, SITES = make_row, sites
+    df = pd.DataFrame(
+        [
+            row(SITES[0], "phase", "f1", 1.0, 1.0, 1.0, n_videos=5),
+            row(SITES[1], "phase", "f1", 0.8, 0.7, 0.88, n_videos=5),
+            row(SITES[2], "phase", "f1", 0.7, 0.6, 0.8, n_videos=5),
+        ]
+    )
+    info = TaskInfo(headline="f1", scales={"f1": Scale.PROPORTION})
+    pm = analyse(df, {"phase": info})[0]
+    best = pm.contributions[0]
+    assert best.reason is None and best.floored
+    assert best.se == pytest.approx(math.sqrt(1 / 5.5 + 1 / 0.5), abs=1e-12)  # x = 5 of n = 5 videos
+    assert best.y == pytest.approx(math.log(5.5 / 0.5), abs=1e-12)
+    table = per_center_table([pm], "phase-ext-2026", 1)
+    assert "floor SE" in table.loc[0, "note"]
+
+
+def test_hksj_safeguard_never_narrower_than_dl() -> None:
+    # Homogeneous effects (tau2 = 0): the unadjusted HKSJ q is far below 1, its interval narrower than DL's.
+    y, se = [0.50, 0.51, 0.49, 0.50], [0.10, 0.12, 0.09, 0.11]
+    dl, hk = random_effects(y, se), random_effects(y, se, hartung_knapp=True)
+    w = 1 / np.asarray(se) ** 2
+    mu = (w * np.asarray(y)).sum() / w.sum()
+    q = (w * (np.asarray(y) - mu) ** 2).sum() / (len(y) - 1)
+    assert q < 1 and math.sqrt(q / w.sum()) < dl.se  # by hand: what the unadjusted HKSJ would use
+    assert hk.se == pytest.approx(math.sqrt(1 / w.sum()), abs=TOL)  # max(1, q) = 1: the DL SE, with t(k - 1)
+    assert hk.ci_high - hk.ci_low > dl.ci_high - dl.ci_low
+
+
+def test_two_centers_pooled_with_a_warning(sites: tuple[str, ...], make_row: Callable) -> None:
+    row, SITES = make_row, sites
+    df = pd.DataFrame(
+        [row(SITES[0], "phase", "accuracy", 0.8, 0.7, 0.9), row(SITES[1], "phase", "accuracy", 0.6, 0.5, 0.7)]
+    )
+    got = _pooled(df, "accuracy")
+    assert got["k"] == 2 and not math.isnan(got["estimate"])
+    assert "only 2 centers" in got["note"] and math.isnan(got["pi_low"])
+
+
+def test_pooled_parse_fail_rate_is_frame_weighted(sites: tuple[str, ...], make_row: Callable) -> None:
+    row, SITES = make_row, sites
+    a, b = (
+        row(SITES[0], "phase", "accuracy", 0.8, 0.7, 0.9, n_frames=100),
+        row(SITES[1], "phase", "accuracy", 0.6, 0.5, 0.7, n_frames=300),
+    )
+    a["parse_fail_rate"], b["parse_fail_rate"] = 0.10, 0.02
+    got = _pooled(pd.DataFrame([a, b]), "accuracy")
+    assert got["parse_fail_rate"] == pytest.approx((0.10 * 100 + 0.02 * 300) / 400)

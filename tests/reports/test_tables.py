@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_markdown_has_one_table_per_task_with_pooled_row_last(
     phase = md.split("(phase): per-center results", 1)[1]
     assert "| suppressed | suppressed |" in phase
     assert CELL.search(phase)
-    assert f"{sites[3]}: suppressed by the site's release gate (small cell); not pooled." in phase
+    assert f"{sites[3]}: suppressed by the site's release gate (small cell or undefined); not pooled." in phase
+    assert "| Unparseable |" in phase and "| 1.0% |" in phase  # each center's parse-failure rate, and pooled
     assert "## Methods" in md and "Arena Score" in md
 
 
@@ -80,11 +82,16 @@ def test_arena_score_names_tasks_and_averages_headlines(
     assert first["arena_score"] == pytest.approx((0.81 + 0.03 + 0.70) / 2)
     assert first["tasks"] == "phase:accuracy;cvs:balanced_accuracy" and first["n_tasks"] == 2
     assert arena.loc[sites[3], "n_tasks"] == 1 and arena.loc[sites[3], "missing_tasks"] == "phase"
-    per_center = _csv(tmp_path / "per_center.csv")
-    heads = per_center[(per_center["center"] == POOLED) & per_center["metric"].isin(["accuracy", "balanced_accuracy"])]
-    assert arena.loc[POOLED, "arena_score"] == pytest.approx(heads["estimate"].mean())
+    # The last center averaged only cvs: a pooled Arena Score over different task sets is refused.
+    assert math.isnan(arena.loc[POOLED, "arena_score"]) and "different tasks" in arena.loc[POOLED, "note"]
     md = (tmp_path / "per_center.md").read_text(encoding="utf-8")
     assert "tasks that ran: phase (accuracy), cvs (balanced\\_accuracy)" in md
+    same = rounds_results[rounds_results["center"] != sites[3]]  # every center now averages phase and cvs
+    write_report(same, tmp_path / "same", meta, tasks=infos)
+    arena = _csv(tmp_path / "same" / "arena.csv").set_index("center")
+    per_center = _csv(tmp_path / "same" / "per_center.csv")
+    heads = per_center[(per_center["center"] == POOLED) & per_center["metric"].isin(["accuracy", "balanced_accuracy"])]
+    assert arena.loc[POOLED, "arena_score"] == pytest.approx(heads["estimate"].mean())
 
 
 def test_rounds_outputs_only_with_several_rounds(

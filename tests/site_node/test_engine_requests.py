@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from protocols.contract import CONTRACT_VERSION
 from protocols.study import load_protocol
 from site_node.approvals import approve
 from site_node.engine import SiteEngine
@@ -20,7 +21,14 @@ PROTOCOL = {
 }
 
 
-def _submit(engine: SiteEngine, protocol_hash: str, job_id: str = "j1", token: str | None = None) -> dict:
+def _submit(
+    engine: SiteEngine,
+    protocol_hash: str,
+    job_id: str = "j1",
+    token: str | None = None,
+    contract: int | None = CONTRACT_VERSION,
+) -> dict:
+    version = {} if contract is None else {"contract-version": contract}
     return engine.handle(
         {
             "token": token if token is not None else engine.home.token(),
@@ -34,6 +42,7 @@ def _submit(engine: SiteEngine, protocol_hash: str, job_id: str = "j1", token: s
                         "study": "s1",
                         "round": 0,
                         "protocol-hash": protocol_hash,
+                        **version,
                     },
                 }
             },
@@ -83,3 +92,19 @@ def test_per_frame_protocol_cannot_be_approved(tmp_path: Path) -> None:
     proto_file.write_text(yaml.safe_dump({**PROTOCOL, "privacy": {"outputs": "per_frame"}}))
     with pytest.raises(ProtocolError, match="per_frame"):
         approve(home.approved_dir, proto_file)
+
+
+def test_hub_of_another_contract_version_is_refused(tmp_path: Path) -> None:
+    home = init_home(tmp_path / "site", "a")
+    engine = SiteEngine(home, load=False)
+    proto_file = tmp_path / "p.yaml"
+    proto_file.write_text(yaml.safe_dump(PROTOCOL))
+    approve(home.approved_dir, proto_file)
+    protocol_hash = load_protocol(proto_file).content_hash
+    for job_id, version in (("old", None), ("older", 1), ("newer", CONTRACT_VERSION + 1)):
+        job = _submit(engine, protocol_hash, job_id=job_id, contract=version)["records"]["job"]["values"]
+        assert job["state"] == "refused"
+        assert f"the hub speaks message contract version {version or 1}" in job["detail"]
+        assert f"this side speaks {CONTRACT_VERSION}" in job["detail"]
+    hello = engine.handle({"token": home.token(), "op": "hello", "records": {}})
+    assert hello["records"]["site"]["values"]["contract-version"] == CONTRACT_VERSION

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score
 
-from site_node.metrics.bootstrap import cluster_bootstrap_ci, summarise_videos
+from site_node.metrics.bootstrap import summarise_videos
 from site_node.metrics.phase import summarise, video_scores
 
 PHASES = ["Preparation", "CalotTriangleDissection", "ClippingCutting", "GallbladderDissection"]
@@ -46,7 +46,6 @@ def test_summary_is_mean_over_videos_with_seeded_ci() -> None:
     assert acc.n_videos == 5 and acc.n_frames == 50 and acc.parse_fail_rate == pytest.approx(18 / 50)
 
 
-def test_bootstrap_ci_degenerate_and_empty() -> None:
-    assert cluster_bootstrap_ci([0.5, 0.5, 0.5], seed=1) == (0.5, 0.5)
+def test_bootstrap_ci_empty() -> None:
     est = summarise_videos([], n_frames=0, n_failed=0, seed=1)
     assert np.isnan(est.estimate) and est.n_videos == 0

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from protocols.contract import Op
+from protocols.contract import CONTRACT_VERSION, Op
 from protocols.errors import ContractError
+from protocols.results import PoolingScale
 from protocols.study import parse_protocol
 from site_node.audit import AuditLog, verify
 from site_node.metrics.bootstrap import Estimate
@@ -25,7 +26,7 @@ PROTOCOL = parse_protocol(
 
 
 def est(n_videos: int) -> Estimate:
-    return Estimate(0.7, 0.6, 0.8, n_videos, 40 * n_videos, 0.05)
+    return Estimate(0.7, 0.6, 0.8, n_videos, 40 * n_videos, 0.05, se_pooling=0.21, undefined_share=0.01)
 
 
 def test_small_cell_is_withheld_and_flagged() -> None:
@@ -40,8 +41,19 @@ def test_small_cell_is_withheld_and_flagged() -> None:
         "n_frames": 200,
         "parse_fail_rate": 0.05,
         "suppressed": 0,
+        "se_pooling": 0.21,  # the SE on the pooling scale, from the site's bootstrap
+        "pooling_scale": PoolingScale.LOGIT.code,
+        "undefined_share": 0.01,
     }
     assert payload["meta"]["values"]["protocol-hash"] == PROTOCOL.content_hash
+    assert payload["meta"]["values"]["contract-version"] == CONTRACT_VERSION
+
+
+def test_undefined_metric_leaves_only_the_flag() -> None:
+    nan = float("nan")
+    undefined = Estimate(nan, nan, nan, 6, 240, 0.0)  # e.g. F1 with nothing to find and nothing predicted
+    payload = evaluation_payload("j", PROTOCOL, {"cvs": {"f1_c1": undefined}})
+    assert payload["metric.cvs.f1_c1"]["values"] == {"suppressed": 1}
 
 
 def test_extra_key_is_stopped_and_logged(tmp_path: Path) -> None:
