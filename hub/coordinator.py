@@ -199,7 +199,7 @@ class StepRunner:
         try:
             check_contract_version(meta.get(CONTRACT_VERSION_KEY), f"site {track.center!r}")
         except ContractError as exc:
-            self._record(track, "error", str(exc))
+            self._record(track, SiteState.ERROR, str(exc))
             return
         version = str(meta.get("software-version"))
         if self.step.kind is JobKind.TRAIN:

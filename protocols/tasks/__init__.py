@@ -87,6 +87,8 @@ class TaskDefinition:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigError(f"task name must be lower_snake_case, got {self.name!r}")
         for key in ("title", "prompt", "headline"):
+            if key == "prompt" and self.answer_kind is AnswerKind.REASONING and self.prompt == "":
+                continue  # it asks nothing: it reads the answers of other tasks
             _text(getattr(self, key), f"task {self.name}: {key}")
         if not isinstance(self.answer_kind, AnswerKind):
             raise ConfigError(f"task {self.name}: answer_kind must be an AnswerKind, got {self.answer_kind!r}")

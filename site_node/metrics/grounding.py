@@ -8,8 +8,7 @@ from enum import Enum
 
 import numpy as np
 
-from site_node.metrics.bootstrap import Estimate
-from site_node.metrics.triplet import resampled_estimate
+from site_node.metrics.bootstrap import Estimate, bootstrap_estimate
 from site_node.reasoning import Levels
 
 
@@ -151,7 +150,7 @@ def _estimate(
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, float("nan"))
     table = np.array(rows, dtype=float)
     # the statistic of the pooled counts of resampled videos (the cluster bootstrap hands over video indices)
-    return resampled_estimate(len(rows), lambda idx: stat(table[idx]), n_frames=n_frames, n_failed=n_failed, **boot)
+    return bootstrap_estimate(len(rows), lambda idx: stat(table[idx]), n_frames=n_frames, n_failed=n_failed, **boot)
 
 
 def summarise(
