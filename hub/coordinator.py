@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from protocols.contract import JobKind, JobState, Op, WireRecords, check_records, parse_metric_record_name
+from protocols.contract import (
+    JobKind,
+    JobState,
+    Op,
+    WireRecords,
+    adapter_digest,
+    check_records,
+    job_id_for,
+    parse_metric_record_name,
+)
 from protocols.errors import ContractError
 from protocols.results import ResultRow
 from protocols.study import StudyProtocol, loads_protocol
@@ -101,7 +110,7 @@ class StepRunner:
         self.tracks = {}
         for site in step.sites:
             state = previous.get(site, "pending")
-            job_id = f"{launch.launch_id}.r{step.round}.{step.kind.value}.{site}"
+            job_id = job_id_for(launch.launch_id, step.round, step.kind.value, site)
             self.tracks[site] = SiteTrack(site, job_id, "pending" if state == ABSENT else state)
 
     def _record(self, track: SiteTrack, state: str, detail: str | None = None, **extra: object) -> None:
@@ -154,6 +163,7 @@ class StepRunner:
                         "round": self.step.round,
                         "protocol-hash": self.l.protocol.content_hash,
                         "protocol": self.l.protocol_text,
+                        **({"adapter-sha256": adapter_digest(self.step.adapter)} if self.step.adapter else {}),
                     },
                 },
                 **self.step.adapter,
@@ -171,7 +181,9 @@ class StepRunner:
             self._record(track, "error", f"reply broke the message contract: {exc}")
             return
         job = reply.records["job"]["values"]
-        state, detail = str(job["state"]), job.get("detail")
+        # A site says why only with a code from a fixed list; its operator has the details.
+        state = str(job["state"])
+        detail = f"{job['reason']} (ask the site's operator for details)" if job.get("reason") else None
         if op is Op.FETCH and state == JobState.DONE.value:
             self._store(track, reply.records)
             return

@@ -30,8 +30,12 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
     return values
 
 
-def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]]) -> WireRecords:
-    """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash."""
+def evaluation_payload(
+    job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]], *, min_videos: int | None = None
+) -> WireRecords:
+    """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash.
+    `min_videos`: the cell floor in force (the site policy's and the protocol's, the stricter)."""
+    floor = max(min_videos or 0, protocol.privacy.min_videos)
     records: WireRecords = {
         "job": {"kind": "config", "values": {"job-id": job_id, "state": "done"}},
         "meta": {"kind": "config", "values": {"software-version": __version__, "protocol-hash": protocol.content_hash}},
@@ -40,7 +44,7 @@ def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str
         for metric, est in metrics.items():
             records[metric_record_name(task, metric)] = {
                 "kind": "metric",
-                "values": _metric_values(est, protocol.privacy.min_videos),
+                "values": _metric_values(est, floor),
             }
     check_records(Op.FETCH, records)
     return records
@@ -88,7 +92,7 @@ class ReleaseGate:
         try:
             check_records(op, records)
         except ContractError as exc:
-            self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc))
+            self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc)[:500])
             raise
         self.audit.append(
             "released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records)

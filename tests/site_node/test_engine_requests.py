@@ -52,7 +52,7 @@ def test_requests(tmp_path: Path) -> None:
 
     reply = _submit(engine, protocol_hash)  # not approved yet
     job = reply["records"]["job"]["values"]
-    assert job["state"] == "refused" and "not approved" in job["detail"]
+    assert job["state"] == "refused" and job["reason"] == "protocol-not-approved" and "detail" not in job
 
     approve(home.approved_dir, proto_file)
     reply = _submit(engine, protocol_hash, job_id="j2")
@@ -67,10 +67,16 @@ def test_requests(tmp_path: Path) -> None:
             "records": {"job": {"kind": "config", "values": {"job-id": "j2", "frames": "all"}}},
         }
     )
-    assert status["ok"] is False and "frames" in status["error"]
+    assert status == {"ok": False, "error": "bad-request"}  # the why stays in the site's log and audit log
+    assert "frames" in engine.audit.entries()[-1]["reason"]
 
     events = [e["event"] for e in engine.audit.entries()]
-    assert events.count("refused") == 1 and "refused-request" in events and events.count("released") == 3
+    assert (
+        events.count("refused") == 1
+        and events.count("accepted") == 1
+        and "refused-request" in events
+        and events.count("released") == 3
+    )
 
 
 def test_per_frame_protocol_cannot_be_approved(tmp_path: Path) -> None:
