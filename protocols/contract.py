@@ -111,7 +111,7 @@ def _spec(*entries: tuple[str, ValueKind, bool]) -> dict[str, KeySpec]:
 
 
 def _vocab(values: type[Enum]) -> tuple[str, ...]:
-    return tuple(str(v.value) for v in values)  # type: ignore[attr-defined]
+    return tuple(str(v.value) for v in values)
 
 
 S, I, F, B, A = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG, ValueKind.ARRAY  # noqa: E741
