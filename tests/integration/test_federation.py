@@ -79,3 +79,14 @@ def test_one_model_load_per_site(federation, study) -> None:  # type: ignore[no-
     for site in federation.sites:
         log = (federation.run / "sites" / site.name / "logs" / "engine.log").read_text()
         assert log.count("model loaded from") == 1
+
+
+def test_relaunching_an_answered_study_is_refused_by_every_site(federation, study) -> None:  # type: ignore[no-untyped-def]
+    """A curious hub asks the same question again under new job ids: each site answers it once only."""
+    again = launch(federation.hub, federation.run / "itest-phase.yaml", echo=lambda _: None)
+    store = federation.hub.store()
+    jobs = {j["center"]: j for j in store.jobs(again)}
+    for site in federation.sites:
+        assert jobs[site.name]["state"] == "refused", jobs[site.name]
+        assert jobs[site.name]["detail"] == "already-answered (ask the site's operator for details)"
+    assert store.results_frame(again).empty
