@@ -14,8 +14,10 @@ from protocols.contract import (
     JobState,
     Op,
     WireRecords,
+    adapter_digest,
     check_contract_version,
     check_records,
+    job_id_for,
     job_request,
     parse_metric_record_name,
     submit_request,
@@ -116,7 +118,7 @@ class StepRunner:
         self.tracks = {}
         for site in step.sites:
             state = previous.get(site, SiteState.PENDING)
-            job_id = f"{launch.launch_id}.r{step.round}.{step.kind.value}.{site}"
+            job_id = job_id_for(launch.launch_id, step.round, step.kind.value, site)
             # A site absent last time is asked again; the same job id lets the site answer a resubmission as is.
             self.tracks[site] = SiteTrack(site, job_id, SiteState.PENDING if state is SiteState.ABSENT else state)
 
@@ -164,7 +166,13 @@ class StepRunner:
         if track.state is SiteState.PENDING:
             p = self.l.protocol
             job = submit_request(
-                track.job_id, self.step.kind, p.study_id, self.step.round, p.content_hash, self.l.protocol_text
+                track.job_id,
+                self.step.kind,
+                p.study_id,
+                self.step.round,
+                p.content_hash,
+                self.l.protocol_text,
+                adapter_digest(self.step.adapter) if self.step.adapter else None,
             )
             return Op.SUBMIT, {**job, **self.step.adapter}
         return (Op.FETCH if track.state is SiteState.DONE else Op.STATUS), job_request(track.job_id)
@@ -180,11 +188,13 @@ class StepRunner:
         except ContractError as exc:
             self._record(track, SiteState.ERROR, f"reply broke the message contract: {exc}")
             return
+        # A site says why only with a code from a fixed list; its operator has the details.
+        detail = f"{job['reason']} (ask the site's operator for details)" if job.get("reason") else None
         if op is Op.FETCH and state is JobState.DONE:
             self._store(track, reply.records)
             return
         # "done" from a status poll is fetched on the next poll; the job is not over before its result is stored.
-        self._record(track, SiteState.of(state), job.get("detail"))
+        self._record(track, SiteState.of(state), detail)
 
     def _store(self, track: SiteTrack, records: WireRecords) -> None:
         meta = records.get("meta", {}).get("values", {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -10,11 +12,12 @@ from enum import Enum
 from typing import Any
 
 from protocols.arrays import check_wire
-from protocols.errors import ContractError
+from protocols.errors import ContractError, ContractVersionError
 
 # The version of this contract. Hub and site refuse each other when it differs (a hub pooling with se_pooling must
 # not read a site that never sends it as if it did). History: 1 the seven metric numbers; 2 adds se_pooling,
-# pooling_scale and undefined_share to each metric record, and the version itself to hello, submit and fetch.
+# pooling_scale and undefined_share to each metric record, the version itself to hello, submit and fetch, and
+# job states as fixed vocabularies (coarse progress, reason codes; no free-text detail).
 CONTRACT_VERSION = 2
 CONTRACT_VERSION_KEY = "contract-version"
 
@@ -23,7 +26,7 @@ def check_contract_version(received: object, peer: str) -> None:
     """Raise ContractError unless the peer speaks this contract version (absent means version 1)."""
     version = 1 if received is None else received
     if version != CONTRACT_VERSION:
-        raise ContractError(
+        raise ContractVersionError(
             f"{peer} speaks message contract version {version!r}, this side speaks {CONTRACT_VERSION}: "
             "upgrade the older side so both run the same surgfed contract"
         )
@@ -43,13 +46,47 @@ class JobState(str, Enum):
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"  # finished, waiting for the local data owner
     DONE = "done"  # released
-    FAILED = "failed"  # the site could not run it (reason in detail)
-    REFUSED = "refused"  # the site's policy refused it (unapproved protocol, per-frame outputs ...)
+    FAILED = "failed"  # the site could not run it (a Reason code leaves; the text stays at the site)
+    REFUSED = "refused"  # the site's policy refused it (unapproved protocol, question already answered ...)
     REJECTED = "rejected"  # the local data owner rejected the release
 
     @property
     def final(self) -> bool:
         return self in (JobState.DONE, JobState.FAILED, JobState.REFUSED, JobState.REJECTED)
+
+
+class Reason(str, Enum):
+    """Why a job failed or was refused: the only explanation that leaves a site (the full text stays there)."""
+
+    PROTOCOL_NOT_APPROVED = "protocol-not-approved"
+    PROTOCOL_MISMATCH = "protocol-mismatch"  # study id, round or kind outside what the approved protocol plans
+    NO_USABLE_DATA = "no-usable-data"
+    PRIVACY_BUDGET = "privacy-budget"
+    MODEL_MISMATCH = "model-mismatch"
+    ADAPTER_MISMATCH = "adapter-mismatch"  # not the global adapter of the previous round, or none expected
+    POLICY = "policy"  # the site policy (site.toml [policy]) refuses it
+    ALREADY_ANSWERED = "already-answered"  # each (protocol, kind, round) is answered once
+    SNAPSHOT_CHANGED = "snapshot-changed"  # the store changed since the study's first job
+    STORAGE_FULL = "storage-full"
+    REJECTED_BY_OWNER = "rejected-by-owner"
+    BAD_REQUEST = "bad-request"
+    CONTRACT_VERSION = "contract-version"  # the hub speaks another version of the message contract
+    INTERNAL_ERROR = "internal-error"
+
+
+# Progress leaves as a fraction in steps of 0.1, never as counts.
+PROGRESS_STEPS = tuple(round(i / 10, 1) for i in range(11))
+# Job ids: a strict alphabet without dots, so an id is never a file name with an extension.
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def job_id_for(*parts: object) -> str:
+    """A job id in the strict alphabet from the hub's launch id, round, kind and site name."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", "-".join(str(p) for p in parts))[:128]
+
+
+def coarse_progress(fraction: float) -> float:
+    return round(min(1.0, max(0.0, float(fraction))) * 10) / 10 if math.isfinite(fraction) else 0.0
 
 
 class JobKind(str, Enum):
@@ -75,6 +112,7 @@ class ValueKind(str, Enum):
 class KeySpec:
     kind: ValueKind
     required: bool = True
+    choices: tuple[Any, ...] | None = None  # a fixed vocabulary: nothing else may travel in this key
 
 
 @dataclass(frozen=True)
@@ -91,12 +129,22 @@ def _spec(*entries: tuple[str, ValueKind, bool]) -> dict[str, KeySpec]:
     return {k: KeySpec(v, r) for k, v, r in entries}
 
 
+def _vocab(values: type[Enum]) -> tuple[str, ...]:
+    return tuple(str(v.value) for v in values)
+
+
 S, I, F, B, A = ValueKind.STR, ValueKind.INT, ValueKind.FLOAT, ValueKind.FLAG, ValueKind.ARRAY  # noqa: E741
 
+# A job's state leaves as words from fixed lists only: no free text, no counts, no paths.
 JOB_RECORD = RecordSpec(
     "job",
     RecordKind.CONFIG,
-    _spec(("job-id", S, True), ("state", S, True), ("detail", S, False), ("progress", F, False)),
+    {
+        "job-id": KeySpec(S),
+        "state": KeySpec(S, choices=_vocab(JobState)),
+        "progress": KeySpec(F, False, PROGRESS_STEPS),
+        "reason": KeySpec(S, False, _vocab(Reason)),
+    },
 )
 META_RECORD = RecordSpec(
     "meta",
@@ -177,7 +225,8 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
         RecordSpec(
             "job",
             RecordKind.CONFIG,
-            # The protocol text travels so that a site can say why it refuses one it never approved.
+            # The protocol text travels so that a site can keep an unknown one for its operator to review;
+            # adapter-sha256 names the global adapter the job carries (adapter_digest).
             _spec(
                 ("job-id", S, True),
                 ("kind", S, True),
@@ -186,6 +235,7 @@ REQUESTS: dict[Op, tuple[RecordSpec, ...]] = {
                 ("protocol-hash", S, True),
                 ("protocol", S, False),
                 (CONTRACT_VERSION_KEY, I, False),
+                ("adapter-sha256", S, False),
             ),
         ),
         *ADAPTER_RECORDS,  # the global adapter to train from or evaluate with
@@ -216,7 +266,7 @@ def _match(name: str, specs: tuple[RecordSpec, ...]) -> RecordSpec:
     for spec in specs:
         if re.fullmatch(spec.name, name):
             return spec
-    raise ContractError(f"record {name!r} is not allowed here; allowed: {[s.name for s in specs]}")
+    raise ContractError(f"record {name[:60]!r} is not allowed here; allowed: {[s.name for s in specs]}")
 
 
 def check_records(op: Op, records: WireRecords, *, direction: str = "reply") -> None:
@@ -237,16 +287,29 @@ def check_records(op: Op, records: WireRecords, *, direction: str = "reply") -> 
         values: dict[str, Any] = record["values"]
         extra = sorted(set(values) - set(spec.keys))
         if extra:
-            raise ContractError(f"{op.value} {direction}: record {name!r} has keys not in the contract: {extra}")
+            shown = [str(k)[:40] for k in extra[:5]]
+            raise ContractError(f"{op.value} {direction}: record {name!r} has keys not in the contract: {shown}")
         for key, key_spec in spec.keys.items():
             if key not in values:
                 if key_spec.required:
                     raise ContractError(f"{op.value} {direction}: record {name!r} lacks required key {key!r}")
                 continue
             _check_value(f"{op.value} {direction}: {name}.{key}", values[key], key_spec.kind)
+            if key_spec.choices is not None and values[key] not in key_spec.choices:
+                raise ContractError(
+                    f"{op.value} {direction}: {name}.{key} {str(values[key])[:40]!r} is not in its list"
+                )
     missing = [s.name for s in specs if s.required and s.name not in seen]
     if missing:
         raise ContractError(f"{op.value} {direction}: missing records {missing}")
+
+
+def adapter_digest(records: WireRecords) -> str:
+    """The global adapter a SUBMIT carries, as one hash ("none" without one); hub and site compute it alike."""
+    if "adapter" not in records:
+        return "none"
+    body = {name: records[name]["values"] for name in ("adapter", "adapter-meta") if name in records}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def metric_record_name(task: str, metric: str) -> str:
@@ -284,7 +347,13 @@ def job_request(job_id: str) -> WireRecords:
 
 
 def submit_request(
-    job_id: str, kind: JobKind, study: str, round_: int, protocol_hash: str, protocol_text: str | None = None
+    job_id: str,
+    kind: JobKind,
+    study: str,
+    round_: int,
+    protocol_hash: str,
+    protocol_text: str | None = None,
+    adapter_sha256: str | None = None,
 ) -> WireRecords:
     values: dict[str, Any] = {
         "job-id": job_id,
@@ -296,16 +365,20 @@ def submit_request(
     }
     if protocol_text is not None:
         values["protocol"] = protocol_text
+    if adapter_sha256 is not None:
+        values["adapter-sha256"] = adapter_sha256  # the one global adapter of this round (in the same request)
     return {"job": config_record(values)}
 
 
-def job_reply(job_id: str, state: JobState, detail: str | None = None, progress: float | None = None) -> WireRecords:
-    """A site's answer about one job (submit, status, and the head of every fetch)."""
+def job_reply(
+    job_id: str, state: JobState, *, progress: float | None = None, reason: Reason | None = None
+) -> WireRecords:
+    """A site's answer about one job (submit, status, and the head of every fetch): fixed vocabularies only."""
     values: dict[str, Any] = {"job-id": job_id, "state": state.value}
     if progress is not None:
-        values["progress"] = float(progress)
-    if detail is not None:
-        values["detail"] = detail
+        values["progress"] = coarse_progress(progress)
+    if reason is not None:
+        values["reason"] = reason.value
     return {"job": config_record(values)}
 
 

@@ -29,6 +29,10 @@ class ContractError(SurgFedError):
     """A message does not match the message contract (refused by the release gate)."""
 
 
+class ContractVersionError(ContractError):
+    """The peer speaks another version of the message contract."""
+
+
 class EngineError(SurgFedError):
     """The site engine could not be reached or refused a request."""
 

@@ -76,25 +76,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_protocols_approve(args: argparse.Namespace) -> int:
-    from site_node.approvals import approve
-    from site_node.audit import AuditLog
-
-    home = _home(args).require()
-    protocol = approve(home.approved_dir, args.file)
-    AuditLog(home.audit_log).append("protocol-approved", protocol_hash=protocol.content_hash, study=protocol.study_id)
-    print(f"approved {protocol.study_id} v{protocol.version}: {protocol.content_hash}")
-    return 0
-
-
-def cmd_protocols_list(args: argparse.Namespace) -> int:
-    from site_node.approvals import list_approved
-
-    for digest, protocol in list_approved(_home(args).require().approved_dir):
-        print(digest, protocol if isinstance(protocol, str) else f"{protocol.study_id} v{protocol.version}")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from site_node.serve import serve
 
@@ -212,12 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ingest)
 
-    protocols = sub.add_parser("protocols", help="approve study protocols").add_subparsers(dest="pcmd", required=True)
-    p = protocols.add_parser("approve", parents=[common], help="approve a protocol file (pinned by content hash)")
-    p.add_argument("file", type=Path, help="the study protocol YAML the coordinator sent")
-    p.set_defaults(func=cmd_protocols_approve)
-    protocols.add_parser("list", parents=[common], help="list approved protocols").set_defaults(func=cmd_protocols_list)
-
     p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
     p.set_defaults(func=cmd_serve)
@@ -232,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = releases.add_parser(name, parents=[common], help=help_text)
         p.add_argument("job_id", help="a job id from `site_node releases list`")
         if name == "reject":
-            p.add_argument("--note", default="", help="reason recorded in the audit log and sent to the hub")
+            p.add_argument(
+                "--note", default="", help="reason recorded in the audit log (the hub sees only rejected-by-owner)"
+            )
         p.set_defaults(func=cmd_releases_show if name == "show" else cmd_releases_decide, approve=name == "approve")
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="acmd", required=True)
@@ -248,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
     from site_node.commands_eval import register as register_eval
+    from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
 
     register_eval(sub, common)
+    register_protocols(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

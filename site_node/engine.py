@@ -14,30 +14,69 @@ from protocols.contract import (
     JobKind,
     JobState,
     Op,
+    Reason,
     WireRecords,
     check_contract_version,
     check_records,
     hello_reply,
     job_reply,
 )
-from protocols.errors import ContractError, ModelError, ProtocolError, SurgFedError
+from protocols.errors import (
+    ConfigError,
+    ContractError,
+    ContractVersionError,
+    DataError,
+    ModelError,
+    ProtocolError,
+    SurgFedError,
+)
 from protocols.model_ref import manifest_hash
-from protocols.study import OutputLevel, StudyProtocol
-from site_node.approvals import approved, is_approved, refusal_reason
+from protocols.study import StudyProtocol
+from site_node.admission import admit
+from site_node.approvals import approved, is_approved, keep_pending
 from site_node.audit import AuditLog
 from site_node.evaluation import evaluate_protocol
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
-from site_node.jobs import Job, JobStore
+from site_node.job_ledger import JobLedger, store_snapshot
+from site_node.jobs import Job, JobRefused, JobStore, check_job_id
 from site_node.model.loading import LoadedModel, load_model
 from site_node.release_gate import ReleaseGate, evaluation_payload
 from site_node.store import DataStore
 
 log = logging.getLogger(__name__)
+CAP = 128  # longest value from a request that goes into the audit log
+
+
+def _cap(value: Any, n: int = CAP) -> str | None:
+    return None if value is None else str(value)[:n]
+
+
+def reason_for(exc: BaseException) -> Reason:
+    """The code that leaves for a failure; the message stays in the job folder and the log."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, Reason):
+        return reason
+    if type(exc).__name__ == "PrivacyBudgetExceeded":
+        return Reason.PRIVACY_BUDGET
+    for kind, code in (
+        (DataError, Reason.NO_USABLE_DATA),
+        (ModelError, Reason.MODEL_MISMATCH),
+        (ContractVersionError, Reason.CONTRACT_VERSION),
+        (ContractError, Reason.BAD_REQUEST),
+        (ProtocolError, Reason.PROTOCOL_MISMATCH),
+        (ConfigError, Reason.POLICY),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return Reason.INTERNAL_ERROR
 
 
 def _job_record(job: Job) -> WireRecords:
-    return job_reply(job.job_id, job.state, job.detail[:1000] if job.detail else None, float(job.progress))
+    """A job as it leaves: id, state, coarse progress and, for failures and refusals, a reason code."""
+    failed = job.state in (JobState.FAILED, JobState.REFUSED, JobState.REJECTED)
+    reason = Reason(job.reason or Reason.INTERNAL_ERROR.value) if failed else None
+    return job_reply(job.job_id, job.state, progress=float(job.progress), reason=reason)
 
 
 class SiteEngine:
@@ -48,10 +87,12 @@ class SiteEngine:
         self.config = home.config()
         self.store = DataStore(home.store_dir)
         self.jobs = JobStore(home.jobs_dir)
+        self.ledger = JobLedger(home.jobs_dir / "_ledger.json")
         self.audit = AuditLog(home.audit_log)
         self.gate = ReleaseGate(self.audit)
         self._token = home.token()
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._submit_lock = threading.Lock()
         self.model: LoadedModel | None = None
         self.model_hash: str | None = None
         self.model_error: str | None = None
@@ -83,7 +124,7 @@ class SiteEngine:
 
     # -- requests from the ClientApp -------------------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Answer one request; every outgoing reply passes the release gate."""
+        """Answer one request; every outgoing reply passes the release gate. Errors leave as a code only."""
         if not hmac.compare_digest(str(request.get("token", "")), self._token):
             self.audit.append("refused-request", reason="bad engine token")
             return {"ok": False, "error": "engine token rejected"}
@@ -92,51 +133,70 @@ class SiteEngine:
             records = request.get("records") or {}
             check_records(op, records, direction="request")
             values = records.get("job", {}).get("values", {})
-            self.audit.append(
-                "request", op=op.value, job_id=values.get("job-id"), protocol_hash=values.get("protocol-hash")
-            )
+            job_id = _cap(values.get("job-id"))
+            self.audit.append("request", op=op.value, job_id=job_id, protocol_hash=_cap(values.get("protocol-hash")))
             reply = self._dispatch(op, values, records)
-            return {"ok": True, "records": self.gate.release(op, reply, job_id=values.get("job-id"))}
+            return {"ok": True, "records": self.gate.release(op, reply, job_id=job_id)}
         except (ValueError, SurgFedError) as exc:
-            self.audit.append("refused-request", op=str(request.get("op"))[:32], reason=str(exc)[:500])
-            return {"ok": False, "error": str(exc)}
+            log.info("refused a request: %s", str(exc)[:500])
+            self.audit.append("refused-request", op=_cap(request.get("op"), 32), reason=_cap(exc, 500))
+            return {"ok": False, "error": reason_for(exc).value if isinstance(exc, SurgFedError) else "bad-request"}
 
     def _dispatch(self, op: Op, values: dict[str, Any], records: WireRecords) -> WireRecords:
         if op is Op.HELLO:
             return hello_reply(__version__, self.config.name)
+        job_id = check_job_id(values["job-id"])
         if op is Op.SUBMIT:
-            return _job_record(self._submit(values, records))
-        job = self.jobs.get(values["job-id"])
+            with self._submit_lock:
+                return _job_record(self._submit(job_id, values, records))
+        job = self.jobs.get(job_id)
         if job is None:
-            raise ContractError(f"unknown job {values['job-id']!r}")
+            raise ContractError(f"unknown job {job_id!r}")
         if op is Op.FETCH and job.state is JobState.DONE and job.payload is not None:
             return job.payload
         return _job_record(job)
 
-    def _submit(self, values: dict[str, Any], records: WireRecords) -> Job:
-        existing = self.jobs.get(values["job-id"])
+    def _submit(self, job_id: str, values: dict[str, Any], records: WireRecords) -> Job:
+        existing = self.jobs.get(job_id)
         if existing is not None:  # a restarted hub re-submits: answer with the job as it stands
             return existing
-        job = Job(values["job-id"], JobKind(values["kind"]), values["study"], values["round"], values["protocol-hash"])
+        study, protocol_hash = str(values["study"])[:64], str(values["protocol-hash"])[:64]
+        job = Job(job_id, JobKind(values["kind"]), study, values["round"], protocol_hash)
         try:
             check_contract_version(values.get(CONTRACT_VERSION_KEY), "the hub")
-            if not is_approved(self.home.approved_dir, job.protocol_hash):
-                raise ProtocolError(refusal_reason(job.protocol_hash, values.get("protocol")))
-            protocol = approved(self.home.approved_dir, job.protocol_hash)
-            if protocol.privacy.outputs is not OutputLevel.AGGREGATE:
-                raise ContractError(
-                    f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave"
-                )
+            # An unknown protocol is refused by its hash; its text is kept, unparsed, for the operator's review.
+            if "protocol" in values and not is_approved(self.home.approved_dir, job.protocol_hash):
+                kept = keep_pending(self.home.approved_dir, job.protocol_hash, values["protocol"])
+                self.audit.append("protocol-request", protocol_hash=job.protocol_hash, kept=kept)
+            snapshot = store_snapshot(self.store)
+            admitted = admit(
+                self.home, self.config, self.jobs, self.ledger, job, snapshot, values=values, records=records
+            )
             if job.kind is JobKind.TRAIN:
+                protocol = admitted.protocol
                 check_train(
                     protocol, self.config.name, self.store, privacy_context(self.home, self.config, protocol, job.round)
                 )
+            if "adapter" in records:
+                self.jobs.reserve(sum(len(v.get("b64", "")) for v in records["adapter"]["values"].values()))
             save_incoming_adapter(self.jobs.work_dir(job.job_id), records)
-        except SurgFedError as exc:
-            job.state, job.detail = JobState.REFUSED, str(exc)
-            self.audit.append("refused", job_id=job.job_id, protocol_hash=job.protocol_hash, reason=str(exc))
+            self.ledger.record(
+                question=admitted.question,
+                job_id=job.job_id,
+                adapter_key=admitted.adapter_key,
+                adapter=job.adapter,
+                study=admitted.protocol.study_id,
+                snap=snapshot,
+            )
+        except (JobRefused, SurgFedError) as exc:
+            job.state, job.detail, job.reason = JobState.REFUSED, str(exc)[:2000], reason_for(exc).value
+            log.info("job %s refused (%s): %s", job.job_id, job.reason, job.detail[:500])
+            self.audit.append("refused", job_id=job.job_id, protocol_hash=job.protocol_hash, reason=job.reason)
             self.jobs.save(job)
             return job
+        self.audit.append(
+            "accepted", job_id=job.job_id, protocol_hash=job.protocol_hash, snapshot=job.snapshot, adapter=job.adapter
+        )
         self.jobs.save(job)
         self._queue.put(job.job_id)
         return job
@@ -147,13 +207,15 @@ class SiteEngine:
             job = self.jobs.update(job_id, state=JobState.RUNNING)
             try:
                 payload = self._run(job)
-            except SurgFedError as exc:
-                log.error("job %s failed: %s", job_id, exc)
-                self.jobs.update(job_id, state=JobState.FAILED, detail=str(exc))
-                continue
             except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not kill the engine
-                log.exception("job %s crashed", job_id)
-                self.jobs.update(job_id, state=JobState.FAILED, detail=f"internal error: {type(exc).__name__}: {exc}")
+                reason = reason_for(exc)
+                if reason is Reason.INTERNAL_ERROR:
+                    log.exception("job %s crashed", job_id)
+                else:
+                    log.error("job %s failed: %s", job_id, exc)
+                detail = f"{type(exc).__name__}: {exc}"[:2000]
+                self.jobs.update(job_id, state=JobState.FAILED, detail=detail, reason=reason.value)
+                self.audit.append("job-failed", job_id=job_id, reason=reason.value)
                 continue
             manual = self.config.release is ReleaseMode.MANUAL
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE
@@ -170,7 +232,7 @@ class SiteEngine:
                 f"the protocol's {protocol.model_sha256[:16]}..."
             )
 
-        def progress(task: str, done: int, total: int) -> None:
+        def progress(task: str, done: int, total: int) -> None:  # counts stay in the job file, only 0.1 steps leave
             self.jobs.update(job.job_id, progress=done / max(total, 1), detail=f"{task}: {done}/{total} frames")
 
         work_dir = self.jobs.work_dir(job.job_id)
@@ -195,4 +257,6 @@ class SiteEngine:
                 predictions=work_dir / "predictions.jsonl",
                 progress=progress,
             )
-        return evaluation_payload(job.job_id, protocol, {t: o.estimates for t, o in outcomes.items()})
+        estimates = {t: o.estimates for t, o in outcomes.items()}
+        floor = self.config.policy.cell_floor(protocol.privacy.min_videos)  # the protocol may raise it, never lower
+        return evaluation_payload(job.job_id, protocol, estimates, min_videos=floor)

@@ -42,12 +42,16 @@ def _metric_values(est: Estimate, min_videos: int) -> dict[str, Any]:
     return values
 
 
-def evaluation_payload(job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]]) -> WireRecords:
-    """The fetch reply of a finished evaluation: per task and metric the seven numbers, plus version and hash."""
+def evaluation_payload(
+    job_id: str, protocol: StudyProtocol, estimates: dict[str, dict[str, Estimate]], *, min_videos: int | None = None
+) -> WireRecords:
+    """The fetch reply of a finished evaluation: per task and metric its numbers, plus versions and hash.
+    `min_videos`: the cell floor in force (the site policy's and the protocol's, the stricter)."""
+    floor = max(min_videos or 0, protocol.privacy.min_videos)
     records = {**job_reply(job_id, JobState.DONE), **result_meta(__version__, protocol.content_hash)}
     for task, metrics in estimates.items():
         for metric, est in metrics.items():
-            records[metric_record_name(task, metric)] = metric_record(_metric_values(est, protocol.privacy.min_videos))
+            records[metric_record_name(task, metric)] = metric_record(_metric_values(est, floor))
     check_records(Op.FETCH, records)
     return records
 
@@ -90,7 +94,7 @@ class ReleaseGate:
         try:
             check_records(op, records)
         except ContractError as exc:
-            self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc))
+            self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc)[:500])
             raise
         self.audit.append(
             "released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from protocols.contract import JobState
+from protocols.contract import JobState, Reason
 from protocols.errors import SurgFedError
 from site_node.audit import AuditLog, payload_digest
 from site_node.home import SiteHome
@@ -35,8 +35,10 @@ def show(home: SiteHome, job_id: str) -> str:
 def decide(home: SiteHome, job_id: str, approve: bool, note: str = "") -> Job:
     job = _awaiting(home, job_id)
     state = JobState.DONE if approve else JobState.REJECTED
+    # The note stays at the site (job file, audit log); the hub sees only the code rejected-by-owner.
     detail = "" if approve else f"the site's data owner rejected the release{': ' + note if note else ''}"
-    job = JobStore(home.jobs_dir).update(job_id, state=state, detail=detail)
+    reason = "" if approve else Reason.REJECTED_BY_OWNER.value
+    job = JobStore(home.jobs_dir).update(job_id, state=state, detail=detail, reason=reason)
     AuditLog(home.audit_log).append(
         "release-approved" if approve else "release-rejected", job_id=job_id, digest=payload_digest(job.payload)
     )

@@ -85,7 +85,7 @@ class FakeSite:
             return Reply(records=job_reply(jid, self.jobs[jid], progress=0.0))
         if op is Op.STATUS:
             self.jobs[jid] = {JobState.QUEUED: JobState.RUNNING}.get(self.jobs[jid], JobState.DONE)
-            reply = job_reply(jid, self.jobs[jid], detail="phase: 3/4 videos", progress=0.5)
+            reply = job_reply(jid, self.jobs[jid], progress=0.5)
             if self.status_state is not None:
                 reply["job"]["values"]["state"] = self.status_state
             return Reply(records=reply)

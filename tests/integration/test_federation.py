@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from hub.launcher import launch
 from site_node.approvals import approve
 from site_node.home import SiteHome
+from site_node.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +30,13 @@ def test_study_completes_with_failing_site_recorded(federation, study) -> None: 
     assert store.launch(study)["state"] == "finished"
     jobs = {j["center"]: j for j in store.jobs(study)}
     assert jobs[federation.broken]["state"] == "failed"
-    assert "no usable videos with phase labels" in jobs[federation.broken]["detail"]
+    # Only the reason code crosses the wire; the site's job file keeps the text for its operator.
+    assert jobs[federation.broken]["detail"] == "no-usable-data (ask the site's operator for details)"
+    site_job = JobStore(SiteHome(federation.run / "sites" / federation.broken).jobs_dir).get(
+        jobs[federation.broken]["job_id"]
+    )
+    assert site_job is not None and "no usable videos with phase labels" in site_job.detail
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", j["job_id"]) for j in jobs.values())
     for site in federation.sites:
         assert jobs[site.name]["state"] == "stored", jobs[site.name]
 
@@ -71,3 +79,14 @@ def test_one_model_load_per_site(federation, study) -> None:  # type: ignore[no-
     for site in federation.sites:
         log = (federation.run / "sites" / site.name / "logs" / "engine.log").read_text()
         assert log.count("model loaded from") == 1
+
+
+def test_relaunching_an_answered_study_is_refused_by_every_site(federation, study) -> None:  # type: ignore[no-untyped-def]
+    """A curious hub asks the same question again under new job ids: each site answers it once only."""
+    again = launch(federation.hub, federation.run / "itest-phase.yaml", echo=lambda _: None)
+    store = federation.hub.store()
+    jobs = {j["center"]: j for j in store.jobs(again)}
+    for site in federation.sites:
+        assert jobs[site.name]["state"] == "refused", jobs[site.name]
+        assert jobs[site.name]["detail"] == "already-answered (ask the site's operator for details)"
+    assert store.results_frame(again).empty

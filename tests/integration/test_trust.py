@@ -18,6 +18,7 @@ from hub.launcher import launch
 from hub.pki import make_ca
 from hub.superlink import CONNECTION, flwr
 from protocols.procs import wait_for
+from protocols.study import load_protocol
 from site_node.approvals import approve
 from site_node.audit import AuditLog, verify
 from site_node.home import SiteHome
@@ -119,10 +120,20 @@ def test_per_frame_protocol_is_refused_and_recorded(federation) -> None:  # type
     )
     launch_id = launch(federation.hub, protocol, echo=lambda _: None)
     job = federation.hub.store().jobs(launch_id)[0]
-    assert job["state"] == "refused" and "per_frame" in job["detail"]
-    audit = AuditLog(federation.run / "sites" / site / "audit" / "audit.jsonl")
-    refusals = [e for e in audit.entries() if e["event"] == "refused" and e.get("job_id") == job["job_id"]]
-    assert refusals and "per_frame" in refusals[0]["reason"]
+    # Refused by its hash alone: the site never parsed the hub's text, and only the code crossed the wire.
+    assert job["state"] == "refused" and job["detail"].startswith("protocol-not-approved")
+    home = SiteHome(federation.run / "sites" / site)
+    refusals = [
+        e for e in AuditLog(home.audit_log).entries() if e["event"] == "refused" and e.get("job_id") == job["job_id"]
+    ]
+    assert refusals and refusals[0]["reason"] == "protocol-not-approved"
+    # The text waits for the operator, whose review shows what it asks and refuses to approve it.
+    digest = load_protocol(protocol).content_hash
+    assert digest in _site_cli("protocols", "pending", "--home", str(home.root)).stdout
+    shown = _site_cli("protocols", "show", digest, "--home", str(home.root))
+    assert shown.returncode == 0 and "per_frame" in shown.stdout, shown.stderr
+    refused = _site_cli("protocols", "approve", digest, "--home", str(home.root))
+    assert refused.returncode == 1 and "per_frame" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_manual_release_and_small_cell_suppression(federation) -> None:  # type: ignore[no-untyped-def]

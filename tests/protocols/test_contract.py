@@ -100,3 +100,31 @@ def test_contract_version_check(received: int | None, ok: bool) -> None:
         return
     with pytest.raises(ContractError, match=rf"the hub speaks message contract version {received or 1}"):
         check_contract_version(received, "the hub")
+
+
+@pytest.mark.parametrize(
+    ("values", "ok"),
+    [
+        ({"state": "running", "progress": 0.3}, True),
+        ({"state": "failed", "progress": 0.0, "reason": "no-usable-data"}, True),
+        ({"state": "running", "progress": 7 / 23}, False),  # a fraction that gives counts away
+        ({"state": "running", "detail": "phase: 7/23 frames"}, False),  # free text is not in the contract
+        ({"state": "failed", "reason": "internal error: /srv/site/store"}, False),
+        ({"state": "exploded"}, False),
+    ],
+)
+def test_status_carries_fixed_vocabularies_only(values: dict, ok: bool) -> None:
+    reply = {"job": {"kind": "config", "values": {"job-id": "j1", **values}}}
+    if ok:
+        check_records(Op.STATUS, reply)
+    else:
+        with pytest.raises(ContractError):
+            check_records(Op.STATUS, reply)
+
+
+def test_job_ids_and_progress_helpers() -> None:
+    from protocols.contract import JOB_ID, coarse_progress, job_id_for
+
+    assert coarse_progress(7 / 23) == 0.3 and coarse_progress(float("nan")) == 0.0 and coarse_progress(2.0) == 1.0
+    job_id = job_id_for("study.v1-20261129T000000-abc123", 3, "evaluate", "site.a")
+    assert JOB_ID.fullmatch(job_id) and "." not in job_id

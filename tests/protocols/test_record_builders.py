@@ -46,13 +46,23 @@ ADAPTER = adapter_records(
         (job_reply("j1", JobState.DONE), {"job": {"kind": "config", "values": {"job-id": "j1", "state": "done"}}}),
         (
             result_meta("0.1.0", HASH),
-            {"meta": {"kind": "config", "values": {"software-version": "0.1.0", "protocol-hash": HASH, "contract-version": 2}}},
+            {
+                "meta": {
+                    "kind": "config",
+                    "values": {"software-version": "0.1.0", "protocol-hash": HASH, "contract-version": 2},
+                }
+            },
         ),
         (train_record(12), {"train": {"kind": "metric", "values": {"num-examples": 12}}}),
         (train_record(12, 3), {"train": {"kind": "metric", "values": {"num-examples": 12, "epsilon": 3.0}}}),
         (
             hello_reply("0.1.0", "a"),
-            {"site": {"kind": "config", "values": {"software-version": "0.1.0", "site-name": "a", "contract-version": 2}}},
+            {
+                "site": {
+                    "kind": "config",
+                    "values": {"software-version": "0.1.0", "site-name": "a", "contract-version": 2},
+                }
+            },
         ),
     ],
 )

@@ -61,7 +61,7 @@ def test_requests(tmp_path: Path) -> None:
 
     reply = _submit(engine, protocol_hash)  # not approved yet
     job = reply["records"]["job"]["values"]
-    assert job["state"] == "refused" and "not approved" in job["detail"]
+    assert job["state"] == "refused" and job["reason"] == "protocol-not-approved" and "detail" not in job
 
     approve(home.approved_dir, proto_file)
     reply = _submit(engine, protocol_hash, job_id="j2")
@@ -76,10 +76,16 @@ def test_requests(tmp_path: Path) -> None:
             "records": {"job": {"kind": "config", "values": {"job-id": "j2", "frames": "all"}}},
         }
     )
-    assert status["ok"] is False and "frames" in status["error"]
+    assert status == {"ok": False, "error": "bad-request"}  # the why stays in the site's log and audit log
+    assert "frames" in engine.audit.entries()[-1]["reason"]
 
     events = [e["event"] for e in engine.audit.entries()]
-    assert events.count("refused") == 1 and "refused-request" in events and events.count("released") == 3
+    assert (
+        events.count("refused") == 1
+        and events.count("accepted") == 1
+        and "refused-request" in events
+        and events.count("released") == 3
+    )
 
 
 def test_per_frame_protocol_cannot_be_approved(tmp_path: Path) -> None:
@@ -103,8 +109,9 @@ def test_hub_of_another_contract_version_is_refused(tmp_path: Path) -> None:
     protocol_hash = load_protocol(proto_file).content_hash
     for job_id, version in (("old", None), ("older", 1), ("newer", CONTRACT_VERSION + 1)):
         job = _submit(engine, protocol_hash, job_id=job_id, contract=version)["records"]["job"]["values"]
-        assert job["state"] == "refused"
-        assert f"the hub speaks message contract version {version or 1}" in job["detail"]
-        assert f"this side speaks {CONTRACT_VERSION}" in job["detail"]
+        assert job["state"] == "refused" and job["reason"] == "contract-version" and "detail" not in job
+        detail = engine.jobs.get(job_id).detail  # the words stay at the site
+        assert f"the hub speaks message contract version {version or 1}" in detail
+        assert f"this side speaks {CONTRACT_VERSION}" in detail
     hello = engine.handle({"token": home.token(), "op": "hello", "records": {}})
     assert hello["records"]["site"]["values"]["contract-version"] == CONTRACT_VERSION
