@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--reason", help="why, recorded in the audit log")
     p.set_defaults(func=cmd_approve)
     p = psub.add_parser("show", parents=[common], help="what a protocol (FILE or pending HASH) asks of this site")
-    p.add_argument("target")
+    p.add_argument("target", help="protocol file, or the hash of a pending request")
     p.set_defaults(func=cmd_show)
     psub.add_parser("pending", parents=[common], help="protocols the hub asked for, not approved").set_defaults(
         func=cmd_pending

@@ -10,6 +10,7 @@ from protocols.contract import (
     JobKind,
     JobState,
     Op,
+    Reason,
     WireRecords,
     adapter_records,
     check_records,
@@ -35,11 +36,15 @@ ADAPTER = adapter_records(
     [
         (job_request("j1"), {"job": {"kind": "config", "values": {"job-id": "j1"}}}),
         (
-            job_reply("j1", JobState.RUNNING, "phase: 2/4", 0.5),
+            job_reply("j1", JobState.RUNNING, progress=7 / 23),
+            {"job": {"kind": "config", "values": {"job-id": "j1", "state": "running", "progress": 0.3}}},
+        ),
+        (
+            job_reply("j1", JobState.REFUSED, progress=0.0, reason=Reason.POLICY),
             {
                 "job": {
                     "kind": "config",
-                    "values": {"job-id": "j1", "state": "running", "progress": 0.5, "detail": "phase: 2/4"},
+                    "values": {"job-id": "j1", "state": "refused", "progress": 0.0, "reason": "policy"},
                 }
             },
         ),
@@ -79,7 +84,7 @@ def test_builders_spell_the_wire_form(records: WireRecords, expected: WireRecord
         (Op.FETCH, "request", job_request("j")),
         (Op.HELLO, "reply", hello_reply("0.1.0", "a")),
         (Op.SUBMIT, "reply", job_reply("j", JobState.QUEUED, progress=0.0)),
-        (Op.STATUS, "reply", job_reply("j", JobState.REFUSED, "not approved")),
+        (Op.STATUS, "reply", job_reply("j", JobState.REFUSED, reason=Reason.PROTOCOL_NOT_APPROVED)),
         (
             Op.FETCH,
             "reply",

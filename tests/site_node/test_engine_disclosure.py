@@ -46,7 +46,14 @@ def _request(engine: SiteEngine, op: str, values: dict[str, Any], extra: dict | 
 
 
 def _submit(engine: SiteEngine, phash: str, job_id: str, **over: Any) -> dict[str, Any]:
-    values = {"job-id": job_id, "kind": "evaluate", "study": "disclosure", "round": 0, "protocol-hash": phash}
+    values = {
+        "job-id": job_id,
+        "kind": "evaluate",
+        "study": "disclosure",
+        "round": 0,
+        "protocol-hash": phash,
+        "contract-version": 2,
+    }
     extra = over.pop("extra", None)
     reply = _request(engine, "submit", {**values, **over}, extra)
     assert reply["ok"], reply
@@ -231,7 +238,16 @@ def test_adapters_only_for_fine_tuning_and_one_per_round(tmp_path: Path, site: S
 def test_job_ids_outside_the_alphabet_are_refused(site: SiteHome, job_id: str) -> None:
     engine = SiteEngine(site, load=False)
     reply = _request(
-        engine, "submit", {"job-id": job_id, "kind": "evaluate", "study": "s", "round": 0, "protocol-hash": "f" * 64}
+        engine,
+        "submit",
+        {
+            "job-id": job_id,
+            "kind": "evaluate",
+            "study": "s",
+            "round": 0,
+            "protocol-hash": "f" * 64,
+            "contract-version": 2,
+        },
     )
     assert reply == {"ok": False, "error": "bad-request"}
     assert not any(p.name.startswith("x.") for p in site.jobs_dir.iterdir())

@@ -43,7 +43,14 @@ def test_alias_bomb_is_kept_unparsed_and_the_engine_keeps_answering(tmp_path: Pa
     home = SiteHome(init_home(tmp_path / "site", "a").root)
     engine = SiteEngine(home, load=False)
     claimed = hashlib.sha256(ALIAS_BOMB.encode()).hexdigest()
-    values = {"job-id": "bomb", "kind": "evaluate", "study": "bomb", "round": 0, "protocol-hash": claimed}
+    values = {
+        "job-id": "bomb",
+        "kind": "evaluate",
+        "study": "bomb",
+        "round": 0,
+        "protocol-hash": claimed,
+        "contract-version": 2,
+    }
     reply = engine.handle(
         {
             "token": home.token(),
@@ -75,7 +82,14 @@ def test_alias_bomb_is_kept_unparsed_and_the_engine_keeps_answering(tmp_path: Pa
 def test_oversized_protocol_text_is_not_kept(tmp_path: Path) -> None:
     home = SiteHome(init_home(tmp_path / "site", "a").root)
     engine = SiteEngine(home, load=False)
-    values = {"job-id": "big", "kind": "evaluate", "study": "s", "round": 0, "protocol-hash": "e" * 64}
+    values = {
+        "job-id": "big",
+        "kind": "evaluate",
+        "study": "s",
+        "round": 0,
+        "protocol-hash": "e" * 64,
+        "contract-version": 2,
+    }
     records = {"job": {"kind": "config", "values": {**values, "protocol": "é" * 40_000}}}  # 80 kB in 40k characters
     reply = engine.handle({"token": home.token(), "op": "submit", "records": records})
     assert reply["records"]["job"]["values"]["reason"] == "protocol-not-approved"
