@@ -122,9 +122,8 @@ class SiteEngine:
                     f"protocol asks for {protocol.privacy.outputs.value} outputs; only aggregates leave"
                 )
             if job.kind is JobKind.TRAIN:
-                check_train(
-                    protocol, self.config.name, self.store, privacy_context(self.home, self.config, protocol, job.round)
-                )
+                privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
+                check_train(protocol, self.config.name, self.store, privacy)
             save_incoming_adapter(self.jobs.work_dir(job.job_id), records)
         except SurgFedError as exc:
             job.state, job.detail = JobState.REFUSED, str(exc)
@@ -169,17 +168,8 @@ class SiteEngine:
 
         work_dir = self.jobs.work_dir(job.job_id)
         if job.kind is JobKind.TRAIN:
-            privacy = privacy_context(self.home, self.config, protocol, job.round)
-            return run_train(
-                self.model,
-                self.store,
-                protocol,
-                job.job_id,
-                work_dir,
-                privacy,
-                seed=protocol.bootstrap_seed + job.round,
-                progress=progress,
-            )
+            privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
+            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy, progress=progress)
         with model_for_job(self.model, protocol, work_dir) as model:
             outcomes = evaluate_protocol(
                 model,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import DataError, UsageError
+from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
 from site_node.home import SiteHome
 from site_node.store import DatasetEntry, DataStore, VideoEntry
@@ -66,6 +67,11 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{source}: no usable videos; " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    keys = {v.video_id: case_key(key, store.path(v.video)) for v in videos}  # before the rename: paths name staging
+    known = {v.case_key for d in store.datasets() if d.dataset_id != ds_id for v in d.videos if v.case_key}
+    copies = sum(1 for k in keys.values() if k in known)
+    if copies:
+        log.warning("%d video(s) are copies of videos already in the store; each surgery trains as one unit", copies)
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     videos = [
@@ -75,6 +81,7 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
             {k: p.replace(staging.name, dest.name, 1) for k, p in v.labels.items()},
             v.fps,
             v.n_frames,
+            keys[v.video_id],
         )
         for v in videos
     ]
