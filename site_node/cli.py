@@ -68,7 +68,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from site_node.ingest import ingest
 
-    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body)
+    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body, profile=args.profile)
     print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
     for video_id, reason in result.skipped.items():
         print(f"  skipped {video_id}: {reason}", file=sys.stderr)
@@ -198,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["colour", "none"],
         help="out-of-body frame detector: the colour heuristic (default), or none for footage known to "
         "hold no room scenes (e.g. synthetic data)",
+    )
+    p.add_argument(
+        "--profile",
+        default="basic",
+        metavar="NAME",
+        help="de-identification profile: built-in name or the site profile YAML path (default: basic, which "
+        "quarantines videos from devices that match no recorder rule)",
     )
     p.set_defaults(func=cmd_ingest)
 

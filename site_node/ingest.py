@@ -29,7 +29,7 @@ def dataset_id(key: bytes, source: Path, fmt: str) -> str:
     return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str) -> None:
+def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str) -> None:
     """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
     from site_node.deid.dataset import deidentify_dataset
     from site_node.deid.outofbody import detector_named
@@ -38,7 +38,9 @@ def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_o
         detector = detector_named(out_of_body)
     except ValueError as exc:
         raise UsageError(f"--out-of-body: {exc}") from None
-    report = deidentify_dataset(source, fmt, dest, key, reid_map=home.reid_map, progress=True, out_of_body=detector)
+    report = deidentify_dataset(
+        source, fmt, dest, key, reid_map=home.reid_map, progress=True, out_of_body=detector, profile=profile
+    )
     for entry in report.entries:
         if entry.status != "ok":
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
@@ -49,7 +51,9 @@ def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], 
     return build_entries(root, fmt, store.root)
 
 
-def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour") -> IngestResult:
+def ingest(
+    home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour", profile: str = "basic"
+) -> IngestResult:
     """De-identify first (nothing else touches the files before), then list what the engine may read."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
@@ -62,7 +66,7 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    _stage(Path(source), fmt, staging, key, home, out_of_body)
+    _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
     videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)

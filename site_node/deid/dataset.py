@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -15,6 +13,7 @@ from typing import Any
 
 from protocols.errors import DeidError, UsageError
 from site_node.deid.keys import pseudonym
+from site_node.deid.labels_allowlist import Rewritten, cholect50_json, coco_json, labels_csv, phase_txt, tool_txt
 from site_node.deid.outofbody import ColourHeuristicDetector, OutOfBodyDetector
 from site_node.deid.phi_scan import categories, scan
 from site_node.deid.profile import load_profile
@@ -51,7 +50,7 @@ class _Run:
     reid: dict[str, dict[str, str]] = field(default_factory=dict)
     media: list[tuple[Path, Kind, Path, str]] = field(default_factory=list)
     groups: dict[Path, list[tuple[Path, Path, str]]] = field(default_factory=dict)
-    labels: list[tuple[Path, Path, str, Callable[[Path], bytes]]] = field(default_factory=list)
+    labels: list[tuple[Path, Path, str, Callable[[Path], Rewritten]]] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
     originals: set[str] = field(default_factory=set)
 
@@ -85,17 +84,22 @@ def _frame_stem(stem: str) -> tuple[str, str] | None:
     return (m[1], m[2]) if m else None
 
 
-def _text_label(run: _Run, mapping: Callable[[], dict[str, str]]) -> Callable[[Path], bytes]:
-    """Rewrite whole-word references to originals, then scan what is left."""
+def _allowlisted(run: _Run, build: Callable[[str], Rewritten]) -> Callable[[Path], Rewritten]:
+    """Rebuild a label file from its format's allow-list; the identifier scan checks the strings it kept."""
 
-    def rewrite(src: Path) -> bytes:
-        text = _read_text(src)
-        for old, new in sorted(mapping().items(), key=lambda kv: -len(kv[0])):
-            text = re.sub(rf"(?<![\w]){re.escape(old)}(?![\w])", new, text)
-        _assert_clean([text], run)
-        return text.encode("utf-8")
+    def rewrite(src: Path) -> Rewritten:
+        out = build(_read_text(src))
+        _assert_clean(list(out.strings), run)
+        return out
 
     return rewrite
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeidError(f"label file is not valid JSON (line {exc.lineno})") from exc
 
 
 def _read_text(src: Path) -> str:
@@ -121,7 +125,8 @@ def _plan_cholec80(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
             run.add_media(src, kind, Path("videos") / p, p)
         elif len(parts) == 2 and parts[0] in ("phase_annotations", "tool_annotations") and m:
             p = run.case(m[1])
-            run.labels.append((src, run.dest / parts[0] / f"{p}-{m[2]}.txt", f"{p}-{m[2]}", _text_label(run, dict)))
+            build = phase_txt if m[2] == "phase" else tool_txt
+            run.labels.append((src, run.dest / parts[0] / f"{p}-{m[2]}.txt", f"{p}-{m[2]}", _allowlisted(run, build)))
         else:
             run.unknown.append(src)
 
@@ -142,45 +147,9 @@ def _plan_cholect50(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
             run.unknown.append(src)
 
 
-def _json_label(run: _Run, case_id: str) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        data = _load_json(src)
-        if isinstance(data, dict):
-            for key in ("video", "video_id", "video_name", "name"):
-                if key in data:
-                    data[key] = run.case(case_id)
-        data = _replace_strings(data, {case_id: run.case(case_id)})
-        _assert_clean(list(_strings(data)), run)
-        return json.dumps(data).encode("utf-8")
-
-    return rewrite
-
-
-def _load_json(src: Path) -> Any:
-    try:
-        return json.loads(_read_text(src))
-    except json.JSONDecodeError as exc:
-        raise DeidError(f"label file is not valid JSON (line {exc.lineno})") from exc
-
-
-def _strings(data: Any) -> list[str]:
-    if isinstance(data, str):
-        return [data]
-    if isinstance(data, dict):
-        return [s for k, v in data.items() for s in (*_strings(k), *_strings(v))]
-    if isinstance(data, list):
-        return [s for v in data for s in _strings(v)]
-    return []
-
-
-def _replace_strings(data: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(data, str):
-        return mapping.get(data, data)
-    if isinstance(data, dict):
-        return {_replace_strings(k, mapping): _replace_strings(v, mapping) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_replace_strings(v, mapping) for v in data]
-    return data
+def _json_label(run: _Run, case_id: str) -> Callable[[Path], Rewritten]:
+    del case_id  # the file's own name was pseudonymised by the planner; nothing inside names the case
+    return _allowlisted(run, lambda text: cholect50_json(_parse_json(text)))
 
 
 def _image_name(run: _Run, stem: str, suffix: str) -> str:
@@ -241,23 +210,13 @@ def _plan_coco_json(run: _Run, src: Path, data: dict, by_name: dict[str, Path]) 
     return claimed
 
 
-def _coco_label(run: _Run, names: dict[str, str]) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        data = _load_json(src)
-        video_ids: dict[Any, int] = {}
-        for image in data.get("images", []):
-            if isinstance(image, dict):
-                image["file_name"] = names.get(str(image.get("file_name", "")), image.get("file_name"))
-                if "video_name" in image:
-                    image["video_name"] = run.case(str(image["video_name"]))
-                if "video_id" in image:  # a hospital's case number: renumbered in order of appearance
-                    image["video_id"] = video_ids.setdefault(image["video_id"], len(video_ids) + 1)
-        info = data.get("info") if isinstance(data.get("info"), dict) else {}
-        data["info"] = {"description": "de-identified by surgfed site_node", "version": str(info.get("version", ""))}
-        _assert_clean(list(_strings(data)), run)
-        return json.dumps(data).encode("utf-8")
+def _coco_label(run: _Run, names: dict[str, str]) -> Callable[[Path], Rewritten]:
+    def file_name(old: str) -> str:
+        if old not in names:
+            raise DeidError("images: an image without a file_name; the file is quarantined")
+        return names[old]
 
-    return rewrite
+    return _allowlisted(run, lambda text: coco_json(_parse_json(text), file_name, lambda v: run.case(v)))
 
 
 def _plan_csv(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
@@ -279,24 +238,8 @@ def _plan_csv(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
             run.unknown.append(src)
 
 
-def _csv_label(run: _Run) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        rows = list(csv.DictReader(io.StringIO(_read_text(src))))
-        fields = list(rows[0].keys()) if rows else []
-        if "video" not in fields:
-            raise DeidError("CSV label file has no `video` column")
-        for row in rows:
-            ref = Path(str(row["video"]).strip())
-            suffix = ".mp4" if ref.suffix else ""
-            row["video"] = (ref.parent / (run.case(ref.stem) + suffix)).as_posix() if ref.stem else ""
-        _assert_clean([v for row in rows for k, v in row.items() if k != "video" and v] + fields, run)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().encode("utf-8")
-
-    return rewrite
+def _csv_label(run: _Run) -> Callable[[Path], Rewritten]:
+    return _allowlisted(run, lambda text: labels_csv(text, lambda stem: run.case(stem)))
 
 
 _PLANNERS = {
@@ -381,9 +324,10 @@ def deidentify_dataset(source: Path, fmt: str, dest: Path, key: bytes, *, reid_m
 
 
 def _write_label(
-    ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], bytes]
+    ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], Rewritten]
 ) -> tuple[dict[str, int], str]:
-    return {"labels_rewritten": 1}, ctx.write(final, rewrite(src))
+    out = rewrite(src)
+    return {"labels_rewritten": 1, "label_fields_dropped": out.dropped}, ctx.write(final, out.data)
 
 
 def _refuse(kind: Kind, fmt: str) -> tuple[dict[str, int], str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from protocols.errors import DeidError, UsageError
+from site_node.deid.devices import check_device
 from site_node.deid.dicom import DicomJob, deidentify_dicom
 from site_node.deid.images import (
     IMAGE_FORMATS,
@@ -36,6 +37,7 @@ from site_node.deid.outofbody import (
 from site_node.deid.overlay import plan_masks
 from site_node.deid.phi_scan import categories, scan
 from site_node.deid.profile import DeidProfile, load_profile
+from site_node.deid.text_files import allowed_text
 from site_node.deid.video import deidentify_video
 
 log = logging.getLogger("site_node.deid")
@@ -236,6 +238,7 @@ def deidentify_file(
         actions = deidentify_dicom(src, tmp, job)
         return actions, ctx.commit(tmp, final)
     if kind is Kind.VIDEO:
+        device = check_device(src, ctx.profile)  # an unknown device only by the profile's explicit choice
         tmp = ctx.tmp(".mp4")
         result = deidentify_video(
             src,
@@ -245,9 +248,10 @@ def deidentify_file(
             rules=ctx.profile.recorders,
             progress=ctx.frames,
         )
-        return result.actions(), ctx.commit(tmp, final)
-    if kind is Kind.TEXT:
-        return {"text_scanned": 1}, ctx.write(final, clean_text_file(src, known))
+        return {**result.actions(), **device}, ctx.commit(tmp, final)
+    if kind is Kind.TEXT:  # fail closed: rebuilt by an allowed label format, or quarantined
+        data, actions = allowed_text(src, ctx.profile.text_formats, ctx.key, known)
+        return actions, ctx.write(final, data)
     raise DeidError("unknown or unsupported file type")
 
 
@@ -375,6 +379,8 @@ def _header(ctx: DeidContext) -> dict[str, str]:
         "profile": ctx.profile.name,
         "profile_digest": ctx.profile.digest,
         "out_of_body_detector": ctx.detector.name,
+        "unknown_devices": ctx.profile.unknown_devices.value,
+        "text_formats": ",".join(ctx.profile.text_formats) or "none (text files are quarantined)",
     }
 
 

@@ -113,8 +113,8 @@ def test_a_surgery_ingested_twice_counts_once(tmp_path: Path) -> None:
     synthesize_site(tmp_path / "raw", "a", 2, 1.0, 5, seconds=3.0)
     shutil.copytree(tmp_path / "raw", tmp_path / "copy")  # the same surgeries under another folder
     home = init_home(tmp_path / "site", "a")
-    ingest(home, tmp_path / "raw", "cholec80", out_of_body="none")
-    ingest(home, tmp_path / "copy", "cholec80", out_of_body="none")
+    ingest(home, tmp_path / "raw", "cholec80", out_of_body="none", profile="demo")
+    ingest(home, tmp_path / "copy", "cholec80", out_of_body="none", profile="demo")
     store = DataStore(home.store_dir)
     assert sum(len(d.videos) for d in store.datasets()) == 4
     ts = build_training_set(store, 1.0)
