@@ -245,8 +245,10 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
     from site_node.commands_eval import register as register_eval
     from site_node.deid.command import register as register_deid
+    from site_node.policy_command import register as register_policy
 
     register_eval(sub, common)
+    register_policy(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]
