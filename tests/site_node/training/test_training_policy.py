@@ -158,3 +158,34 @@ def test_engine_refuses_the_train_job_before_training(store: DataStore, tmp_path
     assert not (home.root / "privacy-ledger.jsonl").exists()  # nothing reserved, nothing trained
     context = privacy_context(SiteHome(home.root), home.config(), load_protocol(path), 1, engine.audit)
     assert context.policy == SitePolicy()  # the default policy of a new site home
+
+
+def test_concurrent_jobs_cannot_both_pass_a_check_only_one_fits(store: DataStore, tmp_path: Path) -> None:
+    """Two engines (or jobs) on one site home: the check and the record are one step under the file lock."""
+    import threading
+
+    units = build_training_set(store, 1.0).units()
+    probe = ctx(tmp_path / "probe", SitePolicy(min_train_videos=3), "probe")
+    reserve_round(plan(), probe, units)
+    one_round = study_epsilon(probe.ledger.rounds(), "probe", DP["delta"])
+    policy = SitePolicy(min_train_videos=3, epsilon_cap=round(1.2 * one_round, 3))  # room for one round only
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def job(study: str) -> None:
+        # each thread its own ledger object (as two processes would have), one file and one lock between them
+        mine = PrivacyContext(SiteLedger(tmp_path / "ledger.jsonl", AuditLog(tmp_path / "audit.jsonl")), study, 2, 1,
+                              policy=policy)  # fmt: skip
+        barrier.wait()
+        try:
+            reserve_round(plan(), mine, units)
+            outcomes.append("trained")
+        except PrivacyBudgetExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=job, args=(f"study-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["refused", "refused", "refused", "trained"]
