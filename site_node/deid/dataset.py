@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,7 +14,15 @@ from typing import Any
 
 from protocols.errors import DeidError, UsageError
 from site_node.deid.keys import pseudonym
-from site_node.deid.labels_allowlist import Rewritten, cholect50_json, coco_json, labels_csv, phase_txt, tool_txt
+from site_node.deid.labels_allowlist import (
+    Rewritten,
+    cholect50_json,
+    coco_json,
+    file_ref,
+    labels_csv,
+    phase_txt,
+    tool_txt,
+)
 from site_node.deid.outofbody import ColourHeuristicDetector, OutOfBodyDetector
 from site_node.deid.phi_scan import categories, scan
 from site_node.deid.profile import load_profile
@@ -220,26 +229,41 @@ def _coco_label(run: _Run, names: dict[str, str]) -> Callable[[Path], Rewritten]
 
 
 def _plan_csv(run: _Run, files: list[tuple[Path, Kind | None]]) -> None:
+    videos = [src for src, kind in files if kind in _MEDIA and kind is not Kind.IMAGE]
+    stems = Counter(v.stem for v in videos)
+    named: dict[Path, str] = {}  # video file -> its pseudonym; `or3.mp4` in two patients' folders stays two videos
+    for src in videos:
+        rel = src.relative_to(run.source).with_suffix("").as_posix()
+        named[src] = run.case(src.stem if stems[src.stem] == 1 else rel)
     for src, kind in files:
         rel_dir = run.rel_dir(src.parent.relative_to(run.source))
         if kind in _MEDIA:
-            name = _image_name(run, src.stem, src.suffix) if kind is Kind.IMAGE else run.case(src.stem)
+            name = _image_name(run, src.stem, src.suffix) if kind is Kind.IMAGE else named[src]
             run.add_media(src, kind, rel_dir / name, Path(name).stem)
         elif src.suffix.lower() == ".csv":
-            run.labels.append(
-                (
-                    src,
-                    run.dest / rel_dir / f"{run.case(src.stem, 'label')}.csv",
-                    run.case(src.stem, "label"),
-                    _csv_label(run),
-                )
-            )
+            pid = run.case(src.stem, "label")
+            run.labels.append((src, run.dest / rel_dir / f"{pid}.csv", pid, _csv_label(run, src, named)))
         else:
             run.unknown.append(src)
 
 
-def _csv_label(run: _Run) -> Callable[[Path], Rewritten]:
-    return _allowlisted(run, lambda text: labels_csv(text, lambda stem: run.case(stem)))
+def _csv_label(run: _Run, csv_src: Path, named: dict[Path, str]) -> Callable[[Path], Rewritten]:
+    """A `video` cell becomes the pseudonymous file name of the video it names; its directory part is dropped."""
+    by_stem: dict[str, list[str]] = {}
+    for src, pid in named.items():
+        by_stem.setdefault(src.stem, []).append(pid)
+
+    def video(cell: str) -> str:
+        ref = Path(cell.strip().replace("\\", "/"))
+        for base in (csv_src.parent, run.source):
+            if ref.suffix and (base / ref).resolve() in named:
+                return named[(base / ref).resolve()] + ".mp4"
+        found = by_stem.get(ref.stem if ref.suffix else ref.name, [])
+        if len(found) > 1:
+            raise DeidError("video column: a file name that several videos share, without their folder")
+        return found[0] + ".mp4" if found else file_ref(cell, run.case)
+
+    return _allowlisted(run, lambda text: labels_csv(text, video))
 
 
 _PLANNERS = {

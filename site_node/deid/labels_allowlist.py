@@ -144,9 +144,9 @@ _CSV_COLUMNS: dict[str, Callable[[str, str], str]] = {
 }
 
 
-def labels_csv(text: str, case: NameMap) -> Rewritten:
-    """`video,frame,...`: the video's file name (pseudonymised) and the allow-listed label columns; every
-    other column (mrn, surgeon, notes) is dropped and counted."""
+def labels_csv(text: str, video: NameMap) -> Rewritten:
+    """`video,frame,...`: `video` maps a cell to the pseudonymous file name (no directory part) and the
+    allow-listed label columns are checked; every other column (mrn, surgeon, notes) is dropped and counted."""
     reader = csv.reader(io.StringIO(text))
     header = [c.strip().lower() for c in next(reader, [])]
     if "video" not in header or "frame" not in header:
@@ -163,9 +163,7 @@ def labels_csv(text: str, case: NameMap) -> Rewritten:
             raise _bad(f"line {reader.line_num}", f"{len(header)} fields")
         row = dict(zip(header, (f.strip() for f in fields), strict=True))
         where = f"line {reader.line_num}"
-        writer.writerow(
-            [file_ref(row[c], case) if c == "video" else _CSV_COLUMNS[c](row[c], f"{where}, {c}") for c in keep]
-        )
+        writer.writerow([video(row[c]) if c == "video" else _CSV_COLUMNS[c](row[c], f"{where}, {c}") for c in keep])
         rows += 1
     return Rewritten(out.getvalue().encode(), (len(header) - len(keep)) * max(rows, 1), ())
 

@@ -38,7 +38,7 @@ def _parsers(key: bytes) -> dict[str, Callable[[str], Rewritten]]:
     return {
         "cholec80-phase": phase_txt,
         "cholec80-tool": tool_txt,
-        "labels-csv": lambda t: labels_csv(t, case),
+        "labels-csv": lambda t: labels_csv(t, lambda cell: file_ref(cell, case)),
         "cholect50-json": lambda t: cholect50_json(json_of(t)),
         "coco-json": lambda t: coco_json(json_of(t), lambda n: file_ref(n, case), case),
     }

@@ -57,19 +57,18 @@ def test_allowed_label_text_is_rebuilt_not_copied(tmp_path: Path, key_file: Path
 
 def test_csv_labels_keep_only_allowed_columns_and_file_names(tmp_path: Path) -> None:
     src = tmp_path / "raw"
-    (src / f"{NAME}_{BIRTH}").mkdir(parents=True)
-    make_video(src / f"{NAME}_{BIRTH}" / "or3.mp4", frames_for(60))
-    (src / "labels.csv").write_text(
-        "video,frame,phase,mrn,surgeon\n"
-        f"{NAME}_{BIRTH}/or3.mp4,0,Preparation,{MRN},Dr. Schmidt\n"
-        f"{NAME}_{BIRTH}/or3.mp4,25,ClippingCutting,{MRN},Dr. Schmidt\n"
-    )
+    rows = ["video,frame,phase,mrn,surgeon"]
+    for folder, mrn in ((f"{NAME}_{BIRTH}", MRN), ("ROSSI_ANNA_1970-05-06", "7654321")):  # two patients' or3.mp4
+        (src / folder).mkdir(parents=True)
+        make_video(src / folder / "or3.mp4", frames_for(60))
+        rows += [f"{folder}/or3.mp4,0,Preparation,{mrn},Dr. Schmidt", f"{folder}/or3.mp4,25,ClippingCutting,{mrn},"]
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
     home = init_home(tmp_path / "site", "a")
     result = ingest(home, src, "csv", out_of_body="none", profile="demo")
-    assert len(result.dataset.videos) == 1
-    assert find_needles(home.store_dir, NEEDLES) == []
+    assert len(result.dataset.videos) == 2  # the folder told them apart; the file name alone must too
+    assert find_needles(home.store_dir, [*NEEDLES, "ROSSI", "ANNA", "7654321", "1970"]) == []
     report = json.loads(next(home.store_dir.rglob("deid-report.json")).read_text())
-    assert report["summary"]["actions"]["label_fields_dropped"] == 4  # two columns x two rows
+    assert report["summary"]["actions"]["label_fields_dropped"] == 8  # two columns x four rows
     label = next(home.store_dir.rglob("*.csv")).read_text().splitlines()
     assert label[0] == "video,frame,phase" and "/" not in label[1]
 
