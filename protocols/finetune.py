@@ -104,6 +104,9 @@ class DpPlan:
     max_grad_norm: float = 1.0
     noise_multiplier: float | None = None
     mode: DpMode = DpMode.GHOST
+    # A fixed Poisson rate makes sigma, steps and the reported epsilon independent of a site's private
+    # number of videos; without it the rate is batch_size / n, and n is public (README: Site policy).
+    sample_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < _number(self.target_epsilon, "finetune.dp.target_epsilon") <= 100:
@@ -117,6 +120,17 @@ class DpPlan:
             raise ProtocolError(f"finetune.dp.noise_multiplier must be in (0, 100] or absent, got {sigma!r}")
         if not isinstance(self.mode, DpMode):
             raise ProtocolError(f"finetune.dp.mode must be a DpMode, got {self.mode!r}")
+        rate = self.sample_rate
+        if rate is not None and not 0 < _number(rate, "finetune.dp.sample_rate") <= 1:
+            raise ProtocolError(f"finetune.dp.sample_rate must be in (0, 1] or absent, got {rate!r}")
+
+    def check_delta(self, n_units: int) -> None:
+        """Refuse a delta above 1/(10 n): with n units a larger delta lets a mechanism expose one unit outright."""
+        if n_units < 1 or self.delta > 1.0 / (10 * n_units):
+            raise ProtocolError(
+                f"finetune.dp.delta {self.delta:g} is above 1/(10 n) = {1.0 / (10 * max(n_units, 1)):g} "
+                f"for the {n_units} training units here; ask for a smaller delta"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +139,8 @@ class DpPlan:
             "max_grad_norm": float(self.max_grad_norm),
             "noise_multiplier": None if self.noise_multiplier is None else float(self.noise_multiplier),
             "mode": self.mode.value,
+            # only when set, so that the hash of a protocol without it is unchanged
+            **({} if self.sample_rate is None else {"sample_rate": float(self.sample_rate)}),
         }
 
 

@@ -69,7 +69,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from site_node.ingest import ingest
 
-    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body)
+    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body, profile=args.profile)
     print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
     for video_id, reason in result.skipped.items():
         print(f"  skipped {video_id}: {reason}", file=sys.stderr)
@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="out-of-body frame detector: the colour heuristic, or none for footage known to "
         "hold no room scenes (e.g. synthetic data)",
     )
+    p.add_argument(
+        "--profile",
+        default="basic",
+        metavar="NAME",
+        help="de-identification profile: built-in name or the site profile YAML path (default: basic, which "
+        "quarantines videos from devices that match no recorder rule)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
@@ -227,9 +234,11 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     from site_node.commands_eval import register as register_eval
     from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
+    from site_node.policy_command import register as register_policy
 
     register_eval(sub, common)
     register_protocols(sub, common)
+    register_policy(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

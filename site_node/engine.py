@@ -36,6 +36,8 @@ from site_node.admission import admit
 from site_node.approvals import approved, is_approved, keep_pending
 from site_node.audit import AuditLog
 from site_node.evaluation import evaluate_protocol
+from site_node.policy import PolicyRefused
+from site_node.training.dp import PrivacyBudgetExceeded
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
 from site_node.job_ledger import JobLedger, store_snapshot
@@ -57,8 +59,10 @@ def reason_for(exc: BaseException) -> Reason:
     reason = getattr(exc, "reason", None)
     if isinstance(reason, Reason):
         return reason
-    if type(exc).__name__ == "PrivacyBudgetExceeded":
+    if isinstance(exc, PrivacyBudgetExceeded):  # a ledger that was edited or lost stops training too
         return Reason.PRIVACY_BUDGET
+    if isinstance(exc, PolicyRefused):
+        return Reason.POLICY
     for kind, code in (
         (DataError, Reason.NO_USABLE_DATA),
         (ModelError, Reason.MODEL_MISMATCH),
@@ -174,9 +178,8 @@ class SiteEngine:
             )
             if job.kind is JobKind.TRAIN:
                 protocol = admitted.protocol
-                check_train(
-                    protocol, self.config.name, self.store, privacy_context(self.home, self.config, protocol, job.round)
-                )
+                privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
+                check_train(protocol, self.config.name, self.store, privacy)
             if "adapter" in records:
                 self.jobs.reserve(sum(len(v.get("b64", "")) for v in records["adapter"]["values"].values()))
             save_incoming_adapter(self.jobs.work_dir(job.job_id), records)
@@ -237,17 +240,8 @@ class SiteEngine:
 
         work_dir = self.jobs.work_dir(job.job_id)
         if job.kind is JobKind.TRAIN:
-            privacy = privacy_context(self.home, self.config, protocol, job.round)
-            return run_train(
-                self.model,
-                self.store,
-                protocol,
-                job.job_id,
-                work_dir,
-                privacy,
-                seed=protocol.bootstrap_seed + job.round,
-                progress=progress,
-            )
+            privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
+            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy, progress=progress)
         with model_for_job(self.model, protocol, work_dir) as model:
             outcomes = evaluate_protocol(
                 model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,18 @@ from protocols.adapters import decode_state, encode_state
 from protocols.arrays import from_wire, to_wire
 from protocols.contract import WireRecords
 from protocols.errors import ContractError, ProtocolError
+from protocols.finetune import FinetunePlan
 from protocols.study import StudyProtocol
 from site_node.home import SiteConfig, SiteHome
 from site_node.model.loading import LoadedModel
 from site_node.release_gate import train_payload
 from site_node.store import DataStore
-from site_node.training.dp import PrivacyLedger
-from site_node.training.lora import PrivacyContext, applied_adapter, precheck_round, train_round
+from site_node.training.guard import PrivacyContext
+from site_node.training.ledger import AuditSink, SiteLedger
+from site_node.training.lora import TrainResult, applied_adapter, precheck_round, train_round
 
 ADAPTER_IN = "adapter-in.json"
+LEDGER_FILE = "privacy-ledger.jsonl"  # site-wide, every study; its hashes are mirrored in the audit log
 
 
 def save_incoming_adapter(work_dir: Path, records: WireRecords) -> None:
@@ -41,19 +45,31 @@ def load_incoming_adapter(work_dir: Path) -> tuple[dict[str, Any], dict[str, str
     return {k: from_wire(v) for k, v in data["arrays"].items()}, dict(data["meta"])
 
 
-def privacy_context(home: SiteHome, cfg: SiteConfig, protocol: StudyProtocol, round_: int) -> PrivacyContext | None:
-    if protocol.finetune is None or protocol.finetune.dp is None:
-        return None
+def privacy_context(
+    home: SiteHome, cfg: SiteConfig, protocol: StudyProtocol, round_: int, audit: AuditSink
+) -> PrivacyContext:
+    """Every training job answers to the site policy and the site-wide ledger, whatever the protocol says.
+    `audit` must be the engine's own audit log (one writer per file)."""
     return PrivacyContext(
-        PrivacyLedger(home.root / "privacy-ledger.json"),
+        SiteLedger(home.root / LEDGER_FILE, audit),
         protocol.study_id,
         total_rounds=protocol.round_plan.rounds,
         round=round_,
         budget_epsilon=cfg.epsilon_budget,
+        policy=cfg.policy,
     )
 
 
-def check_train(protocol: StudyProtocol, site: str, store: DataStore, privacy: PrivacyContext | None) -> None:
+def fedavg_weight(plan: FinetunePlan, result: TrainResult) -> int:
+    """The `num-examples` that leaves. Under DP a public number, the same at every trainer (so FedAvg takes
+    an equal-weight mean): the exact count would move by one video's frames when a video is added. Without
+    DP the count rounded down to a power of two."""
+    if plan.dp is not None:
+        return plan.batch_size * (plan.local_steps or 1)
+    return 1 << max(0, int(result.num_examples).bit_length() - 1)
+
+
+def check_train(protocol: StudyProtocol, site: str, store: DataStore, privacy: PrivacyContext) -> None:
     """Refuse before anything runs: not a fine-tuning study, not a trainer, or a DP budget it would pass."""
     if protocol.finetune is None:
         raise ProtocolError(f"study {protocol.study_id} is not a fine-tuning study; this site trains for none other")
@@ -70,19 +86,20 @@ def run_train(
     protocol: StudyProtocol,
     job_id: str,
     work_dir: Path,
-    privacy: PrivacyContext | None,
-    seed: int,
+    privacy: PrivacyContext,
     progress: Callable[[str, int, int], None],
 ) -> WireRecords:
     plan = protocol.finetune
     assert plan is not None
     incoming = load_incoming_adapter(work_dir)
     global_state = decode_state(*incoming) if incoming else None
+    # Batch order, dropout and augmentation from the site's own entropy, never from values the hub chose
+    # (a known seed would let the hub replay which frames trained); DP sampling and noise draw their own.
+    seed = secrets.randbits(63)
     result = train_round(lm, store, plan, global_state, seed=seed, progress=progress, privacy=privacy)
     arrays, meta = encode_state(result.state, plan.wire_dtype)
-    return train_payload(
-        job_id, protocol, {k: to_wire(v) for k, v in arrays.items()}, meta, result.num_examples, result.epsilon
-    )
+    weight = fedavg_weight(plan, result)
+    return train_payload(job_id, protocol, {k: to_wire(v) for k, v in arrays.items()}, meta, weight, result.epsilon)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import DataError, UsageError
+from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
 from site_node.home import SiteHome
 from site_node.store import DatasetEntry, DataStore, VideoEntry
@@ -28,7 +29,7 @@ def dataset_id(key: bytes, source: Path, fmt: str) -> str:
     return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str) -> None:
+def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str) -> None:
     """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
     from site_node.deid.dataset import deidentify_dataset
     from site_node.deid.outofbody import detector_named
@@ -37,7 +38,9 @@ def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_o
         detector = detector_named(out_of_body)
     except ValueError as exc:
         raise UsageError(f"--out-of-body: {exc}") from None
-    report = deidentify_dataset(source, fmt, dest, key, reid_map=home.reid_map, progress=True, out_of_body=detector)
+    report = deidentify_dataset(
+        source, fmt, dest, key, reid_map=home.reid_map, progress=True, out_of_body=detector, profile=profile
+    )
     for entry in report.entries:
         if entry.status != "ok":
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
@@ -48,7 +51,9 @@ def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], 
     return build_entries(root, fmt, store.root)
 
 
-def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour") -> IngestResult:
+def ingest(
+    home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour", profile: str = "basic"
+) -> IngestResult:
     """De-identify first (nothing else touches the files before), then list what the engine may read."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
@@ -61,11 +66,16 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    _stage(Path(source), fmt, staging, key, home, out_of_body)
+    _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
     videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{source}: no usable videos; " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    keys = {v.video_id: case_key(key, store.path(v.video)) for v in videos}  # before the rename: paths name staging
+    known = {v.case_key for d in store.datasets() if d.dataset_id != ds_id for v in d.videos if v.case_key}
+    copies = sum(1 for k in keys.values() if k in known)
+    if copies:
+        log.warning("%d video(s) are copies of videos already in the store; each surgery trains as one unit", copies)
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     videos = [
@@ -75,6 +85,7 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
             {k: p.replace(staging.name, dest.name, 1) for k, p in v.labels.items()},
             v.fps,
             v.n_frames,
+            keys[v.video_id],
         )
         for v in videos
     ]

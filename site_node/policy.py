@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, SurgFedError
 from protocols.mapping import check_mapping, flag, integer, number
 
 # A protocol may tighten any of these (a larger cell, fewer rounds), never loosen them.
@@ -13,6 +13,10 @@ DEFAULT_MIN_VIDEOS = 5
 DEFAULT_MIN_TRAIN_VIDEOS = 10
 DEFAULT_EPSILON_CAP = 10.0
 DEFAULT_MAX_ROUNDS = 20
+
+
+class PolicyRefused(SurgFedError):
+    """A job asks for something the site policy does not allow (training without DP, too few videos)."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class VideoEntry:
     labels: dict[str, str]  # label kind (a LabelKind value) -> relative path; a video may be a frame folder
     fps: float
     n_frames: int
+    # Keyed hash of the de-identified content: two copies of one surgery share it (one privacy unit).
+    case_key: str = ""
 
 
 @dataclass(frozen=True)

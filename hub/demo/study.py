@@ -71,7 +71,7 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
             for fmt in DEMO_FORMATS if mode == "evaluate" else ("cholec80",):
                 # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
                 # colours, which the colour heuristic would read as out-of-body: the site declares it.
-                ingest(home, folders[fmt], fmt, out_of_body="none")
+                ingest(home, folders[fmt], fmt, out_of_body="none", profile="demo")  # synthetic: no known device
             approve(home.approved_dir, protocol)
             fed.serve_site(site.name)
         launch_id = launch(hub, protocol)

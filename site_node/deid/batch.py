@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from protocols.errors import DeidError
+from site_node.deid.devices import check_device
 from site_node.deid.dicom import DicomJob, deidentify_dicom
 from site_node.deid.images import (
     ImageInfo,
@@ -31,8 +32,8 @@ from site_node.deid.outofbody import (
     blank_mask,
 )
 from site_node.deid.overlay import plan_masks
-from site_node.deid.phi_scan import categories, scan
 from site_node.deid.profile import DeidProfile
+from site_node.deid.text_files import allowed_text
 from site_node.deid.video import deidentify_video
 
 log = logging.getLogger("site_node.deid")
@@ -177,6 +178,8 @@ class DeidContext:
             "profile": self.profile.name,
             "profile_digest": self.profile.digest,
             "out_of_body_detector": self.detector.name,
+            "unknown_devices": self.profile.unknown_devices.value,
+            "text_formats": ",".join(self.profile.text_formats) or "none (text files are quarantined)",
         }
 
     def close(self) -> None:
@@ -218,20 +221,6 @@ def record(
     ctx.files_bar.update(1)
 
 
-def clean_text_file(src: Path, known: Sequence[str] = ()) -> bytes:
-    """A label or text file passes only if the identifier scan finds nothing in it."""
-    try:
-        text = src.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DeidError("text file is not UTF-8") from exc
-    findings = scan(text, known)
-    if findings:
-        raise DeidError(
-            f"possible identifiers in text ({', '.join(categories(findings))}); fix the file or ingest it with --format"
-        )
-    return text.encode("utf-8")
-
-
 def deidentify_file(
     ctx: DeidContext, kind: Kind, src: Path, final: Path, known: Sequence[str] = ()
 ) -> tuple[dict[str, int], str]:
@@ -242,6 +231,7 @@ def deidentify_file(
         actions = deidentify_dicom(src, tmp, job)
         return actions, ctx.commit(tmp, final)
     if kind is Kind.VIDEO:
+        device = check_device(src, ctx.profile)  # an unknown device only by the profile's explicit choice
         tmp = ctx.tmp(".mp4")
         result = deidentify_video(
             src,
@@ -251,9 +241,10 @@ def deidentify_file(
             rules=ctx.profile.recorders,
             progress=ctx.frames,
         )
-        return result.actions(), ctx.commit(tmp, final)
-    if kind is Kind.TEXT:
-        return {"text_scanned": 1}, ctx.write(final, clean_text_file(src, known))
+        return {**result.actions(), **device}, ctx.commit(tmp, final)
+    if kind is Kind.TEXT:  # fail closed: rebuilt by an allowed label format, or quarantined
+        data, actions = allowed_text(src, ctx.profile.text_formats, ctx.key, known)
+        return actions, ctx.write(final, data)
     raise DeidError("unknown or unsupported file type")
 
 

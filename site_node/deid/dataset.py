@@ -22,6 +22,7 @@ from site_node.deid.batch import (
     write_report,
 )
 from site_node.deid.keys import pseudonym
+from site_node.deid.labels_allowlist import Rewritten
 from site_node.deid.layouts import load_json_or_none, plan_dataset
 from site_node.deid.outofbody import ColourHeuristicDetector, OutOfBodyDetector
 from site_node.deid.profile import load_profile
@@ -108,9 +109,10 @@ def deidentify_dataset(
 
 
 def _write_label(
-    ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], bytes]
+    ctx: DeidContext, src: Path, final: Path, rewrite: Callable[[Path], Rewritten]
 ) -> tuple[dict[str, int], str]:
-    return {"labels_rewritten": 1}, ctx.write(final, rewrite(src))
+    out = rewrite(src)
+    return {"labels_rewritten": 1, "label_fields_dropped": out.dropped}, ctx.write(final, out.data)
 
 
 def _refuse(kind: Kind, fmt: str) -> tuple[dict[str, int], str]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,15 @@ from typing import Any
 from protocols.errors import DeidError
 from site_node.deid.batch import Kind
 from site_node.deid.keys import pseudonym
+from site_node.deid.labels_allowlist import (
+    Rewritten,
+    cholect50_json,
+    coco_json,
+    file_ref,
+    labels_csv,
+    phase_txt,
+    tool_txt,
+)
 from site_node.deid.phi_scan import categories, scan
 
 _LAYOUT_WORDS = {
@@ -36,7 +44,7 @@ class DatasetPlan:
     reid: dict[str, dict[str, str]] = field(default_factory=dict)
     media: list[tuple[Path, Kind, Path, str]] = field(default_factory=list)
     groups: dict[Path, list[tuple[Path, Path, str]]] = field(default_factory=dict)
-    labels: list[tuple[Path, Path, str, Callable[[Path], bytes]]] = field(default_factory=list)
+    labels: list[tuple[Path, Path, str, Callable[[Path], Rewritten]]] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
     originals: set[str] = field(default_factory=set)
 
@@ -70,17 +78,22 @@ def _frame_stem(stem: str) -> tuple[str, str] | None:
     return (m[1], m[2]) if m else None
 
 
-def _text_label(plan: DatasetPlan, mapping: Callable[[], dict[str, str]]) -> Callable[[Path], bytes]:
-    """Rewrite whole-word references to originals, then scan what is left."""
+def _allowlisted(plan: DatasetPlan, build: Callable[[str], Rewritten]) -> Callable[[Path], Rewritten]:
+    """Rebuild a label file from its format's allow-list; the identifier scan checks the strings it kept."""
 
-    def rewrite(src: Path) -> bytes:
-        text = _read_text(src)
-        for old, new in sorted(mapping().items(), key=lambda kv: -len(kv[0])):
-            text = re.sub(rf"(?<![\w]){re.escape(old)}(?![\w])", new, text)
-        _assert_clean([text], plan)
-        return text.encode("utf-8")
+    def rewrite(src: Path) -> Rewritten:
+        out = build(_read_text(src))
+        _assert_clean(list(out.strings), plan)
+        return out
 
     return rewrite
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeidError(f"label file is not valid JSON (line {exc.lineno})") from exc
 
 
 def _read_text(src: Path) -> str:
@@ -106,7 +119,14 @@ def _plan_cholec80(plan: DatasetPlan, files: list[tuple[Path, Kind | None]]) -> 
             plan.add_media(src, kind, Path("videos") / p, p)
         elif len(parts) == 2 and parts[0] in ("phase_annotations", "tool_annotations") and m:
             p = plan.case(m[1])
-            plan.labels.append((src, plan.dest / parts[0] / f"{p}-{m[2]}.txt", f"{p}-{m[2]}", _text_label(plan, dict)))
+            plan.labels.append(
+                (
+                    src,
+                    plan.dest / parts[0] / f"{p}-{m[2]}.txt",
+                    f"{p}-{m[2]}",
+                    _allowlisted(plan, phase_txt if m[2] == "phase" else tool_txt),
+                )
+            )
         else:
             plan.unknown.append(src)
 
@@ -127,45 +147,9 @@ def _plan_cholect50(plan: DatasetPlan, files: list[tuple[Path, Kind | None]]) ->
             plan.unknown.append(src)
 
 
-def _json_label(plan: DatasetPlan, case_id: str) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        data = _load_json(src)
-        if isinstance(data, dict):
-            for key in ("video", "video_id", "video_name", "name"):
-                if key in data:
-                    data[key] = plan.case(case_id)
-        data = _replace_strings(data, {case_id: plan.case(case_id)})
-        _assert_clean(list(_strings(data)), plan)
-        return json.dumps(data).encode("utf-8")
-
-    return rewrite
-
-
-def _load_json(src: Path) -> Any:
-    try:
-        return json.loads(_read_text(src))
-    except json.JSONDecodeError as exc:
-        raise DeidError(f"label file is not valid JSON (line {exc.lineno})") from exc
-
-
-def _strings(data: Any) -> list[str]:
-    if isinstance(data, str):
-        return [data]
-    if isinstance(data, dict):
-        return [s for k, v in data.items() for s in (*_strings(k), *_strings(v))]
-    if isinstance(data, list):
-        return [s for v in data for s in _strings(v)]
-    return []
-
-
-def _replace_strings(data: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(data, str):
-        return mapping.get(data, data)
-    if isinstance(data, dict):
-        return {_replace_strings(k, mapping): _replace_strings(v, mapping) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_replace_strings(v, mapping) for v in data]
-    return data
+def _json_label(plan: DatasetPlan, case_id: str) -> Callable[[Path], Rewritten]:
+    del case_id  # the file's own name was pseudonymised by the planner; nothing inside names the case
+    return _allowlisted(plan, lambda text: cholect50_json(_parse_json(text)))
 
 
 def _image_name(plan: DatasetPlan, stem: str, suffix: str) -> str:
@@ -226,62 +210,51 @@ def _plan_coco_json(plan: DatasetPlan, src: Path, data: dict, by_name: dict[str,
     return claimed
 
 
-def _coco_label(plan: DatasetPlan, names: dict[str, str]) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        data = _load_json(src)
-        video_ids: dict[Any, int] = {}
-        for image in data.get("images", []):
-            if isinstance(image, dict):
-                image["file_name"] = names.get(str(image.get("file_name", "")), image.get("file_name"))
-                if "video_name" in image:
-                    image["video_name"] = plan.case(str(image["video_name"]))
-                if "video_id" in image:  # a hospital's case number: renumbered in order of appearance
-                    image["video_id"] = video_ids.setdefault(image["video_id"], len(video_ids) + 1)
-        info = data.get("info") if isinstance(data.get("info"), dict) else {}
-        data["info"] = {"description": "de-identified by surgfed site_node", "version": str(info.get("version", ""))}
-        _assert_clean(list(_strings(data)), plan)
-        return json.dumps(data).encode("utf-8")
+def _coco_label(plan: DatasetPlan, names: dict[str, str]) -> Callable[[Path], Rewritten]:
+    def file_name(old: str) -> str:
+        if old not in names:
+            raise DeidError("images: an image without a file_name; the file is quarantined")
+        return names[old]
 
-    return rewrite
+    return _allowlisted(plan, lambda text: coco_json(_parse_json(text), file_name, lambda v: plan.case(v)))
 
 
 def _plan_csv(plan: DatasetPlan, files: list[tuple[Path, Kind | None]]) -> None:
+    videos = [src for src, kind in files if kind in _MEDIA and kind is not Kind.IMAGE]
+    stems = Counter(v.stem for v in videos)
+    named: dict[Path, str] = {}  # video file -> its pseudonym; `or3.mp4` in two patients' folders stays two videos
+    for src in videos:
+        rel = src.relative_to(plan.source).with_suffix("").as_posix()
+        named[src] = plan.case(src.stem if stems[src.stem] == 1 else rel)
     for src, kind in files:
         rel_dir = plan.rel_dir(src.parent.relative_to(plan.source))
         if kind in _MEDIA:
-            name = _image_name(plan, src.stem, src.suffix) if kind is Kind.IMAGE else plan.case(src.stem)
+            name = _image_name(plan, src.stem, src.suffix) if kind is Kind.IMAGE else named[src]
             plan.add_media(src, kind, rel_dir / name, Path(name).stem)
         elif src.suffix.lower() == ".csv":
-            plan.labels.append(
-                (
-                    src,
-                    plan.dest / rel_dir / f"{plan.case(src.stem, 'label')}.csv",
-                    plan.case(src.stem, "label"),
-                    _csv_label(plan),
-                )
-            )
+            pid = plan.case(src.stem, "label")
+            plan.labels.append((src, plan.dest / rel_dir / f"{pid}.csv", pid, _csv_label(plan, src, named)))
         else:
             plan.unknown.append(src)
 
 
-def _csv_label(plan: DatasetPlan) -> Callable[[Path], bytes]:
-    def rewrite(src: Path) -> bytes:
-        rows = list(csv.DictReader(io.StringIO(_read_text(src))))
-        fields = list(rows[0].keys()) if rows else []
-        if "video" not in fields:
-            raise DeidError("CSV label file has no `video` column")
-        for row in rows:
-            ref = Path(str(row["video"]).strip())
-            suffix = ".mp4" if ref.suffix else ""
-            row["video"] = (ref.parent / (plan.case(ref.stem) + suffix)).as_posix() if ref.stem else ""
-        _assert_clean([v for row in rows for k, v in row.items() if k != "video" and v] + fields, plan)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().encode("utf-8")
+def _csv_label(plan: DatasetPlan, csv_src: Path, named: dict[Path, str]) -> Callable[[Path], Rewritten]:
+    """A `video` cell becomes the pseudonymous file name of the video it names; its directory part is dropped."""
+    by_stem: dict[str, list[str]] = {}
+    for src, pid in named.items():
+        by_stem.setdefault(src.stem, []).append(pid)
 
-    return rewrite
+    def video(cell: str) -> str:
+        ref = Path(cell.strip().replace("\\", "/"))
+        for base in (csv_src.parent, plan.source):
+            if ref.suffix and (base / ref).resolve() in named:
+                return named[(base / ref).resolve()] + ".mp4"
+        found = by_stem.get(ref.stem if ref.suffix else ref.name, [])
+        if len(found) > 1:
+            raise DeidError("video column: a file name that several videos share, without their folder")
+        return found[0] + ".mp4" if found else file_ref(cell, plan.case)
+
+    return _allowlisted(plan, lambda text: labels_csv(text, video))
 
 
 LAYOUTS: dict[str, Callable[[DatasetPlan, list[tuple[Path, Kind | None]]], None]] = {

@@ -18,7 +18,9 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(rf"(?i)\b\d{{1,2}}\.?\s+{_MONTHS}\s+(?:19|20)\d\d\b|\b{_MONTHS}\s+\d{{1,2}},?\s+(?:19|20)\d\d\b"),
     ),
     ("phone", re.compile(r"(?<![\w.])\+?\(?\d{2,4}\)?[ ./-]\d{2,4}[ ./-]\d{2,4}(?:[ ./-]\d{2,4})?(?![\w.])")),
-    ("long number", re.compile(r"(?<![\d.])\d{9,}(?![\d.])")),
+    # 6+ digits: medical record numbers are often 7-8 digits; allow-listed numeric fields are checked by range
+    # before this scan and never reach it.
+    ("long number", re.compile(r"(?<![\d.])\d{6,}(?![\d.])")),
     (
         "identifier label",
         re.compile(

@@ -37,9 +37,16 @@ _SIMPLE = {a.value for a in Action}
 _COMPOUND = {"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 _TOP_KEYS = {
     "name", "description", "extends", "uid_root", "date_shift_days", "resolve", "pseudonym_attributes",
-    "dummies", "options", "enabled", "recorders", "video", "attributes",
+    "dummies", "options", "enabled", "recorders", "video", "attributes", "text_formats", "unknown_devices",
 }  # fmt: skip
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+
+
+class UnknownDevices(str, Enum):
+    """What happens to a video whose device matches no recorder rule (its overlay layout is unknown)."""
+
+    QUARANTINE = "quarantine"
+    ASSUME_CLEAN = "assume-clean"
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,8 @@ class DeidProfile:
     recorders: tuple[RecorderRule, ...]
     video: VideoSettings
     digest: str
+    text_formats: tuple[str, ...] = ()  # label formats plain `deid` may rebuild; other text is quarantined
+    unknown_devices: UnknownDevices = UnknownDevices.QUARANTINE
 
     def enabled(self, option: str) -> bool:
         return any(o.name == option for o in self.options)
@@ -241,6 +250,7 @@ def load_profile(ref: str = "basic") -> DeidProfile:
         raise ConfigError(f"{source}: uid_root {uid_root!r} must be a dotted numeric prefix ending in '.', <= 54 chars")
     pseudo = frozenset(_tag(k, source, "pseudonym_attributes") for k in data.get("pseudonym_attributes") or ())
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    text_formats, unknown = _text_formats(data, source), _unknown_devices(data, source)
     return DeidProfile(
         name=str(data.get("name") or ref),
         source=source,
@@ -253,4 +263,25 @@ def load_profile(ref: str = "basic") -> DeidProfile:
         recorders=recorders,
         video=_video(data, source),
         digest=digest,
+        text_formats=text_formats,
+        unknown_devices=unknown,
     )
+
+
+def _text_formats(data: dict[str, Any], source: str) -> tuple[str, ...]:
+    from site_node.deid.labels_allowlist import TEXT_FORMATS
+
+    value = data.get("text_formats") or []
+    if not isinstance(value, list) or any(v not in TEXT_FORMATS for v in value):
+        raise ConfigError(f"{source}: text_formats must be a list of {list(TEXT_FORMATS)}, got {value!r}")
+    return tuple(value)
+
+
+def _unknown_devices(data: dict[str, Any], source: str) -> UnknownDevices:
+    value = data.get("unknown_devices", UnknownDevices.QUARANTINE.value)
+    try:
+        return UnknownDevices(value)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: unknown_devices must be one of {[u.value for u in UnknownDevices]}, got {value!r}"
+        ) from None

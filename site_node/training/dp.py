@@ -1,18 +1,12 @@
-"""DP-SGD for LoRA with opacus (per-video sampling and clipping) and the site's privacy ledger."""
+"""DP-SGD for LoRA with opacus: per-unit Poisson sampling and clipping, noise, the RDP accountant."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import secrets
-import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,14 +19,16 @@ from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClippi
 from protocols.errors import ConfigError, SurgFedError
 from protocols.finetune import DpMode, DpPlan
 
-PRIVACY_UNIT = "video"  # one sampled video contributes one clipped per-sample gradient per step
+# One surgery: videos sharing a case key (two copies of one source) are one unit. A sampled unit
+# contributes one clipped per-sample gradient per step.
+PRIVACY_UNIT = "video"
 # Opacus' default RDP orders plus larger ones: with little noise the best order lies past 63, and the
 # defaults would then report a looser (still valid) epsilon.
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 96, 128, 192, 256, 384, 512]
 
 
 class PrivacyBudgetExceeded(SurgFedError):
-    """A round would take the study's epsilon past the site's budget; refused before any training."""
+    """A round would take an epsilon past the site's budget or cap; refused before any training."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,8 @@ def dp_schedule(
         raise ConfigError(f"DP training needs at least one video, got {n_videos}")
     if total_rounds < 1:
         raise ConfigError(f"total_rounds must be >= 1, got {total_rounds}")
-    q = min(1.0, batch_size / n_videos)
+    # A protocol-fixed rate keeps sigma, steps and the reported epsilon independent of the private n.
+    q = dp.sample_rate if dp.sample_rate is not None else min(1.0, batch_size / n_videos)
     steps = local_steps if local_steps is not None else max(1, math.ceil(float(epochs or 0) / q))
     sigma = dp.noise_multiplier
     if sigma is None:
@@ -81,81 +78,6 @@ def rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> fl
     accountant = RDPAccountant()
     accountant.history = [(float(s), float(q), int(n)) for s, q, n in history]
     return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    round: int | None
-    recorded_at: str
-
-
-class PrivacyLedger:
-    """Per-study record of every DP round this site trained, persisted as JSON (replaced atomically)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-
-    def _read(self) -> dict[str, list[dict[str, Any]]]:
-        if not self.path.is_file():
-            return {}
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
-                raise ValueError("expected {'studies': {...}}")
-            return data["studies"]
-        except (OSError, ValueError) as exc:
-            # A ledger that cannot be read must stop DP training: guessing "empty" would reset the budget.
-            raise PrivacyBudgetExceeded(
-                f"privacy ledger {self.path} is unreadable ({exc}); refusing DP training"
-            ) from exc
-
-    def entries(self, study: str) -> list[LedgerEntry]:
-        return [LedgerEntry(**e) for e in self._read().get(study, [])]
-
-    def history(self, study: str) -> list[tuple[float, float, int]]:
-        return [(e.noise_multiplier, e.sample_rate, e.steps) for e in self.entries(study)]
-
-    def epsilon(self, study: str, delta: float) -> float:
-        """Epsilon spent so far in this study at this site."""
-        return rdp_epsilon(self.history(study), delta)
-
-    def projected_epsilon(self, study: str, delta: float, schedule: DpSchedule) -> float:
-        """Epsilon after one more round with `schedule`."""
-        return rdp_epsilon(
-            [*self.history(study), (schedule.noise_multiplier, schedule.sample_rate, schedule.steps)], delta
-        )
-
-    def check_budget(self, study: str, budget: float, delta: float, schedule: DpSchedule) -> float:
-        """The projected epsilon, or PrivacyBudgetExceeded (with the numbers) if it would pass `budget`."""
-        spent, projected = self.epsilon(study, delta), self.projected_epsilon(study, delta, schedule)
-        if projected > budget:
-            raise PrivacyBudgetExceeded(
-                f"study {study}: this round would raise epsilon (per {PRIVACY_UNIT}, delta={delta:g}) from "
-                f"{spent:.3f} to {projected:.3f}, past the site's budget of {budget:g}; refused before training "
-                f"(noise multiplier {schedule.noise_multiplier:.3f}, sample rate {schedule.sample_rate:.4f}, "
-                f"{schedule.steps} steps; {len(self.entries(study))} DP rounds already recorded)"
-            )
-        return projected
-
-    def record(self, study: str, schedule: DpSchedule, round: int | None = None) -> None:
-        with self._lock:
-            studies = self._read()
-            entry = LedgerEntry(
-                schedule.noise_multiplier,
-                schedule.sample_rate,
-                schedule.steps,
-                round,
-                datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            studies.setdefault(study, []).append(asdict(entry))
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"studies": studies}, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
 
 
 def poisson_video_batches(

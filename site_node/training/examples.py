@@ -60,6 +60,21 @@ class TrainingSet:
             out[ex.video_id].append(i)
         return {v: idx for v, idx in out.items() if idx}
 
+    def indices_by_unit(self) -> dict[str, list[int]]:
+        """Example indices per privacy unit (case key): what DP samples and clips."""
+        out: dict[str, list[int]] = {}
+        for vid, idx in self.indices_by_video().items():
+            out.setdefault(unit_key(self.videos[vid]), []).extend(idx)
+        return out
+
+    def units(self) -> list[str]:
+        return sorted(self.indices_by_unit())
+
+
+def unit_key(video: VideoEntry) -> str:
+    """The privacy unit of a video: its case key (copies of one surgery share it), else its own id."""
+    return video.case_key or video.video_id
+
 
 def _labels(store: DataStore, video: VideoEntry, kind: LabelKind) -> FrameLabels | None:
     rel = video.labels.get(kind.value)
@@ -108,7 +123,11 @@ def build_training_set(store: DataStore, sample_every_s: float) -> TrainingSet:
     """One example per sampled labelled frame (the stride rule of evaluation); unusable videos are skipped."""
     examples: list[TrainingExample] = []
     videos, phases, skipped = {}, {}, {}
+    seen: set[str] = set()
     for video in store.videos_with("phase"):
+        if unit_key(video) in seen:  # the same surgery ingested twice trains (and counts) once
+            skipped[video.video_id] = "another copy of a video already in the training set (same case key)"
+            continue
         try:
             labels, found = _video_examples(store, video, sample_every_s)
         except DataError as exc:
@@ -117,6 +136,7 @@ def build_training_set(store: DataStore, sample_every_s: float) -> TrainingSet:
         if found:
             examples.extend(found)
             videos[video.video_id], phases[video.video_id] = video, labels
+            seen.add(unit_key(video))
     if not examples:
         raise DataError(
             "the data store has no usable videos with phase labels to train on"

@@ -26,30 +26,12 @@ from protocols.finetune import FinetunePlan, LoraPlan, OptimizerKind
 from protocols.tasks import load_task
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
-from site_node.training.dp import (
-    PRIVACY_UNIT,
-    DpSchedule,
-    DpTrainer,
-    PrivacyLedger,
-    dp_schedule,
-    poisson_video_batches,
-    private_rng,
-)
+from site_node.training.dp import PRIVACY_UNIT, DpSchedule, DpTrainer, poisson_video_batches, private_rng
 from site_node.training.examples import IGNORE, FrameAugment, TrainingSet, build_training_set, encode_batch, load_frames
+from site_node.training.guard import PrivacyContext, check_round, require_context, reserve_round, spent_epsilon
 
 Progress = Callable[[str, int, int], None]  # stage ("frames" | "train"), done, total
 _ADAPTER = "default"
-
-
-@dataclass(frozen=True)
-class PrivacyContext:
-    """What a DP round needs beyond the plan: the site's ledger, the study and how many rounds it plans."""
-
-    ledger: PrivacyLedger
-    study_id: str
-    total_rounds: int
-    round: int | None = None
-    budget_epsilon: float | None = None  # the site's own cap; the plan's target_epsilon when None
 
 
 @dataclass
@@ -212,39 +194,19 @@ def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Genera
 
 def _plan_batches(ts: TrainingSet, plan: FinetunePlan, schedule: DpSchedule | None, seed: int) -> list[list[int]]:
     if schedule is not None:
-        return poisson_video_batches(ts.indices_by_video(), schedule.sample_rate, schedule.steps, private_rng())
+        return poisson_video_batches(ts.indices_by_unit(), schedule.sample_rate, schedule.steps, private_rng())
     n = len(ts.examples)
     steps = plan.local_steps or max(1, math.ceil(float(plan.epochs or 0) * n / plan.batch_size))
     return _shuffled_batches(n, min(plan.batch_size, n), steps, np.random.default_rng([seed, 0x7A1]))
 
 
-def _dp_schedule(ts: TrainingSet, plan: FinetunePlan, privacy: PrivacyContext | None) -> DpSchedule | None:
-    """The DP round's parameters, refused here (before any frame is decoded) if the budget would pass."""
-    if plan.dp is None:
-        return None
-    if privacy is None:
-        raise ConfigError("the plan asks for DP training, but no privacy ledger was given")
-    schedule = dp_schedule(
-        plan.dp,
-        n_videos=len(ts.indices_by_video()),
-        batch_size=plan.batch_size,
-        local_steps=plan.local_steps,
-        epochs=plan.epochs,
-        total_rounds=privacy.total_rounds,
-    )
-    budget = (
-        plan.dp.target_epsilon
-        if privacy.budget_epsilon is None
-        else min(privacy.budget_epsilon, plan.dp.target_epsilon)
-    )
-    privacy.ledger.check_budget(privacy.study_id, budget, plan.dp.delta, schedule)
-    return schedule
-
-
 def precheck_round(store: DataStore, plan: FinetunePlan, privacy: PrivacyContext | None) -> DpSchedule | None:
-    """What a job submission can run to refuse at once: reads label files only, then the ledger check
-    (PrivacyBudgetExceeded); train_round repeats it anyway. Returns the DP schedule, None without DP."""
-    return _dp_schedule(build_training_set(store, plan.sample_every_s), plan, privacy)
+    """What a job submission can run to refuse at once: reads label files only, then the policy and ledger
+    checks; train_round repeats them under the ledger's lock. Returns the DP schedule, None without DP."""
+    require_context(plan, privacy)
+    if privacy is None:
+        return None
+    return check_round(plan, privacy, build_training_set(store, plan.sample_every_s).units())
 
 
 @dataclass
@@ -381,11 +343,13 @@ def train_round(
 ) -> TrainResult:
     """One local round on the engine's loaded model; it leaves the model exactly as it found it (no adapter).
 
-    A DP round is checked against the ledger before anything else and recorded in it before it returns.
+    With a privacy context the round is checked against the site policy and the ledger, and recorded in the
+    ledger, before anything else (without one, e.g. in a benchmark, only a non-DP round runs).
     """
     start = time.perf_counter()
     ts = build_training_set(store, plan.sample_every_s)
-    schedule = _dp_schedule(ts, plan, privacy)  # may refuse: nothing has been touched yet
+    require_context(plan, privacy)
+    schedule = None if privacy is None else reserve_round(plan, privacy, ts.units())  # may refuse: nothing touched
     batches = _plan_batches(ts, plan, schedule, seed)
     frames = load_frames(
         store,
@@ -409,8 +373,7 @@ def train_round(
         empty_steps=empty,
     )
     if schedule is not None and privacy is not None and plan.dp is not None:
-        privacy.ledger.record(privacy.study_id, schedule, privacy.round)  # before anything is released
-        result.epsilon = privacy.ledger.epsilon(privacy.study_id, plan.dp.delta)
+        result.epsilon = spent_epsilon(privacy, plan.dp.delta)  # recorded before the first step
         result.delta, result.privacy_unit = plan.dp.delta, PRIVACY_UNIT
         result.noise_multiplier, result.sample_rate = schedule.noise_multiplier, schedule.sample_rate
     result.seconds = time.perf_counter() - start

@@ -73,7 +73,7 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
                 home.config_file.write_text(
                     home.config_file.read_text().replace("# epsilon_budget = 8.0", "epsilon_budget = 0.05")
                 )
-            ingest(home, run / "raw" / site.name, "cholec80", out_of_body="none")  # synthetic: no room scenes
+            ingest(home, run / "raw" / site.name, "cholec80", out_of_body="none", profile="demo")  # synthetic
             fed.serve_site(site.name)
         broken = "empty-store"
         fed.site_home(broken, tiny_model_dir)
@@ -86,6 +86,7 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
             run / "raw" / small.name,
             "cholec80",
             out_of_body="none",
+            profile="demo",
         )
         fed.serve_site(small.name)
         yield Federation(fed, tiny_model_dir, run, SITES, broken, small.name)

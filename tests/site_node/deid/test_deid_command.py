@@ -26,7 +26,8 @@ def clip(tmp_path: Path) -> Path:
 
 
 def test_all_out_exits_0_and_writes_report(tmp_path: Path, clip: Path, key_file: Path) -> None:
-    assert _main(["deid", str(clip), "--out", str(tmp_path / "out"), "--key-file", str(key_file), "--no-progress"]) == 0
+    argv = ["deid", str(clip), "--out", str(tmp_path / "out"), "--key-file", str(key_file), "--no-progress"]
+    assert _main([*argv, "--profile", "demo"]) == 0  # a synthetic clip from no known device: the demo's choice
     report = json.loads((tmp_path / "out" / "deid-report.json").read_text())
     assert report["summary"]["ok"] == 1 and report["entries"][0]["status"] == "ok"
     assert "DOE" not in (tmp_path / "out" / "deid-report.json").read_text()
@@ -44,6 +45,8 @@ def test_some_quarantined_exits_3(tmp_path: Path, clip: Path, key_file: Path) ->
             "--key-file",
             str(key_file),
             "--no-progress",
+            "--profile",
+            "demo",
         ]
     )
     assert code == 3 and len(list((tmp_path / "out" / "quarantine").glob("*.json"))) == 1
@@ -52,7 +55,8 @@ def test_some_quarantined_exits_3(tmp_path: Path, clip: Path, key_file: Path) ->
 def test_default_key_comes_from_the_site_home(tmp_path: Path, clip: Path) -> None:
     (tmp_path / "home" / "secrets").mkdir(parents=True)
     write_key(tmp_path / "home" / "secrets" / "site.key")
-    assert _main(["deid", str(clip), "--out", str(tmp_path / "out"), "--no-progress"], home=tmp_path / "home") == 0
+    argv = ["deid", str(clip), "--out", str(tmp_path / "out"), "--no-progress", "--profile", "demo"]
+    assert _main(argv, home=tmp_path / "home") == 0
 
 
 @pytest.mark.parametrize(

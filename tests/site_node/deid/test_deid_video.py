@@ -59,7 +59,7 @@ def container_run(tmp_path_factory: pytest.TempPathFactory, key: bytes) -> dict:
     (src / "empty.mp4").write_bytes(b"")
     (src / "notes.docx").write_bytes(b"PK\x03\x04 not really a document")
     out = tmp_path_factory.mktemp("video-out")
-    return {"src": src, "out": out, "report": deidentify_paths([src], out, key, progress=False)}
+    return {"src": src, "out": out, "report": deidentify_paths([src], out, key, "demo", progress=False)}
 
 
 @pytest.mark.parametrize("name", sorted(CONTAINERS))
@@ -93,7 +93,7 @@ def test_damaged_and_unknown_files_are_quarantined(container_run: dict, key: byt
 def test_out_of_body_segments_are_blanked_with_margin(tmp_path: Path, key: bytes) -> None:
     spans, n = [(30, 43), (70, 145)], 150  # 0.52 s starting between keyframes (gop 12), and 3 s
     src = make_video(tmp_path / "lap.mp4", frames_for(n, spans), gop=12)
-    report = deidentify_paths([src], tmp_path / "out", key, progress=False)
+    report = deidentify_paths([src], tmp_path / "out", key, "demo", progress=False)
     entry = report.entries[0]
     frames, _ = decode_frames(tmp_path / "out" / entry.output)
     expected = blank_mask([any(a <= i < b for a, b in spans) for i in range(n)], 13)  # 0.5 s at 25 fps
@@ -129,7 +129,7 @@ def dicom_video_run(tmp_path_factory: pytest.TempPathFactory, key: bytes) -> dic
     dcm = video_dicom(src / "video.dcm", mp4.read_bytes(), frames=50)
     (src / "video_cut.dcm").write_bytes(dcm.read_bytes()[: dcm.stat().st_size * 2 // 3])
     out = tmp_path_factory.mktemp("dcmvideo-out")
-    return {"src": src, "out": out, "report": deidentify_paths([src], out, key, progress=False)}
+    return {"src": src, "out": out, "report": deidentify_paths([src], out, key, "demo", progress=False)}
 
 
 def test_dicom_video_stream_is_extracted_cleaned_and_reencapsulated(

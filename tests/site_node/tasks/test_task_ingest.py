@@ -48,7 +48,7 @@ def test_ingest_lists_pseudonymous_videos_with_their_label_kinds(
     synthetic_site: Path, tmp_path: Path, fmt: str
 ) -> None:
     home = _site_home(tmp_path / "home", synthetic_site / fmt, fmt)
-    result = ingest(home, synthetic_site / fmt, fmt)
+    result = ingest(home, synthetic_site / fmt, fmt, profile="demo")
     assert len(result.dataset.videos) == 2 and not result.skipped
     for video in result.dataset.videos:
         assert set(video.labels) == KINDS[fmt]
@@ -66,7 +66,7 @@ def test_the_engine_evaluates_an_ingested_image_dataset(
     from site_node.model.loading import load_model
 
     home = _site_home(tmp_path / "home", synthetic_site / "endoscapes", "endoscapes")
-    dataset = ingest(home, synthetic_site / "endoscapes", "endoscapes").dataset
+    dataset = ingest(home, synthetic_site / "endoscapes", "endoscapes", profile="demo").dataset
     pred = tmp_path / "predictions.jsonl"
     outcome = evaluate_task(
         load_model(tiny_model_dir, device="cpu"),

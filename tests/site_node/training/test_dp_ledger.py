@@ -1,4 +1,4 @@
-"""DP-SGD with opacus on the tiny model (per-video sampling, noise-only steps) and the privacy ledger."""
+"""DP-SGD with opacus on the tiny model (per-video sampling, noise-only steps) and the site-wide privacy ledger."""
 
 from __future__ import annotations
 
@@ -15,17 +15,23 @@ from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
 from site_node.training import dp as dp_module
 from site_node.training import lora as lora_module
-from site_node.training.dp import (
-    DpSchedule,
-    DpTrainer,
-    PrivacyBudgetExceeded,
-    PrivacyLedger,
-    dp_schedule,
-    poisson_video_batches,
-)
-from site_node.training.lora import PrivacyContext, adapter_state, attach_lora, detach_lora, precheck_round, train_round
+from site_node.audit import AuditLog
+from site_node.policy import SitePolicy
+from site_node.training.dp import DpSchedule, DpTrainer, PrivacyBudgetExceeded, dp_schedule, poisson_video_batches
+from site_node.training.guard import PrivacyContext
+from site_node.training.ledger import LedgerTampered, SiteLedger, study_epsilon, unit_epsilons
+from site_node.training.lora import adapter_state, attach_lora, detach_lora, precheck_round, train_round
 
 DP = {"target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}
+SMALL_SITE = SitePolicy(min_train_videos=3)  # the training store has three videos
+
+
+def ledger_at(tmp_path: Path) -> SiteLedger:
+    return SiteLedger(tmp_path / "privacy-ledger.jsonl", AuditLog(tmp_path / "audit.jsonl"))
+
+
+def context(ledger: SiteLedger, study: str = "study", rounds: int = 2, round_: int | None = None) -> PrivacyContext:
+    return PrivacyContext(ledger, study, rounds, round_, policy=SMALL_SITE)
 
 
 def dp_plan(mode: str = "ghost", steps: int = 4, noise: float | None = None) -> FinetunePlan:
@@ -42,40 +48,53 @@ def dp_plan(mode: str = "ghost", steps: int = 4, noise: float | None = None) -> 
     )
 
 
-def test_ledger_composes_with_opacus_and_persists(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(tmp_path / "privacy.json")
-    rounds = [DpSchedule(1.1, 0.05, 40, 20), DpSchedule(0.9, 0.1, 25, 10)]
-    for i, s in enumerate(rounds):
-        ledger.record("study-1", s, round=i + 1)
-    ledger.record("other", DpSchedule(5.0, 0.5, 1, 2))
+def test_ledger_composes_with_opacus_per_unit_and_persists(tmp_path: Path) -> None:
+    ledger = ledger_at(tmp_path)
+    with ledger.locked():
+        ledger.append("study-1", 1, ["a", "b"], (1.1, 0.05, 40), 1e-5)
+        ledger.append("study-1", 2, ["a", "b"], (0.9, 0.1, 25), 1e-5)
+        ledger.append("other", None, ["b"], (5.0, 0.5, 1), 1e-5)
     reference = RDPAccountant()
     reference.history = [(1.1, 0.05, 40), (0.9, 0.1, 25)]
-    again = PrivacyLedger(tmp_path / "privacy.json")  # a restarted engine reads the same spend
-    assert again.epsilon("study-1", 1e-5) == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
-    assert [e.round for e in again.entries("study-1")] == [1, 2] and len(again.entries("other")) == 1
-    assert again.epsilon("never-trained", 1e-5) == 0.0
-    nxt = DpSchedule(1.0, 0.1, 10, 10)
-    assert again.projected_epsilon("study-1", 1e-5, nxt) > again.epsilon("study-1", 1e-5)
+    rounds = ledger_at(tmp_path).rounds()  # a restarted engine reads the same spend
+    assert study_epsilon(rounds, "study-1", 1e-5) == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
+    assert study_epsilon(rounds, "never-trained", 1e-5) == 0.0
+    per_unit = unit_epsilons(rounds, ["a", "b", "c"], 1e-5)
+    assert per_unit["a"] == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
+    assert per_unit["b"] > per_unit["a"] and per_unit["c"] == 0.0  # b is in both studies: the site-wide view
+    mirror = [e for e in AuditLog(tmp_path / "audit.jsonl").entries() if e["event"] == "privacy-ledger"]
+    assert [e["ledger_seq"] for e in mirror] == [1, 2, 3]
 
 
-def test_budget_check_refuses_with_the_numbers(tmp_path: Path) -> None:
-    ledger = PrivacyLedger(tmp_path / "privacy.json")
-    ledger.record("s", DpSchedule(0.8, 0.2, 50, 10))
-    spent = ledger.epsilon("s", 1e-5)
-    with pytest.raises(
-        PrivacyBudgetExceeded,
-        match=rf"study s: .* from {spent:.3f} to .* past the site's budget of "
-        rf"{spent + 0.01:g}; refused before training",
-    ):
-        ledger.check_budget("s", spent + 0.01, 1e-5, DpSchedule(0.8, 0.2, 50, 10))
-    assert ledger.check_budget("s", 1000.0, 1e-5, DpSchedule(0.8, 0.2, 50, 10)) > spent
+def test_non_dp_round_makes_its_units_unbounded(tmp_path: Path) -> None:
+    ledger = ledger_at(tmp_path)
+    with ledger.locked():
+        ledger.append("plain", 1, ["a"], None, None)
+    per_unit = unit_epsilons(ledger.rounds(), ["a", "b"], 1e-5, (1.0, 0.5, 10))
+    assert per_unit["a"] == float("inf") and 0 < per_unit["b"] < float("inf")
 
 
-def test_unreadable_ledger_refuses(tmp_path: Path) -> None:
-    path = tmp_path / "privacy.json"
-    path.write_text("{not json")
-    with pytest.raises(PrivacyBudgetExceeded, match="unreadable"):
-        PrivacyLedger(path).epsilon("s", 1e-5)
+@pytest.mark.parametrize("attack", ["edit", "delete", "truncate", "garbage"])
+def test_edited_or_missing_ledger_stops_training(lm: LoadedModel, store: DataStore, tmp_path: Path,
+                                                 attack: str) -> None:  # fmt: skip
+    ledger = ledger_at(tmp_path)
+    with ledger.locked():
+        ledger.append("study", 1, ["x"], (0.5, 0.5, 100), 1e-5)
+        ledger.append("study", 2, ["x"], (0.5, 0.5, 100), 1e-5)
+    lines = ledger.path.read_text().splitlines()
+    if attack == "edit":  # lower the recorded spend
+        ledger.path.write_text("\n".join([lines[0].replace('"steps": 100', '"steps": 1'), lines[1]]) + "\n")
+    elif attack == "delete":
+        ledger.path.unlink()
+    elif attack == "truncate":
+        ledger.path.write_text(lines[0] + "\n")
+    else:
+        ledger.path.write_text("{not json")
+    calls: list[tuple] = []
+    with pytest.raises(LedgerTampered):
+        train_round(lm, store, dp_plan("hooks", noise=1.0), None, seed=0, progress=lambda *a: calls.append(a),
+                    privacy=context(ledger))  # fmt: skip
+    assert calls == []
 
 
 def test_computed_noise_keeps_all_planned_rounds_within_target() -> None:
@@ -128,14 +147,15 @@ def test_dp_round_reports_epsilon_per_video(
 ) -> None:
     seed = _seed_with_an_empty_step(3, 4)
     monkeypatch.setattr(lora_module, "private_rng", lambda: np.random.default_rng(seed))
-    ledger = PrivacyLedger(tmp_path / "privacy.json")
+    ledger = ledger_at(tmp_path)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    result = train_round(lm, store, dp_plan("ghost"), None, seed=0, privacy=PrivacyContext(ledger, "study", 2, 1))
+    result = train_round(lm, store, dp_plan("ghost"), None, seed=0, privacy=context(ledger, round_=1))
     assert result.privacy_unit == "video" and result.delta == 1e-5
     assert result.empty_steps >= 1 and result.steps == 4 and np.isfinite(result.loss)
     assert result.sample_rate == pytest.approx(1 / 3)
-    assert result.epsilon == pytest.approx(ledger.epsilon("study", 1e-5)) and 0 < result.epsilon <= 8.0
-    assert json.loads((tmp_path / "privacy.json").read_text())["studies"]["study"][0]["steps"] == 4
+    assert result.epsilon == pytest.approx(study_epsilon(ledger.rounds(), "study", 1e-5)) and 0 < result.epsilon <= 8.0
+    entry = json.loads(ledger.path.read_text().splitlines()[0])
+    assert entry["dp"]["steps"] == 4 and len(entry["units"]) == 3
     assert all(torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
     metrics = result.reply_metrics()
     assert "loss" not in metrics  # computed on private frames without noise: it stays at the site
@@ -143,12 +163,13 @@ def test_dp_round_reports_epsilon_per_video(
 
 
 def test_round_past_the_budget_is_refused_before_training(lm: LoadedModel, store: DataStore, tmp_path: Path) -> None:
-    ledger = PrivacyLedger(tmp_path / "privacy.json")
-    ledger.record("study", DpSchedule(0.5, 0.5, 100, 3))  # already far past epsilon 8
-    snapshot = (tmp_path / "privacy.json").read_text()
+    ledger = ledger_at(tmp_path)
+    with ledger.locked():
+        ledger.append("study", 1, ["x"], (0.5, 0.5, 100), 1e-5)  # already far past epsilon 8
+    snapshot = ledger.path.read_text()
     calls: list[tuple] = []
     with pytest.raises(PrivacyBudgetExceeded, match="past the site's budget of 8"):
-        precheck_round(store, dp_plan("hooks", noise=1.0), PrivacyContext(ledger, "study", 2))
+        precheck_round(store, dp_plan("hooks", noise=1.0), context(ledger))
     with pytest.raises(PrivacyBudgetExceeded, match="past the site's budget of 8"):
         train_round(
             lm,
@@ -157,8 +178,8 @@ def test_round_past_the_budget_is_refused_before_training(lm: LoadedModel, store
             None,
             seed=0,
             progress=lambda *a: calls.append(a),
-            privacy=PrivacyContext(ledger, "study", 2),
+            privacy=context(ledger),
         )
     assert calls == []  # not a frame decoded, not a step taken
-    assert (tmp_path / "privacy.json").read_text() == snapshot  # nothing recorded for a refused round
+    assert ledger.path.read_text() == snapshot  # nothing recorded for a refused round
     assert not any("lora" in n for n, _ in lm.model.named_modules())
