@@ -14,16 +14,13 @@ from protocols.contract import (
     JobState,
     Op,
     WireRecords,
-    adapter_digest,
     check_contract_version,
     check_records,
     job_id_for,
-    job_request,
-    parse_metric_record_name,
-    submit_request,
 )
 from protocols.errors import ContractError
 from protocols.mapping import enum_value
+from protocols.records import adapter_digest, job_request, parse_metric_record_name, submit_request
 from protocols.results import PoolingScale, ResultRow
 from protocols.states import SiteState
 from protocols.study import StudyProtocol

@@ -8,8 +8,9 @@ from hub.aggregation import StreamingFedAvg, write_peft_adapter
 from hub.coordinator import Launch, Step, StepRunner
 from protocols.adapters import encode_state
 from protocols.arrays import from_wire, to_wire
-from protocols.contract import JobKind, WireRecords, adapter_records
+from protocols.contract import JobKind, WireRecords
 from protocols.errors import SurgFedError
+from protocols.records import adapter_records
 
 
 def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: Path) -> WireRecords:

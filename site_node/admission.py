@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocols.contract import JobKind, JobState, Reason, WireRecords, adapter_digest
+from protocols.contract import JobKind, JobState, Reason, WireRecords
 from protocols.errors import ProtocolError
+from protocols.records import adapter_digest
 from protocols.study import OutputLevel, StudyProtocol
 from site_node.approvals import approved, approved_snapshot, is_approved
 from site_node.home import SiteConfig, SiteHome

@@ -1,4 +1,4 @@
-"""`site_node protocols ...`, `jobs ...` and `policy show`: what the site answers, and on what terms."""
+"""`site_node protocols ...` and `jobs ...`: what the site answers, and on what terms."""
 
 from __future__ import annotations
 
@@ -83,16 +83,8 @@ def cmd_jobs_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_policy_show(args: argparse.Namespace) -> int:
-    policy = _home(args).config().policy
-    for key, value in policy.as_dict().items():
-        shown = list(value) if isinstance(value, tuple) else value
-        print(f"{key} = {shown!r}" + ("  (every task)" if key == "allowed_tasks" and not value else ""))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add `protocols`, `jobs` and `policy` to the site_node command line."""
+    """Add `protocols` and `jobs` to the site_node command line."""
     protocols = sub.add_parser("protocols", help="review and approve study protocols")
     psub = protocols.add_subparsers(dest="pcmd", required=True)
     p = psub.add_parser("approve", parents=[common], help="review, check and approve a protocol (FILE or pending HASH)")
@@ -114,6 +106,3 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = jobs.add_parser("prune", parents=[common], help="delete finished jobs and their files")
     p.add_argument("--older-than-days", type=float, default=30.0, help="keep jobs changed more recently (default 30)")
     p.set_defaults(func=cmd_jobs_prune)
-
-    policy = sub.add_parser("policy", help="the site policy").add_subparsers(dest="polcmd", required=True)
-    policy.add_parser("show", parents=[common], help="print the policy in force").set_defaults(func=cmd_policy_show)

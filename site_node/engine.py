@@ -18,8 +18,6 @@ from protocols.contract import (
     WireRecords,
     check_contract_version,
     check_records,
-    hello_reply,
-    job_reply,
 )
 from protocols.errors import (
     ConfigError,
@@ -31,20 +29,21 @@ from protocols.errors import (
     SurgFedError,
 )
 from protocols.model_ref import manifest_hash
+from protocols.records import hello_reply, job_reply
 from protocols.study import StudyProtocol
 from site_node.admission import admit
 from site_node.approvals import approved, is_approved, keep_pending
 from site_node.audit import AuditLog
 from site_node.evaluation import evaluate_protocol
-from site_node.policy import PolicyRefused
-from site_node.training.dp import PrivacyBudgetExceeded
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
 from site_node.job_ledger import JobLedger, store_snapshot
 from site_node.jobs import Job, JobRefused, JobStore, check_job_id
 from site_node.model.loading import LoadedModel, load_model
+from site_node.policy import PolicyRefused
 from site_node.release_gate import ReleaseGate, evaluation_payload
 from site_node.store import DataStore
+from site_node.training.dp import PrivacyBudgetExceeded
 
 log = logging.getLogger(__name__)
 CAP = 128  # longest value from a request that goes into the audit log

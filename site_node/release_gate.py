@@ -6,19 +6,9 @@ import math
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import (
-    JobState,
-    Op,
-    WireRecords,
-    adapter_records,
-    check_records,
-    job_reply,
-    metric_record,
-    metric_record_name,
-    result_meta,
-    train_record,
-)
+from protocols.contract import JobState, Op, WireRecords, check_records
 from protocols.errors import ContractError
+from protocols.records import adapter_records, job_reply, metric_record, metric_record_name, result_meta, train_record
 from protocols.study import StudyProtocol
 from site_node.audit import AuditLog, payload_digest
 from site_node.metrics.bootstrap import Estimate

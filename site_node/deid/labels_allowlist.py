@@ -17,7 +17,7 @@ from typing import Any
 from protocols.errors import DeidError, SurgFedError
 from protocols.tasks import load_task
 from site_node.answer_format import tool_word
-from site_node.labels import LabelMapper, normalise
+from site_node.labels import AliasIndex, normalise
 
 MAX_FRAME = 24 * 3600 * 60  # a day at 60 fps: a frame index, never room for an ID or an epoch date
 MAX_PIXELS = 20_000
@@ -61,7 +61,7 @@ def _name(value: Any, where: str) -> str:
 
 
 def _label(task: str, value: str, where: str) -> str:
-    name = LabelMapper(load_task(task)).canonical(value)
+    name = AliasIndex.of(load_task(task)).canonical(value)
     if name is None:
         raise _bad(where, f"a {task} label of the task vocabulary")
     return name

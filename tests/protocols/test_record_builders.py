@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 
 from protocols.arrays import to_wire
-from protocols.contract import (
-    JobKind,
-    JobState,
-    Op,
-    Reason,
-    WireRecords,
+from protocols.contract import JobKind, JobState, Op, Reason, WireRecords, check_records
+from protocols.records import (
     adapter_records,
-    check_records,
     hello_reply,
     job_reply,
     job_request,

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from protocols.arrays import to_wire
-from protocols.contract import JobState, adapter_digest
+from protocols.contract import JobState
 from protocols.model_ref import manifest_hash
+from protocols.records import adapter_digest
 from protocols.study import load_protocol
 from site_node.approvals import approve
 from site_node.engine import SiteEngine
@@ -83,7 +84,7 @@ def site(tmp_path: Path) -> SiteHome:
 @pytest.fixture
 def stored_site(tmp_path: Path, synthetic_site: Path) -> SiteHome:
     home = SiteHome(init_home(tmp_path / "site", "a").root)
-    ingest(home, synthetic_site / "cholec80", "cholec80", out_of_body="none")
+    ingest(home, synthetic_site / "cholec80", "cholec80", out_of_body="none", profile="demo")
     return home
 
 
@@ -116,7 +117,7 @@ def test_awaiting_approval_status_with_the_tiny_model(
     tmp_path: Path, synthetic_site: Path, tiny_model_dir: Path
 ) -> None:
     home = SiteHome(init_home(tmp_path / "site", "a", model_dir=tiny_model_dir, release="manual").root)
-    ingest(home, synthetic_site / "cholec80", "cholec80", out_of_body="none")
+    ingest(home, synthetic_site / "cholec80", "cholec80", out_of_body="none", profile="demo")
     data = {**PROTOCOL, "model": {"manifest_sha256": manifest_hash(tiny_model_dir)}}
     phash = _protocol(tmp_path, home, data)
     engine = SiteEngine(home)
@@ -172,7 +173,7 @@ def test_job_after_one_more_video_is_refused(tmp_path: Path, stored_site: SiteHo
     phash = _protocol(tmp_path, home, PROTOCOL)
     assert _submit(engine, phash, "before")["state"] == "queued"
     synthesize_site(tmp_path / "one-more", "a", 1, 0.0, 11, seconds=4.0)
-    ingest(home, tmp_path / "one-more", "cholec80", out_of_body="none")
+    ingest(home, tmp_path / "one-more", "cholec80", out_of_body="none", profile="demo")
     after = _submit(engine, phash, "after", round=1)
     assert (after["state"], after["reason"]) == ("refused", "snapshot-changed")
     # Re-approval for the new snapshot is refused too: one video apart is a differencing attack.
@@ -194,7 +195,7 @@ def test_snapshot_reapproval_with_enough_new_videos(tmp_path: Path, stored_site:
     phash = _protocol(tmp_path, home, PROTOCOL)
     _submit(engine, phash, "before")
     synthesize_site(tmp_path / "more", "a", 2, 0.0, 12, seconds=4.0)  # 2 new videos: as many as the floor
-    ingest(home, tmp_path / "more", "cholec80", out_of_body="none")
+    ingest(home, tmp_path / "more", "cholec80", out_of_body="none", profile="demo")
     assert _submit(engine, phash, "after", round=1)["reason"] == "snapshot-changed"
     assert main(["protocols", "approve", phash, "--snapshot", "--home", str(home.root)]) == 0
     assert _submit(engine, phash, "after2", round=1)["state"] == "queued"

@@ -11,12 +11,12 @@ import torch
 from opacus.accountants import RDPAccountant
 
 from protocols.finetune import DpMode, DpPlan, FinetunePlan, LoraPlan, parse_finetune
+from site_node.audit import AuditLog
 from site_node.model.loading import LoadedModel
+from site_node.policy import SitePolicy
 from site_node.store import DataStore
 from site_node.training import dp as dp_module
 from site_node.training import lora as lora_module
-from site_node.audit import AuditLog
-from site_node.policy import SitePolicy
 from site_node.training.dp import DpSchedule, DpTrainer, PrivacyBudgetExceeded, dp_schedule, poisson_video_batches
 from site_node.training.guard import PrivacyContext
 from site_node.training.ledger import LedgerTampered, SiteLedger, study_epsilon, unit_epsilons
