@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from protocols.arrays import from_wire, to_wire
 from protocols.contract import WireRecords
+from protocols.text import clean_value, strip_controls
 
 
 def to_recorddict(records: WireRecords) -> RecordDict:
@@ -26,12 +27,14 @@ def to_recorddict(records: WireRecords) -> RecordDict:
 
 
 def from_recorddict(content: RecordDict) -> WireRecords:
+    """Decode a message; every name and string is stripped of control characters here, at the boundary."""
     records: WireRecords = {}
     for name, record in content.items():
         values: dict[str, Any]
         if isinstance(record, ArrayRecord):
             kind, values = "array", {k: to_wire(a.numpy()) for k, a in record.items()}
         else:
-            kind, values = ("config" if isinstance(record, ConfigRecord) else "metric"), dict(record)
-        records[name] = {"kind": kind, "values": values}
+            kind = "config" if isinstance(record, ConfigRecord) else "metric"
+            values = {strip_controls(k): clean_value(v) for k, v in record.items()}
+        records[strip_controls(name)] = {"kind": kind, "values": values}
     return records
