@@ -170,6 +170,11 @@ class StepRunner:
         except ContractError as exc:
             self._record(track, "error", f"reply broke the message contract: {exc}")
             return
+        anchor = reply.records.get("audit", {}).get("values")
+        if anchor and not self.l.store.add_anchor(track.center, int(anchor["seq"]), str(anchor["head"])):
+            log.warning(
+                "site %s sent a second audit head for entry %s: its log was rewritten", track.center, anchor["seq"]
+            )
         job = reply.records["job"]["values"]
         state, detail = str(job["state"]), job.get("detail")
         if op is Op.FETCH and state == JobState.DONE.value:

@@ -141,10 +141,14 @@ def cmd_releases_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from site_node.audit import verify
+    from site_node.audit import load_anchors, verify, verify_anchored
 
     path = args.log or _home(args).audit_log
-    print(f"{path}: {verify(path)} entries, chain intact")
+    if args.anchors is None:
+        print(f"{path}: {verify(path)} entries, chain intact")
+        return 0
+    anchors = load_anchors(args.anchors)
+    print(f"{path}: {verify_anchored(path, anchors)} entries, chain intact, all {len(anchors)} hub anchors match")
     return 0
 
 
@@ -228,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in (("verify", cmd_audit_verify), ("show", cmd_audit_show)):
         p = audit.add_parser(name, parents=[common], help=f"{name} the audit log")
         p.add_argument("--log", type=Path, help="audit log file (default: the site's own)")
+        if name == "verify":
+            p.add_argument("--anchors", type=Path, help="anchors exported by the hub (`hub sites anchors`)")
         p.set_defaults(func=func)
 
     _register_optional(sub, common)

@@ -15,6 +15,7 @@ from protocols.model_ref import manifest_hash
 from protocols.study import OutputLevel, StudyProtocol
 from site_node.approvals import approved, is_approved, refusal_reason
 from site_node.audit import AuditLog
+from site_node.audit_events import job_failed
 from site_node.evaluation import evaluate_protocol
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
@@ -144,10 +145,12 @@ class SiteEngine:
             except SurgFedError as exc:
                 log.error("job %s failed: %s", job_id, exc)
                 self.jobs.update(job_id, state=JobState.FAILED, detail=str(exc))
+                job_failed(self.audit, job_id, exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not kill the engine
                 log.exception("job %s crashed", job_id)
                 self.jobs.update(job_id, state=JobState.FAILED, detail=f"internal error: {type(exc).__name__}: {exc}")
+                job_failed(self.audit, job_id, exc)
                 continue
             manual = self.config.release is ReleaseMode.MANUAL
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE

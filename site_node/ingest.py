@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import DataError, UsageError
+from site_node.audit import AuditLog
+from site_node.audit_events import ingest_run
 from site_node.datasets.registry import FORMATS, build_entries
 from site_node.home import SiteHome
 from site_node.store import DatasetEntry, DataStore, VideoEntry
@@ -28,7 +31,7 @@ def dataset_id(key: bytes, source: Path, fmt: str) -> str:
     return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str) -> None:
+def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str) -> Counter[str]:
     """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
     from site_node.deid.dataset import deidentify_dataset
     from site_node.deid.outofbody import detector_named
@@ -41,6 +44,7 @@ def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_o
     for entry in report.entries:
         if entry.status != "ok":
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
+    return Counter(str(entry.status) for entry in report.entries)
 
 
 def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
@@ -61,7 +65,7 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    _stage(Path(source), fmt, staging, key, home, out_of_body)
+    statuses = _stage(Path(source), fmt, staging, key, home, out_of_body)
     videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
@@ -80,4 +84,5 @@ def ingest(home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour
     ]
     entry = DatasetEntry(ds_id, fmt, tuple(videos), skipped)
     store.add(entry)
+    ingest_run(AuditLog(home.audit_log), ds_id, fmt, len(videos), statuses + Counter({"skipped": len(skipped)}))
     return IngestResult(entry, skipped)
