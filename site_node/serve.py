@@ -12,6 +12,7 @@ from pathlib import Path
 from protocols.errors import ConfigError
 from protocols.procs import Child, flower_env, free_port
 from site_node import sandbox
+from site_node.audit_events import on_start
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
 from site_node.home import SiteConfig, SiteHome
@@ -71,6 +72,16 @@ def supernode_argv(
     return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(key)]
 
 
+def engine_server(home: SiteHome, cfg: SiteConfig, engine: SiteEngine) -> EngineServer:
+    """A 0600 Unix socket in the site home (what the sandboxed ClientApp dials), else TCP on 127.0.0.1."""
+    sock = home.clientapp_dir / "engine.sock"
+    if cfg.engine_port == 0 and EngineServer.unix_path_fits(sock):
+        return EngineServer(engine, home.token(), unix_path=sock)
+    why = f"[engine] port = {cfg.engine_port} is set" if cfg.engine_port else f"the path {sock} is too long"
+    log.warning("engine on TCP 127.0.0.1, not a Unix socket: %s", why)
+    return EngineServer(engine, home.token(), port=cfg.engine_port)
+
+
 def setup_logging(home: SiteHome) -> None:
     home.logs_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(home.logs_dir / "engine.log")
@@ -89,7 +100,8 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     engine = SiteEngine(home)
-    server = EngineServer(engine, cfg.engine_port)
+    on_start(engine.audit, home.approved_dir, cfg.policy.as_dict())
+    server = engine_server(home, cfg, engine)
     engine.start()
     server.start()
     (home.logs_dir / "engine.address").write_text(server.address)
