@@ -97,7 +97,7 @@ def cmd_protocols_list(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from site_node.serve import serve
 
-    return serve(_home(args), insecure=args.insecure)
+    return serve(_home(args), insecure=args.insecure, allow_weak_sandbox=args.allow_weak_sandbox)
 
 
 def home_option() -> argparse.ArgumentParser:
@@ -213,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
+    p.add_argument(
+        "--allow-weak-sandbox",
+        action="store_true",
+        help="start even when the kernel grants no Landlock file rules (hub code could read the site home)",
+    )
     p.set_defaults(func=cmd_serve)
 
     releases = sub.add_parser("releases", help="manual release queue").add_subparsers(dest="rcmd", required=True)

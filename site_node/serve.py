@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 from protocols.errors import ConfigError
-from protocols.procs import Child, flower_env, free_port
-from site_node import sandbox
+from protocols.procs import Child, free_port
 from site_node.audit_events import on_start
+from site_node.confinement import supernode_command
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
 from site_node.home import SiteConfig, SiteHome
@@ -33,21 +33,8 @@ def prepare_clientapp_dir(home: SiteHome) -> tuple[Path, Path]:
     return token, key
 
 
-def supernode_command(home: SiteHome, cfg: SiteConfig, argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The SuperNode's command line and environment: inside the Landlock sandbox unless the site turned it off."""
-    d = home.clientapp_dir
-    env = {**flower_env(d / "flwr"), "TMPDIR": str(d / "tmp"), "HOME": str(d)}
-    if not cfg.sandbox:
-        log.warning("the SuperNode runs WITHOUT the file sandbox: an app bundle could read this site home")
-        return argv, env
-    if sandbox.abi_version() < 1:
-        raise ConfigError(f"{home.config_file}: Landlock is not available on this kernel; see [supernode] sandbox")
-    read = sandbox.runtime_read_paths() + ([cfg.root_certificates] if cfg.root_certificates else [])
-    return sandbox.sandboxed_argv(argv, read, [d]), env
-
-
 def supernode_argv(
-    home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path
+    home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path, port: int
 ) -> list[str]:
     exe = Path(sys.executable).with_name("flower-supernode")
     argv = [
@@ -57,7 +44,7 @@ def supernode_argv(
         "--host",
         "127.0.0.1",
         "--port",
-        str(cfg.supernode_port or free_port()),
+        str(port),
         "--node-config",
         f'engine="{engine_address}" engine-token-file="{token}"',
     ]
@@ -91,7 +78,9 @@ def setup_logging(home: SiteHome) -> None:
     root.setLevel(logging.INFO)
 
 
-def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True) -> int:
+def serve(
+    home: SiteHome, *, insecure: bool = False, with_supernode: bool = True, allow_weak_sandbox: bool = False
+) -> int:
     """Run until SIGINT/SIGTERM or until the SuperNode dies; always stops what it started."""
     cfg = home.config()
     cfg_insecure = insecure or cfg.insecure
@@ -110,8 +99,14 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     try:
         if with_supernode:
             token, key = prepare_clientapp_dir(home)
+            port = cfg.supernode_port or free_port()
             argv, env = supernode_command(
-                home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key)
+                home,
+                cfg,
+                supernode_argv(home, cfg, server.address, cfg_insecure, token, key, port),
+                supernode_port=port,
+                engine_address=server.address,
+                allow_weak=allow_weak_sandbox,
             )
             supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
         while not stop.wait(1.0):
