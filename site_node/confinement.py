@@ -56,6 +56,7 @@ def clientapp_layer(home: SiteHome, supernode_port: int, engine_address: str, co
         sandbox.runtime_read_paths() + [d / "engine.token", d / "bin"],
         [d / "flwr", d / "tmp"],
         connect=[supernode_port, *_engine_ports(engine_address)],
+        scope_signals=False,  # superexec probes its SuperNode with kill(pid, 0); the engine stays out of reach
     )
 
 

@@ -103,13 +103,14 @@ def _handled(abi: int) -> int:
     return _ALL_ABI1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
 
 
-def _ruleset(libc: ctypes.CDLL, abi: int, network: bool) -> int:
+def _ruleset(libc: ctypes.CDLL, abi: int, network: bool, scope_signals: bool) -> int:
     attr = _RulesetAttr(_handled(abi), 0, 0)
     size = ctypes.sizeof(ctypes.c_uint64)  # ABI 1-3 know only the file field
     if abi >= 4 and network:
         attr.handled_access_net, size = _NET_BIND | _NET_CONNECT, 2 * size
     if abi >= 6:
-        attr.scoped, size = _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL, 3 * ctypes.sizeof(ctypes.c_uint64)
+        scoped = _SCOPE_ABSTRACT_UNIX | (_SCOPE_SIGNAL if scope_signals else 0)
+        attr.scoped, size = scoped, 3 * ctypes.sizeof(ctypes.c_uint64)
     fd = int(libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)))
     if fd < 0:
         raise ConfigError(f"landlock_create_ruleset failed: errno {ctypes.get_errno()}")
@@ -123,8 +124,13 @@ def restrict(
     connect: Sequence[int] | None = None,
     bind: Sequence[int] = (),
     list_only: Sequence[Path] = (),
+    scope_signals: bool = True,
 ) -> Grants:
-    """Restrict this process (and what it execs); irreversible. `connect=None` leaves TCP unrestricted."""
+    """Restrict this process (and what it execs); irreversible. `connect=None` leaves TCP unrestricted.
+
+    `scope_signals=False` for an inner layer whose processes must probe a parent in the outer layer
+    (Flower's superexec checks its SuperNode with kill(pid, 0)); the outer layer's scope still applies.
+    """
     abi = abi_version()
     if abi < 1:
         raise ConfigError(
@@ -133,7 +139,7 @@ def restrict(
             "under its own service account that cannot read the site home"
         )
     libc, handled = _libc(), _handled(abi)
-    fd = _ruleset(libc, abi, connect is not None)
+    fd = _ruleset(libc, abi, connect is not None, scope_signals)
     try:
         for paths, access in ((read, _READ), (write, handled), (list_only, _READ_DIR)):
             for path in paths:
@@ -199,9 +205,12 @@ def sandboxed_argv(
     *,
     connect: Sequence[int] | None = None,
     bind: Sequence[int] = (),
+    scope_signals: bool = True,
 ) -> list[str]:
     """The command line that runs `argv` inside the sandbox."""
     out = [sys.executable, "-m", "site_node.sandbox", "--list", str(code_root())]
+    if not scope_signals:
+        out.append("--signals-unscoped")
     for flag, values in (("--read", read), ("--write", write), ("--bind", bind)):
         for value in values:
             out += [flag, str(value)]
@@ -212,10 +221,11 @@ def sandboxed_argv(
 
 def main(args: Sequence[str]) -> None:
     lists: dict[str, list[str]] = {"--read": [], "--write": [], "--list": [], "--connect": [], "--bind": []}
-    rest, tcp = list(args), False
+    rest, tcp, signals = list(args), False, True
     while rest and rest[0] != "--":
-        if rest[0] == "--tcp":
-            tcp, rest = True, rest[1:]
+        if rest[0] in ("--tcp", "--signals-unscoped"):
+            tcp, signals = tcp or rest[0] == "--tcp", signals and rest[0] != "--signals-unscoped"
+            rest = rest[1:]
             continue
         if rest[0] not in lists or len(rest) < 2:
             raise SystemExit(f"site_node.sandbox: unexpected argument {rest[0]!r}")
@@ -230,6 +240,7 @@ def main(args: Sequence[str]) -> None:
         connect=[int(p) for p in lists["--connect"]] if tcp else None,
         bind=[int(p) for p in lists["--bind"]],
         list_only=[Path(p) for p in lists["--list"]],
+        scope_signals=signals,
     )
     os.execvpe(command[0], command, os.environ)
 

@@ -110,8 +110,12 @@ def test_clientapp_layer_cannot_read_the_node_key(tmp_path: Path, listeners: dic
     out = _probe(outer + inner, env, {**listeners, "clientapp": str(home.clientapp_dir)})
     assert out["engine.token"] == "ok" and out["allowed_port"] == "ok"
     assert out["node.key"] == "PermissionError"
+    assert out["parent_environ"] == "PermissionError"
     if ABI >= 4:
         assert out["other_port"] == "PermissionError"  # the hub's port: only the SuperNode talks to the hub
+    if ABI >= 6:  # the inner layer leaves signals to the outer one, whose scope still keeps the engine out of reach
+        assert out["signal_parent"] == "PermissionError"
+        assert out["abstract_socket"] == "PermissionError"
 
 
 @needs[4]
