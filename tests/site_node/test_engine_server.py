@@ -30,12 +30,21 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
     code += "sys.exit(serve(SiteHome(sys.argv[1]), with_supernode=False))"
     proc = subprocess.Popen([sys.executable, "-c", code, str(home.root)], stdin=subprocess.DEVNULL)
     address_file = home.logs_dir / "engine.address"
+
+    def up() -> bool:
+        assert proc.poll() is None, f"the engine exited with {proc.returncode}"
+        return address_file.is_file() and address_file.read_text() != ""
+
     try:
-        wait_for(lambda: address_file.is_file() and address_file.read_text() != "", 60, "the engine's address")
+        wait_for(up, 300, "the engine's address (imports are slow on a busy machine)")
         yield proc, home, address_file.read_text()
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _connect(address: str) -> socket.socket:
