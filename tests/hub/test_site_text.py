@@ -39,9 +39,16 @@ def test_ansi_escape_in_a_site_reply_is_stripped_when_decoded() -> None:
             "train": MetricRecord({"num-examples": 3}),
         }
     )
-    records = from_recorddict(content)
+    records = from_recorddict(content, from_site=True)
     detail = records["job"]["values"]["detail"]
     assert "\x1b" not in detail and "\x07" not in detail and "\x9b" not in detail and "\u202e" not in detail
     assert "round 1 evaluate site-b: stored" in detail
     assert "site]0;x" in records and records["site]0;x"]["values"]["site-name"] == ["ok", "[5mblink"]
     assert records["train"]["values"]["num-examples"] == 3
+
+
+def test_the_hubs_requests_keep_their_newlines() -> None:
+    # A protocol's YAML travels hub -> site in a SUBMIT: the ClientApp decodes it without stripping.
+    text = "# comment\nstudy_id: s\n"
+    records = from_recorddict(RecordDict({"job": ConfigRecord({"protocol": text})}))
+    assert records["job"]["values"]["protocol"] == text

@@ -26,15 +26,18 @@ def to_recorddict(records: WireRecords) -> RecordDict:
     return out
 
 
-def from_recorddict(content: RecordDict) -> WireRecords:
-    """Decode a message; every name and string is stripped of control characters here, at the boundary."""
+def from_recorddict(content: RecordDict, *, from_site: bool = False) -> WireRecords:
+    """Decode a message. A site's reply (`from_site`) has every name and string stripped of control characters
+    here, at the hub's boundary; the hub's requests keep theirs (a protocol's YAML needs its newlines)."""
     records: WireRecords = {}
+    clean = clean_value if from_site else (lambda v: v)
+    name_of = strip_controls if from_site else (lambda n: n)
     for name, record in content.items():
         values: dict[str, Any]
         if isinstance(record, ArrayRecord):
             kind, values = "array", {k: to_wire(a.numpy()) for k, a in record.items()}
         else:
             kind = "config" if isinstance(record, ConfigRecord) else "metric"
-            values = {strip_controls(k): clean_value(v) for k, v in record.items()}
-        records[strip_controls(name)] = {"kind": kind, "values": values}
+            values = {name_of(k): clean(v) for k, v in record.items()}
+        records[name_of(name)] = {"kind": kind, "values": values}
     return records

@@ -40,7 +40,7 @@ class GridTransport:
             if reply.has_error():
                 replies[node] = Reply(error=strip_controls(str(reply.error.reason))[:1000])
             else:
-                replies[node] = Reply(records=from_recorddict(reply.content))
+                replies[node] = Reply(records=from_recorddict(reply.content, from_site=True))
         return replies
 
 
