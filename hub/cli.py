@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -68,6 +69,17 @@ def cmd_sites_list(args: argparse.Namespace) -> int:
     for site in _home(args).require().store().list_sites():
         state = "revoked" if site["revoked_at"] else f"node {site['node_id']}"
         print(f"{site['name']}\t{state}")
+    return 0
+
+
+def cmd_sites_anchors(args: argparse.Namespace) -> int:
+    rows = _home(args).require().store().anchors(args.name)
+    lines = [
+        json.dumps({"site": args.name, "seq": r["seq"], "head": r["head"], "received_at": r["received_at"]})
+        for r in rows
+    ]
+    args.out.write_text("".join(line + "\n" for line in lines))
+    print(f"{len(rows)} audit anchors of site {args.name} written to {args.out}")
     return 0
 
 
@@ -163,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the site name given to `hub sites add`")
     p.set_defaults(func=cmd_sites_remove)
     sites.add_parser("list", parents=[common], help="list sites").set_defaults(func=cmd_sites_list)
+    p = sites.add_parser("anchors", parents=[common], help="export a site's audit anchors for `site_node audit verify`")
+    p.add_argument("name")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_sites_anchors)
 
     p = sub.add_parser("launch", parents=[common], help="run a study protocol across its sites")
     p.add_argument("--protocol", type=Path, required=True, help="study protocol YAML (its sites: and model hash set)")

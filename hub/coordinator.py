@@ -185,6 +185,11 @@ class StepRunner:
         except ContractError as exc:
             self._record(track, SiteState.ERROR, f"reply broke the message contract: {exc}")
             return
+        anchor = reply.records.get("audit", {}).get("values")
+        if anchor and not self.l.store.add_anchor(track.center, int(anchor["seq"]), str(anchor["head"])):
+            log.warning(
+                "site %s sent a second audit head for entry %s: its log was rewritten", track.center, anchor["seq"]
+            )
         # A site says why only with a code from a fixed list; its operator has the details.
         detail = f"{job['reason']} (ask the site's operator for details)" if job.get("reason") else None
         if op is Op.FETCH and state is JobState.DONE:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hub.adapter_guard import AdapterGuard
 from hub.aggregation import StreamingFedAvg, write_peft_adapter
 from hub.coordinator import Launch, Step, StepRunner
-from protocols.adapters import encode_state
+from protocols.adapters import decode_state, encode_state
 from protocols.arrays import from_wire, to_wire
 from protocols.contract import JobKind, WireRecords
 from protocols.errors import SurgFedError
@@ -17,16 +18,27 @@ def train_step(launch: Launch, round_: int, adapter: WireRecords, adapters_dir: 
     """Train at every trainer from `adapter` (none in round 1), FedAvg the replies, store and return the result."""
     plan = launch.protocol.finetune
     assert plan is not None
-    fedavg = StreamingFedAvg()
+    # Every reply is checked against the round's global adapter and the protocol's LoRA settings; a refused
+    # one raises ContractError, which the coordinator records against that site while the round goes on.
+    reference = None
+    if adapter:
+        reference = decode_state(
+            {k: from_wire(v) for k, v in adapter["adapter"]["values"].items()}, adapter["adapter-meta"]["values"]
+        )
+    guard = AdapterGuard(plan.lora, reference, plan.max_update_norm)
+    fedavg = StreamingFedAvg(guard=guard, max_share=plan.max_site_share)
 
     def on_train(site: str, records: WireRecords) -> None:
         arrays = {k: from_wire(v) for k, v in records["adapter"]["values"].items()}
         fedavg.add(arrays, records["adapter-meta"]["values"], int(records["train"]["values"]["num-examples"]), site)
 
-    StepRunner(launch, Step(JobKind.TRAIN, round_, plan.trainers, adapter, on_train)).run()
-    if fedavg.num_examples == 0:
-        raise SurgFedError(f"round {round_}: no trainer returned an adapter; see the site states")
-    state = fedavg.result(plan.wire_dtype)
+    try:
+        StepRunner(launch, Step(JobKind.TRAIN, round_, plan.trainers, adapter, on_train)).run()
+        if fedavg.num_examples == 0:
+            raise SurgFedError(f"round {round_}: no trainer returned an adapter; see the site states")
+        state = fedavg.result(plan.wire_dtype)
+    finally:
+        fedavg.close()
     out = adapters_dir / launch.launch_id / f"round-{round_}"
     stored = write_peft_adapter(
         state, plan.lora, launch.protocol.model_name, out, num_examples=fedavg.num_examples, sites=tuple(fedavg.sites)

@@ -115,6 +115,17 @@ results = Table(
     Column("undefined_share", Float, nullable=True),
     UniqueConstraint("launch_id", "round", "center", "task", "metric"),
 )
+# Each site's audit-log anchors: (seq, head hash) as they came with its released replies. The site cannot
+# take them back, so a truncated or rewritten log no longer matches them (`site_node audit verify --anchors`).
+audit_anchors = Table(
+    "audit_anchors",
+    metadata,
+    Column("center", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("received_at", Float, nullable=False),
+    UniqueConstraint("center", "seq"),
+)
 
 
 class ResultsStore:
@@ -126,6 +137,23 @@ class ResultsStore:
             raise ConfigError(f"cannot open the results store {url!r}: {exc}") from exc
 
     # -- sites ---------------------------------------------------------------------------------
+    def add_anchor(self, center: str, seq: int, head: str) -> bool:
+        """Keep a site's (seq, head); the first one received for a seq stays. False when the site sent another."""
+        with self.engine.begin() as con:
+            known = con.execute(
+                select(audit_anchors.c.head).where(audit_anchors.c.center == center, audit_anchors.c.seq == seq)
+            ).first()
+            if known is None:
+                con.execute(insert(audit_anchors).values(center=center, seq=seq, head=head, received_at=time.time()))
+            return known is None or known[0] == head
+
+    def anchors(self, center: str) -> list[dict[str, Any]]:
+        with self.engine.begin() as con:
+            rows = con.execute(
+                select(audit_anchors).where(audit_anchors.c.center == center).order_by(audit_anchors.c.seq)
+            )
+            return [dict(r._mapping) for r in rows]
+
     def add_site(self, name: str, node_id: int | None, public_key: str | None) -> None:
         with self.engine.begin() as con:
             con.execute(delete(sites).where(sites.c.name == name))

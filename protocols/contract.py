@@ -195,6 +195,9 @@ TRAIN_RECORD = RecordSpec(
     "train", RecordKind.METRIC, _spec(("num-examples", I, True), ("epsilon", F, False)), required=False
 )
 
+# Every released reply carries the site's audit-log anchor (the entry that logged it); the hub keeps them.
+ANCHOR_RECORD = RecordSpec("audit", RecordKind.CONFIG, _spec(("seq", I, True), ("head", S, True)), required=False)
+
 # What a site may send, per message type.
 REPLIES: dict[Op, tuple[RecordSpec, ...]] = {
     Op.HELLO: (
@@ -268,7 +271,7 @@ def _match(name: str, specs: tuple[RecordSpec, ...]) -> RecordSpec:
 
 def check_records(op: Op, records: WireRecords, *, direction: str = "reply") -> None:
     """Raise ContractError unless `records` is exactly what the contract allows for `op`."""
-    specs = (REPLIES if direction == "reply" else REQUESTS)[op]
+    specs = REPLIES[op] + (ANCHOR_RECORD,) if direction == "reply" else REQUESTS[op]
     if not isinstance(records, dict):
         raise ContractError(f"{op.value} {direction}: records must be a mapping, got {type(records).__name__}")
     seen: set[str] = set()

@@ -160,8 +160,17 @@ class FinetunePlan:
     augment: bool = True
     init_seed: int = 0  # the same initial adapter at every site, on any device
     dp: DpPlan | None = None
+    # What the hub accepts from trainers: no site above this share of the FedAvg weight, and (when set)
+    # no update whose L2 norm from the round's global adapter exceeds the bound.
+    max_site_share: float = 0.5
+    max_update_norm: float | None = None
 
     def __post_init__(self) -> None:
+        if not 0 < _number(self.max_site_share, "finetune.max_site_share") <= 1:
+            raise ProtocolError(f"finetune.max_site_share must be in (0, 1], got {self.max_site_share!r}")
+        bound = self.max_update_norm
+        if bound is not None and not 0 < _number(bound, "finetune.max_update_norm") < float("inf"):
+            raise ProtocolError(f"finetune.max_update_norm must be a positive number, got {bound!r}")
         t = self.trainers
         if (
             not isinstance(t, tuple)
@@ -218,6 +227,9 @@ class FinetunePlan:
             "augment": self.augment,
             "init_seed": self.init_seed,
             "dp": None if self.dp is None else self.dp.to_dict(),
+            # Only when set away from the defaults, so that protocols written before these keys keep their hash.
+            **({"max_site_share": float(self.max_site_share)} if self.max_site_share != 0.5 else {}),
+            **({"max_update_norm": float(self.max_update_norm)} if self.max_update_norm is not None else {}),
         }
 
 

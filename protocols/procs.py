@@ -108,9 +108,27 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Environment for every Flower process: its own FLWR_HOME, no telemetry, no update check, offline hub."""
-    env = dict(os.environ)
+# What a site's SuperNode and ClientApps inherit from the engine's environment; nothing else (a hospital's
+# HOSPITAL_DB_PASSWORD or cloud credentials stay behind). Proxy variables pass: the SuperNode dials out through them.
+SITE_ENV_ALLOW = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    | {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
+)
+SITE_ENV_PREFIXES = ("LC_",)
+
+
+def site_env(source: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of `source` (default: this process's environment)."""
+    src = dict(os.environ) if source is None else source
+    return {k: v for k, v in src.items() if k in SITE_ENV_ALLOW or k.startswith(SITE_ENV_PREFIXES)}
+
+
+def flower_env(flwr_home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Flower process: its own FLWR_HOME, no telemetry, no update check, offline hub.
+
+    `base` is what it starts from (default: this process's whole environment, as the hub's processes use).
+    """
+    env = dict(os.environ) if base is None else dict(base)
     # Flower starts helpers (flower-superexec, flwr-clientapp) by name: put this interpreter's bin first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(

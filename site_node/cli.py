@@ -79,7 +79,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from site_node.serve import serve
 
-    return serve(_home(args), insecure=args.insecure)
+    return serve(_home(args), insecure=args.insecure, allow_weak_sandbox=args.allow_weak_sandbox)
 
 
 def home_option() -> argparse.ArgumentParser:
@@ -123,10 +123,14 @@ def cmd_releases_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from site_node.audit import verify
+    from site_node.audit import load_anchors, verify, verify_anchored
 
     path = args.log or _home(args).audit_log
-    print(f"{path}: {verify(path)} entries, chain intact")
+    if args.anchors is None:
+        print(f"{path}: {verify(path)} entries, chain intact")
+        return 0
+    anchors = load_anchors(args.anchors)
+    print(f"{path}: {verify_anchored(path, anchors)} entries, chain intact, all {len(anchors)} hub anchors match")
     return 0
 
 
@@ -202,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
+    p.add_argument(
+        "--allow-weak-sandbox",
+        action="store_true",
+        help="start even when the kernel grants no Landlock file rules (hub code could read the site home)",
+    )
     p.set_defaults(func=cmd_serve)
 
     releases = sub.add_parser("releases", help="manual release queue").add_subparsers(dest="rcmd", required=True)
@@ -223,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func in (("verify", cmd_audit_verify), ("show", cmd_audit_show)):
         p = audit.add_parser(name, parents=[common], help=f"{name} the audit log")
         p.add_argument("--log", type=Path, help="audit log file (default: the site's own)")
+        if name == "verify":
+            p.add_argument("--anchors", type=Path, help="anchors exported by the hub (`hub sites anchors`)")
         p.set_defaults(func=func)
 
     _register_optional(sub, common)

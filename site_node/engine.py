@@ -34,6 +34,7 @@ from protocols.study import StudyProtocol
 from site_node.admission import admit
 from site_node.approvals import approved, is_approved, keep_pending
 from site_node.audit import AuditLog
+from site_node.audit_events import job_failed
 from site_node.evaluation import evaluate_protocol
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
@@ -217,7 +218,7 @@ class SiteEngine:
                     log.error("job %s failed: %s", job_id, exc)
                 detail = f"{type(exc).__name__}: {exc}"[:2000]
                 self.jobs.update(job_id, state=JobState.FAILED, detail=detail, reason=reason.value)
-                self.audit.append("job-failed", job_id=job_id, reason=reason.value)
+                job_failed(self.audit, job_id, reason)
                 continue
             manual = self.config.release is ReleaseMode.MANUAL
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE

@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocols.errors import DataError, UsageError
+from site_node.audit import AuditLog
+from site_node.audit_events import ingest_run
 from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
 from site_node.home import SiteHome
@@ -29,7 +32,9 @@ def dataset_id(key: bytes, source: Path, fmt: str) -> str:
     return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str) -> None:
+def _stage(
+    source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str
+) -> Counter[str]:
     """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
     from site_node.deid.dataset import deidentify_dataset
     from site_node.deid.outofbody import detector_named
@@ -44,6 +49,7 @@ def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_o
     for entry in report.entries:
         if entry.status != "ok":
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
+    return Counter(str(entry.status) for entry in report.entries)
 
 
 def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
@@ -66,7 +72,7 @@ def ingest(
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
+    statuses = _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
     videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
@@ -91,4 +97,5 @@ def ingest(
     ]
     entry = DatasetEntry(ds_id, fmt, tuple(videos), skipped)
     store.add(entry)
+    ingest_run(AuditLog(home.audit_log), ds_id, fmt, len(videos), statuses + Counter({"skipped": len(skipped)}))
     return IngestResult(entry, skipped)

@@ -86,7 +86,8 @@ class ReleaseGate:
         except ContractError as exc:
             self.audit.append("refused-outgoing", op=op.value, job_id=job_id, reason=str(exc)[:500])
             raise
-        self.audit.append(
+        entry = self.audit.append(
             "released", op=op.value, job_id=job_id, digest=payload_digest(records), summary=_summary(records)
         )
-        return records
+        # The anchor names the entry that logged this reply: once the hub holds it, the log cannot shrink past it.
+        return {**records, "audit": {"kind": "config", "values": {"seq": int(entry["seq"]), "head": entry["hash"]}}}

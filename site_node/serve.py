@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 
 from protocols.errors import ConfigError
-from protocols.procs import Child, flower_env, free_port
-from site_node import sandbox
+from protocols.procs import Child, free_port
+from site_node.audit_events import on_start
+from site_node.confinement import supernode_command
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
 from site_node.home import SiteConfig, SiteHome
@@ -32,21 +33,8 @@ def prepare_clientapp_dir(home: SiteHome) -> tuple[Path, Path]:
     return token, key
 
 
-def supernode_command(home: SiteHome, cfg: SiteConfig, argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The SuperNode's command line and environment: inside the Landlock sandbox unless the site turned it off."""
-    d = home.clientapp_dir
-    env = {**flower_env(d / "flwr"), "TMPDIR": str(d / "tmp"), "HOME": str(d)}
-    if not cfg.sandbox:
-        log.warning("the SuperNode runs WITHOUT the file sandbox: an app bundle could read this site home")
-        return argv, env
-    if sandbox.abi_version() < 1:
-        raise ConfigError(f"{home.config_file}: Landlock is not available on this kernel; see [supernode] sandbox")
-    read = sandbox.runtime_read_paths() + ([cfg.root_certificates] if cfg.root_certificates else [])
-    return sandbox.sandboxed_argv(argv, read, [d]), env
-
-
 def supernode_argv(
-    home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path
+    home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path, port: int
 ) -> list[str]:
     exe = Path(sys.executable).with_name("flower-supernode")
     argv = [
@@ -56,7 +44,7 @@ def supernode_argv(
         "--host",
         "127.0.0.1",
         "--port",
-        str(cfg.supernode_port or free_port()),
+        str(port),
         "--node-config",
         f'engine="{engine_address}" engine-token-file="{token}"',
     ]
@@ -71,6 +59,16 @@ def supernode_argv(
     return argv + ["--root-certificates", str(cfg.root_certificates), "--auth-supernode-private-key", str(key)]
 
 
+def engine_server(home: SiteHome, cfg: SiteConfig, engine: SiteEngine) -> EngineServer:
+    """A 0600 Unix socket in the site home (what the sandboxed ClientApp dials), else TCP on 127.0.0.1."""
+    sock = home.clientapp_dir / "engine.sock"
+    if cfg.engine_port == 0 and EngineServer.unix_path_fits(sock):
+        return EngineServer(engine, home.token(), unix_path=sock)
+    why = f"[engine] port = {cfg.engine_port} is set" if cfg.engine_port else f"the path {sock} is too long"
+    log.warning("engine on TCP 127.0.0.1, not a Unix socket: %s", why)
+    return EngineServer(engine, home.token(), port=cfg.engine_port)
+
+
 def setup_logging(home: SiteHome) -> None:
     home.logs_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(home.logs_dir / "engine.log")
@@ -80,7 +78,9 @@ def setup_logging(home: SiteHome) -> None:
     root.setLevel(logging.INFO)
 
 
-def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True) -> int:
+def serve(
+    home: SiteHome, *, insecure: bool = False, with_supernode: bool = True, allow_weak_sandbox: bool = False
+) -> int:
     """Run until SIGINT/SIGTERM or until the SuperNode dies; always stops what it started."""
     cfg = home.config()
     cfg_insecure = insecure or cfg.insecure
@@ -89,7 +89,8 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     engine = SiteEngine(home)
-    server = EngineServer(engine, cfg.engine_port)
+    on_start(engine.audit, home.approved_dir, cfg.policy.as_dict())
+    server = engine_server(home, cfg, engine)
     engine.start()
     server.start()
     (home.logs_dir / "engine.address").write_text(server.address)
@@ -98,8 +99,14 @@ def serve(home: SiteHome, *, insecure: bool = False, with_supernode: bool = True
     try:
         if with_supernode:
             token, key = prepare_clientapp_dir(home)
+            port = cfg.supernode_port or free_port()
             argv, env = supernode_command(
-                home, cfg, supernode_argv(home, cfg, server.address, cfg_insecure, token, key)
+                home,
+                cfg,
+                supernode_argv(home, cfg, server.address, cfg_insecure, token, key, port),
+                supernode_port=port,
+                engine_address=server.address,
+                allow_weak=allow_weak_sandbox,
             )
             supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
         while not stop.wait(1.0):

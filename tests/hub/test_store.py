@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from hub.home import HubHome
 from hub.store import ResultsStore
 from protocols.errors import ConfigError
 from protocols.results import COLUMNS, ResultRow
@@ -42,3 +44,20 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_bad_url() -> None:
     with pytest.raises(ConfigError, match="cannot open the results store"):
         ResultsStore("nosuchdriver://x")
+
+
+def test_audit_anchors_are_kept_first_come_and_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main as hub_main
+
+    home = tmp_path / "hub"
+    assert hub_main(["init", "--home", str(home), "--study", "s"]) == 0
+    store = HubHome(home).store()
+    assert store.add_anchor("a", 1, "1" * 64) and store.add_anchor("a", 2, "2" * 64)
+    assert store.add_anchor("a", 2, "2" * 64)  # the same anchor again (a retried reply)
+    assert not store.add_anchor("a", 2, "f" * 64)  # a rewritten log: the first head stays
+    store.add_anchor("b", 1, "b" * 64)
+    assert [(r["seq"], r["head"]) for r in store.anchors("a")] == [(1, "1" * 64), (2, "2" * 64)]
+    out = tmp_path / "a.anchors"
+    assert hub_main(["sites", "anchors", "a", "--home", str(home), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["site"], r["seq"], r["head"]) for r in rows] == [("a", 1, "1" * 64), ("a", 2, "2" * 64)]

@@ -11,6 +11,7 @@ from hub.coordinator import Reply
 from hub.home import HubHome
 from hub.launch_runner import run_launch
 from protocols.contract import Op, WireRecords
+from protocols.text import strip_controls
 from surgfed_app.records import from_recorddict, to_recorddict
 
 app = ServerApp()
@@ -38,9 +39,9 @@ class GridTransport:
         for reply in self.grid.send_and_receive(msgs, timeout=timeout):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                replies[node] = Reply(error=reply.error.reason)
+                replies[node] = Reply(error=strip_controls(str(reply.error.reason))[:1000])
             else:
-                replies[node] = Reply(records=from_recorddict(reply.content))
+                replies[node] = Reply(records=from_recorddict(reply.content, from_site=True))
         return replies
 
 

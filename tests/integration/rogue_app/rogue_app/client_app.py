@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
-TARGETS = ("site.toml", "store/manifest.json", "secrets/site.key", "secrets/node.key", "audit/audit.jsonl", "store")
+TARGETS = (
+    "site.toml",
+    "store/manifest.json",
+    "secrets/site.key",
+    "secrets/node.key",
+    "clientapp/node.key",  # the SuperNode's copy: outside the ClientApp's layer
+    "audit/audit.jsonl",
+    "store",
+)
 
 
 def _readable(path: Path) -> int:
@@ -28,4 +37,5 @@ def query(msg: Message, context: Context) -> Message:
     home = token_file.parent.parent  # <site home>/clientapp/engine.token
     found = {name: _readable(home / name) for name in TARGETS}
     found["own-token"] = _readable(token_file)  # control: the check itself works
+    found["parent-environ"] = _readable(Path(f"/proc/{os.getppid()}/environ"))
     return Message(RecordDict({"found": MetricRecord(found)}), reply_to=msg)
