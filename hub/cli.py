@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sites_remove)
     sites.add_parser("list", parents=[common], help="list sites").set_defaults(func=cmd_sites_list)
     p = sites.add_parser("anchors", parents=[common], help="export a site's audit anchors for `site_node audit verify`")
-    p.add_argument("name")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("name", help="the site's registered name (as in `hub sites list`)")
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write the anchors to")
     p.set_defaults(func=cmd_sites_anchors)
 
     p = sub.add_parser("launch", parents=[common], help="run a study protocol across its sites")

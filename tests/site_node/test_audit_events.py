@@ -29,7 +29,7 @@ def test_copied_approval_and_policy_change_are_recorded_at_start(tmp_path: Path)
 
 def test_ingest_is_recorded_with_counts_and_no_names(tmp_path: Path, synthetic_site: Path) -> None:
     home = init_home(tmp_path / "site", "site-a")
-    result = ingest(home, synthetic_site / "cholec80", "cholec80")
+    result = ingest(home, synthetic_site / "cholec80", "cholec80", profile="demo")
     entry = AuditLog(home.audit_log).entries()[-1]
     assert entry["event"] == "ingest" and entry["videos"] == len(result.dataset.videos)
     assert entry["format"] == "cholec80" and sum(entry["files"].values()) >= entry["videos"]

@@ -138,4 +138,4 @@ def test_policy_show_prints_the_policy_in_force(tmp_path: Path, capsys) -> None:
     home.config_file.write_text(home.config_file.read_text().replace("max_rounds = 20", "max_rounds = 3"))
     assert main(["policy", "show", "--home", str(home.root)]) == 0
     out = capsys.readouterr().out
-    assert "max_rounds = 3" in out and "min_videos = 5" in out and "require_dp = True" in out
+    assert "max_rounds = 3" in out and "min_videos = 5" in out and "require_dp = true" in out
