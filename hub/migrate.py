@@ -1,0 +1,47 @@
+"""Bring a results store's schema to the newest Alembic revision when it is opened (SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Stores made before migrations existed hold exactly the baseline's tables and no alembic_version.
+BASELINE = "0001"
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, f"no Alembic revisions under {MIGRATIONS}"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as con:
+        return MigrationContext.configure(con).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every migration the store lacks, in one transaction (PostgreSQL DDL is transactional)."""
+    cfg = _config()
+    head = head_revision()
+    with engine.begin() as con:
+        current = MigrationContext.configure(con).get_current_revision()
+        if current == head:
+            return
+        cfg.attributes["connection"] = con
+        if current is None and inspect(con).has_table("studies"):
+            command.stamp(cfg, BASELINE)
+        command.upgrade(cfg, "head")
