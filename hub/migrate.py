@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -14,6 +15,9 @@ from sqlalchemy.engine import Engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Stores made before migrations existed hold exactly the baseline's tables and no alembic_version.
 BASELINE = "0001"
+log = logging.getLogger(__name__)
+# Alembic announces its context at INFO on every open; the one line worth seeing is ours, when something changes.
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 def _config() -> Config:
@@ -42,6 +46,7 @@ def upgrade_schema(engine: Engine) -> None:
         if current == head:
             return
         cfg.attributes["connection"] = con
+        log.info("results store schema: migrating %s -> %s", current or "empty", head)
         if current is None and inspect(con).has_table("studies"):
             command.stamp(cfg, BASELINE)
         command.upgrade(cfg, "head")

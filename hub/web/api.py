@@ -71,12 +71,14 @@ def cancel(request: Request, study_id: str, user: Coordinator) -> dict[str, Any]
 @router.get("/studies/{study_id}/results")
 def results(request: Request, study_id: str, user: Viewer, round: int | None = None) -> dict[str, Any]:
     """The per_center.csv rows of the latest finished launch: center rows and a pooled row per metric."""
+    home_of(request).store().study(study_id)  # an unknown id is a 404 naming the known ones
     frame = per_center(home_of(request), study_id, round_=round)
     return {"study_id": study_id, "columns": [str(c) for c in frame.columns], "rows": views.json_rows(frame)}
 
 
 @router.get("/studies/{study_id}/report.zip", response_class=Response)
 def report_zip(request: Request, study_id: str, user: Viewer) -> Response:
+    home_of(request).store().study(study_id)
     folder = report_dir(home_of(request), study_id)
     return Response(
         zip_bytes(folder, f"{study_id}-report"),

@@ -52,7 +52,7 @@ def study_page(request: Request, study_id: str, user: Viewer) -> HTMLResponse:
     grid = views.grid(home, study_id)
     table, plots, missing = None, [], None
     try:
-        table = views.json_rows(per_center(home, study_id))
+        table = views.headline_rows(views.json_rows(per_center(home, study_id)))
         plots = figures(report_dir(home, study_id))
     except SurgFedError as exc:  # no finished launch or no results yet: the page says so
         missing = str(exc)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from hub.home import HubHome
 from hub.studies import LaunchState, study_protocol
+from protocols.errors import SurgFedError
 
 # Badge colour groups for the site job states the coordinator records (hub/coordinator.py, protocols JobState).
 STATE_GROUP = {
@@ -114,6 +115,19 @@ def sites(home: HubHome) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def headline_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-center rows of each task's headline metric (the page's table; the zip has every metric)."""
+    from reports import task_info
+
+    headline: dict[str, str | None] = {}
+    for task in {str(r["task"]) for r in rows}:
+        try:
+            headline[task] = task_info(task).headline
+        except SurgFedError:  # a task without a built-in definition: show all its metrics
+            headline[task] = None
+    return [r for r in rows if headline[str(r["task"])] in (None, r["metric"])]
 
 
 def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
