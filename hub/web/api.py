@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["v1"])
 
 
 def home_of(request: Request) -> HubHome:
-    return request.app.state.home  # type: ignore[no-any-return]
+    return request.app.state.home
 
 
 @router.get("/me")

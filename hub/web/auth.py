@@ -16,7 +16,7 @@ router = APIRouter()
 
 
 def accounts(request: Request) -> Accounts:
-    return request.app.state.accounts  # type: ignore[no-any-return]
+    return request.app.state.accounts
 
 
 def current_user(request: Request) -> User:
@@ -58,8 +58,10 @@ def login(request: Request, token: str) -> RedirectResponse:
 @router.post("/logout", include_in_schema=False)
 def logout(request: Request) -> RedirectResponse:
     session = request.cookies.get(COOKIE)
-    if session:
+    user = accounts(request).session_user(session)
+    if session and user:
         accounts(request).end_session(session)
+        accounts(request).log(user.name, "logout", None, None)
     response = RedirectResponse("/signed-out", status_code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -102,16 +102,17 @@ def sites(home: HubHome) -> list[dict[str, Any]]:
                 latest[job["center"]] = job
     out = []
     for site in store.list_sites():
-        job = latest.get(site["name"])
+        last = latest.get(site["name"])
         out.append(
             {
                 "name": site["name"],
                 "state": "revoked" if site["revoked_at"] else "registered",
                 "node_id": site["node_id"],
                 "added_at": site["added_at"],
-                "last_job_state": job["state"] if job else None,
-                "last_job_at": job["updated_at"] if job else None,
-                "software_version": job["software_version"] if job else None,
+                "last_job_state": last["state"] if last else None,
+                "last_job_group": STATE_GROUP.get(last["state"], "busy") if last else "none",
+                "last_job_at": last["updated_at"] if last else None,
+                "software_version": last["software_version"] if last else None,
             }
         )
     return out

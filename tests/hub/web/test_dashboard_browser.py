@@ -106,6 +106,9 @@ def test_coordinator_and_viewer_in_chromium(
             for state in round_player(home.store(), launch_id, "web-phase"):
                 # the page polls the API; every site's badge must reach the state the coordinator recorded
                 page.locator("#grid td .badge", has_text=re.compile(f"^{state}$")).nth(2).wait_for(timeout=15000)
+                if state == "running":
+                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(SCREENSHOT.with_name("study-running.png")), full_page=True)
             page.locator("#per-center").wait_for(timeout=30000)  # the page reloads itself when the launch ends
             assert page.inner_text("#study-state") == "finished"
             assert page.locator("#grid .badge", has_text="stored").count() == 3
