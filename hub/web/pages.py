@@ -55,7 +55,7 @@ def study_page(request: Request, study_id: str, user: Viewer) -> HTMLResponse:
         table = views.headline_rows(views.json_rows(per_center(home, study_id)))
         plots = figures(report_dir(home, study_id))
     except SurgFedError as exc:  # no finished launch or no results yet: the page says so
-        missing = str(exc)
+        missing = str(exc) if grid["final"] else "Results appear here once the sites' numbers are stored."
     return render(
         request,
         "study.html",

@@ -22,6 +22,8 @@
       const text = badges.map((b) => b.textContent + b.title).join("|");
       if (td.dataset.drawn !== text) { td.replaceChildren(...badges); td.dataset.drawn = text; }
     }
+    const note = document.getElementById("pending-note");
+    if (note && data.state !== "pending") note.remove();
     if (state && state.textContent !== data.state) {
       state.textContent = data.state;
       state.className = "badge big state-" + data.state;

@@ -107,6 +107,7 @@ def test_coordinator_and_viewer_in_chromium(
                 # the page polls the API; every site's badge must reach the state the coordinator recorded
                 page.locator("#grid td .badge", has_text=re.compile(f"^{state}$")).nth(2).wait_for(timeout=15000)
                 if state == "running":
+                    assert page.locator("#pending-note").count() == 0
                     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(SCREENSHOT.with_name("study-running.png")), full_page=True)
             page.locator("#per-center").wait_for(timeout=30000)  # the page reloads itself when the launch ends
