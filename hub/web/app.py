@@ -59,9 +59,14 @@ def _error(request: Request, status: int, message: str) -> Response:
     return pages.render(request, "message.html", status_code=status, user=None, title=title, message=message)
 
 
+def web_server(home: HubHome, host: str, port: int) -> uvicorn.Server:
+    """The dashboard as a uvicorn server; `hub serve` can run it in a thread beside the Fleet proxy."""
+    config = uvicorn.Config(create_app(home), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    return uvicorn.Server(config)
+
+
 def run_web(home: HubHome, host: str, port: int) -> int:
-    app = create_app(home)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3))
+    server = web_server(home, host, port)
     print(f"hub: dashboard on http://{host}:{port}/ (sign in with a `hub users add` link)", flush=True)
     server.run()  # handles SIGINT/SIGTERM itself
-    return 0
+    return 0 if server.started else 1
