@@ -9,12 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Stores made before migrations existed hold exactly the baseline's tables and no alembic_version.
 BASELINE = "0001"
+_LOCK_KEY = 0x5F_FED_0  # any fixed number: one advisory lock serialises migrations of a store
 log = logging.getLogger(__name__)
 # Alembic announces its context at INFO on every open; the one line worth seeing is ours, when something changes.
 logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
@@ -42,6 +43,8 @@ def upgrade_schema(engine: Engine) -> None:
     cfg = _config()
     head = head_revision()
     with engine.begin() as con:
+        if con.dialect.name == "postgresql":  # hub serve, the ServerApp and hub web may open a new store at once
+            con.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         current = MigrationContext.configure(con).get_current_revision()
         if current == head:
             return

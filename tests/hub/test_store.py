@@ -82,3 +82,12 @@ def test_bad_url(url: str, shown: str) -> None:
     with pytest.raises(ConfigError, match="cannot open the results store") as info:
         ResultsStore(url)
     assert shown in str(info.value) and "secret" not in str(info.value)
+
+
+def test_stores_opened_at_once_migrate_once(store_url: str) -> None:
+    """hub serve, the ServerApp and hub web may open a new store together: every opener ends at head."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(ResultsStore, [store_url] * 4))
+    assert {current_revision(s.engine) for s in stores} == {head_revision()}
