@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -16,6 +17,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Stores made before migrations existed hold exactly the baseline's tables and no alembic_version.
 BASELINE = "0001"
 _LOCK_KEY = 0x5F_FED_0  # any fixed number: one advisory lock serialises migrations of a store
+_THREADS = threading.Lock()
 log = logging.getLogger(__name__)
 # Alembic announces its context at INFO on every open; the one line worth seeing is ours, when something changes.
 logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
@@ -39,7 +41,18 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Apply every migration the store lacks, in one transaction (PostgreSQL DDL is transactional)."""
+    """Apply every migration the store lacks (PostgreSQL: in one transaction, under an advisory lock)."""
+    with _THREADS:
+        try:
+            _upgrade(engine)
+        except Exception:
+            # SQLite has no advisory lock: another process may have migrated the file between our check and
+            # our CREATE TABLE. That is only fine if the store now stands at head.
+            if current_revision(engine) != head_revision():
+                raise
+
+
+def _upgrade(engine: Engine) -> None:
     cfg = _config()
     head = head_revision()
     with engine.begin() as con:

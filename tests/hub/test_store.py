@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -85,9 +87,19 @@ def test_bad_url(url: str, shown: str) -> None:
 
 
 def test_stores_opened_at_once_migrate_once(store_url: str) -> None:
-    """hub serve, the ServerApp and hub web may open a new store together: every opener ends at head."""
-    from concurrent.futures import ThreadPoolExecutor
+    """hub serve, the ServerApp and hub web are separate processes that may open a new store together."""
+    import os
+    import subprocess
+    import sys
 
-    with ThreadPoolExecutor(4) as pool:
-        stores = list(pool.map(ResultsStore, [store_url] * 4))
-    assert {current_revision(s.engine) for s in stores} == {head_revision()}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = "import sys; from hub.store import ResultsStore; ResultsStore(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, store_url], env=env, stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert current_revision(ResultsStore(store_url).engine) == head_revision()
