@@ -18,7 +18,7 @@ from protocols.errors import SurgFedError, UsageError
 def _home(args: argparse.Namespace) -> HubHome:
     if args.home is None:
         raise UsageError(f"no hub home: pass --home DIR or set {HOME_ENV}")
-    return HubHome(args.home)
+    return HubHome(args.home, store_url=getattr(args, "db", None))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -31,6 +31,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         public_port=args.port,
         internal_port=args.internal_port,
         hosts=args.san or None,
+        store_url=args.db,
     )
     print(f"hub home created: {home.root}\nstudy CA for the sites: {home.ca_cert}")
     return 0
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(env_home) if env_home else None,
         help=f"hub home folder (default: ${HOME_ENV})",
     )
+    common.add_argument("--db", metavar="URL", help="results store URL (default: [store] url in hub.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
@@ -210,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
     p.set_defaults(func=cmd_demo)
+
+    from hub.commands_web import add_commands
+
+    add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 
 

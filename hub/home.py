@@ -16,8 +16,11 @@ HOME_ENV = "SURGFED_HUB_HOME"
 HUB_TOML = """# Hub configuration, written by `hub init` (see README.md, section "At the coordinating center (hub)").
 [hub]
 study_name = "{study}"
-# SQLAlchemy URL of the results store (SQLite by default; PostgreSQL works too).
-store_url = "sqlite:///{store}"
+
+[store]
+# SQLAlchemy URL of the results store: SQLite by default, or postgresql://USER:PASSWORD@HOST:PORT/DB.
+# Opening the store applies its schema migrations (hub/migrations/).
+url = "{store_url}"
 
 [superlink]
 # The SuperLink listens on loopback only: its Control API has no login in open-source Flower.
@@ -27,6 +30,13 @@ port = {internal_port}
 # The public, Fleet-only port the sites dial (TLS terminated by the hub's filtering proxy).
 host = "{public_host}"
 port = {public_port}
+
+[web]
+# The dashboard (`hub web`, `hub serve`): loopback by default; put the hospital's TLS reverse proxy in front
+# and set public_url to the address people open, so `hub users add` prints links that work.
+host = "127.0.0.1"
+port = 8780
+public_url = ""
 """
 
 
@@ -37,11 +47,16 @@ class HubConfig:
     internal_port: int
     public_host: str
     public_port: int
+    web_host: str = "127.0.0.1"
+    web_port: int = 8780
+    web_public_url: str = ""
 
 
 class HubHome:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, store_url: str | None = None) -> None:
         self.root = Path(root).resolve()
+        self.store_url = store_url  # `--db URL` wins over hub.toml
+        self._store: ResultsStore | None = None
 
     config_file = property(lambda self: self.root / "hub.toml")
     ca_cert = property(lambda self: self.root / "pki" / "ca.crt")
@@ -62,18 +77,26 @@ class HubHome:
         self.require()
         try:
             data: dict[str, Any] = tomllib.loads(self.config_file.read_text(encoding="utf-8"))
+            web = data.get("web", {})
             return HubConfig(
                 study_name=str(data["hub"]["study_name"]),
-                store_url=str(data["hub"]["store_url"]),
+                # [store] url; hub homes made before it name the store in [hub] store_url
+                store_url=str(data["store"]["url"] if "store" in data else data["hub"]["store_url"]),
                 internal_port=int(data["superlink"]["port"]),
                 public_host=str(data["fleet"]["host"]),
                 public_port=int(data["fleet"]["port"]),
+                web_host=str(web.get("host", "127.0.0.1")),
+                web_port=int(web.get("port", 8780)),
+                web_public_url=str(web.get("public_url", "")),
             )
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{self.config_file}: {exc}") from exc
 
     def store(self) -> ResultsStore:
-        return ResultsStore(self.config().store_url)
+        """The results store, opened (and migrated) once per HubHome."""
+        if self._store is None:
+            self._store = ResultsStore(self.store_url or self.config().store_url)
+        return self._store
 
 
 def init_hub(
@@ -84,6 +107,7 @@ def init_hub(
     public_port: int = 9092,
     internal_port: int = 9093,
     hosts: list[str] | None = None,
+    store_url: str | None = None,
 ) -> HubHome:
     home = HubHome(root)
     if home.config_file.exists():
@@ -96,7 +120,7 @@ def init_hub(
     home.config_file.write_text(
         HUB_TOML.format(
             study=study,
-            store=home.root / "state" / "results.db",
+            store_url=store_url or f"sqlite:///{home.root / 'state' / 'results.db'}",
             internal_port=internal_port,
             public_host=public_host,
             public_port=public_port,

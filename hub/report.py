@@ -12,7 +12,7 @@ import pandas as pd
 from hub.home import HubHome
 from protocols import __version__
 from protocols.errors import DataError
-from reports import Blinder, write_report
+from reports import Blinder, per_center_frame, write_report
 from reports.meta import SiteInfo, StudyMeta
 
 
@@ -71,6 +71,22 @@ def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:  # type: ign
     raise DataError(f"study {study_id!r}: no global adapter for round {round_}; rounds with one: {rounds}")
 
 
+def latest_results(home: HubHome, study_id: str) -> tuple[dict, pd.DataFrame]:  # type: ignore[type-arg]
+    """The study's latest finished launch and its tidy results; a DataError when it stored none."""
+    store = home.store()
+    launch = store.latest_launch(study_id)
+    frame = store.results_frame(launch["launch_id"])
+    if frame.empty:
+        raise DataError(f"study {study_id!r}: launch {launch['launch_id']} stored no results (see `hub launch` output)")
+    return launch, frame
+
+
+def per_center(home: HubHome, study_id: str, *, round_: int | None = None, blind: bool = False) -> pd.DataFrame:
+    """The rows `hub report` writes to per_center.csv, for the API and the dashboard."""
+    launch, frame = latest_results(home, study_id)
+    return per_center_frame(frame, study_meta(home, study_id, launch), round=round_, blind=blind)
+
+
 def report(
     home: HubHome,
     study_id: str,
@@ -81,10 +97,7 @@ def report(
     formats: Sequence[str] = ("csv", "md", "tex", "html"),
 ) -> list[Path]:
     store = home.store()
-    launch = store.latest_launch(study_id)
-    frame = store.results_frame(launch["launch_id"])
-    if frame.empty:
-        raise DataError(f"study {study_id!r}: launch {launch['launch_id']} stored no results (see `hub launch` output)")
+    launch, frame = latest_results(home, study_id)
     meta = study_meta(home, study_id, launch)
     paths = write_report(frame, Path(out_dir), meta, round=round_, formats=formats, blind=blind)
     # The same first-seen order as write_report's, so a center gets the same pseudonym in every file.

@@ -24,8 +24,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
+from hub.migrate import upgrade_schema
 from protocols.errors import ConfigError
 from protocols.results import COLUMNS, ResultRow
 from protocols.states import LaunchState
@@ -128,13 +129,31 @@ audit_anchors = Table(
 )
 
 
+def engine_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (the pinned driver), not SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def shown_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as it came
+        return url
+
+
 class ResultsStore:
+    """The store at a SQLAlchemy URL; opening it applies the schema migrations it lacks (hub/migrations/)."""
+
     def __init__(self, url: str) -> None:
+        self.url = engine_url(url)
         try:
-            self.engine: Engine = create_engine(url, future=True)
-            metadata.create_all(self.engine)
+            self.engine: Engine = create_engine(self.url, future=True, pool_pre_ping=True)
+            upgrade_schema(self.engine)
         except Exception as exc:  # noqa: BLE001 - any driver error becomes a config error naming the URL
-            raise ConfigError(f"cannot open the results store {url!r}: {exc}") from exc
+            raise ConfigError(f"cannot open the results store {shown_url(url)!r}: {exc}") from exc
 
     # -- sites ---------------------------------------------------------------------------------
     def add_anchor(self, center: str, seq: int, head: str) -> bool:
@@ -201,14 +220,14 @@ class ResultsStore:
         with self.engine.connect() as con:
             return [r.study_id for r in con.execute(select(studies.c.study_id))]
 
-    def new_launch(self, launch_id: str, study_id: str, protocol_hash: str) -> None:
+    def new_launch(self, launch_id: str, study_id: str, protocol_hash: str, state: str = "running") -> None:
         with self.engine.begin() as con:
             con.execute(
                 insert(launches).values(
                     launch_id=launch_id,
                     study_id=study_id,
                     protocol_hash=protocol_hash,
-                    state=LaunchState.RUNNING.value,
+                    state=LaunchState(state).value,
                     started_at=time.time(),
                 )
             )
@@ -227,6 +246,16 @@ class ResultsStore:
                 .where(launches.c.launch_id == launch_id)
                 .values(state=LaunchState(state).value, detail=detail, finished_at=time.time())
             )
+
+    def set_launch_state(self, launch_id: str, state: str) -> None:
+        with self.engine.begin() as con:
+            con.execute(update(launches).where(launches.c.launch_id == launch_id).values(state=state))
+
+    def launches_of(self, study_id: str) -> list[dict[str, Any]]:
+        """Every launch of a study, newest first."""
+        with self.engine.connect() as con:
+            q = select(launches).where(launches.c.study_id == study_id).order_by(launches.c.started_at.desc())
+            return [dict(r._mapping) for r in con.execute(q)]
 
     def latest_launch(self, study_id: str) -> dict[str, Any]:
         with self.engine.connect() as con:

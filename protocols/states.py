@@ -45,6 +45,12 @@ _FINAL = frozenset(
 
 
 class LaunchState(str, Enum):
+    PENDING = "pending"  # registered; a running `hub serve` starts it
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def open(self) -> bool:
+        return self in (LaunchState.PENDING, LaunchState.RUNNING)

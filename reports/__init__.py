@@ -4,7 +4,7 @@ from reports.blind import Blinder, find_leaks, pseudonym
 from reports.frame import POOLED, POOLED_COLUMNS
 from reports.meta import SiteInfo, StudyMeta
 from reports.pooling import MetaResult, Method, random_effects
-from reports.report import FORMATS, write_report
+from reports.report import FORMATS, per_center_frame, write_report
 from reports.taskinfo import TaskInfo, resolve_task_infos, task_info
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "StudyMeta",
     "TaskInfo",
     "find_leaks",
+    "per_center_frame",
     "pseudonym",
     "random_effects",
     "resolve_task_infos",

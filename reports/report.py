@@ -181,6 +181,19 @@ def _write_documents(st: _Study, sections: list[html.Section], out_dir: Path, fo
     return written
 
 
+def per_center_frame(
+    results: pd.DataFrame,
+    meta: StudyMeta,
+    *,
+    round: int | None = None,
+    blind: bool = False,
+    hartung_knapp: bool = False,
+    tasks: Mapping[str, TaskInfo] | None = None,
+) -> pd.DataFrame:
+    """The per_center.csv table itself (center rows, then a pooled row per metric), without writing any file."""
+    return _prepare(results, meta, round, blind, hartung_knapp, tasks)[0].per_center
+
+
 def write_report(
     results: pd.DataFrame,
     out_dir: Path,

@@ -1,0 +1,1 @@
+"""Alembic revisions of the results store, one file each, applied in order."""
