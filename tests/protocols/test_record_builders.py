@@ -109,4 +109,4 @@ def test_site_states_extend_the_job_states_with_the_hub_s_own() -> None:
     assert final == {"stored", "error", "absent", "failed", "refused", "rejected"}
     assert not SiteState.DONE.final  # released at the site, but not over before the hub has stored it
     # The stored strings stay what the store and its readers already hold.
-    assert [s.value for s in LaunchState] == ["running", "finished", "failed"]
+    assert [s.value for s in LaunchState] == ["pending", "running", "finished", "failed", "cancelled"]

@@ -12,10 +12,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A store stamped at the baseline may come from a create_all that already had these columns.
+    have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("results")}
+    new = [
+        sa.Column("se_pooling", sa.Float, nullable=True),
+        sa.Column("pooling_scale", sa.String(16), nullable=True),
+        sa.Column("undefined_share", sa.Float, nullable=True),
+    ]
     with op.batch_alter_table("results") as batch:  # batch: SQLite cannot ALTER most things in place
-        batch.add_column(sa.Column("se_pooling", sa.Float, nullable=True))
-        batch.add_column(sa.Column("pooling_scale", sa.String(16), nullable=True))
-        batch.add_column(sa.Column("undefined_share", sa.Float, nullable=True))
+        for column in new:
+            if column.name not in have:
+                batch.add_column(column)
     op.create_table(
         "audit_anchors",
         sa.Column("center", sa.String(64), nullable=False),
