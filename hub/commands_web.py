@@ -47,6 +47,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, bind: Callable[..., 
     users = sub.add_parser("users", help="dashboard accounts").add_subparsers(dest="ucmd", required=True)
     p = users.add_parser("add", parents=[common], help="add a user and print a one-time login link")
     p.add_argument("name", help="the account name (shown in the dashboard and its write log)")
-    p.add_argument("--role", choices=["coordinator", "viewer"], required=True, help="coordinators launch and cancel; viewers only look")
+    p.add_argument(
+        "--role",
+        choices=["coordinator", "viewer"],
+        required=True,
+        help="coordinators launch and cancel; viewers only look",
+    )
     p.set_defaults(func=bind(cmd_users_add))
     users.add_parser("list", parents=[common], help="list users").set_defaults(func=bind(cmd_users_list))

@@ -20,7 +20,7 @@ def _iso(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "n/a"
 
 
-def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:  # type: ignore[type-arg]
+def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:
     store = home.store()
     study = store.study(study_id)
     jobs = store.jobs(launch["launch_id"])
@@ -45,7 +45,7 @@ def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:  # type
     )
 
 
-def export_adapter(row: dict, out_dir: Path) -> Path:  # type: ignore[type-arg]
+def export_adapter(row: dict, out_dir: Path) -> Path:
     """Copy a stored round adapter (a standard PEFT directory) and check it still has the sha256 the store holds."""
     from protocols.adapters import adapter_sha256
 
@@ -61,7 +61,7 @@ def export_adapter(row: dict, out_dir: Path) -> Path:  # type: ignore[type-arg]
     return out_dir
 
 
-def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:  # type: ignore[type-arg]
+def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:
     store = home.store()
     launch = store.latest_launch(study_id)
     for row in store.adapters(launch["launch_id"]):
@@ -71,7 +71,7 @@ def adapter_for(home: HubHome, study_id: str, round_: int) -> dict:  # type: ign
     raise DataError(f"study {study_id!r}: no global adapter for round {round_}; rounds with one: {rounds}")
 
 
-def latest_results(home: HubHome, study_id: str) -> tuple[dict, pd.DataFrame]:  # type: ignore[type-arg]
+def latest_results(home: HubHome, study_id: str) -> tuple[dict, pd.DataFrame]:
     """The study's latest finished launch and its tidy results; a DataError when it stored none."""
     store = home.store()
     launch = store.latest_launch(study_id)
@@ -110,7 +110,7 @@ def report(
     return paths
 
 
-def _privacy_table(jobs: list[dict], blinder: Blinder) -> pd.DataFrame | None:  # type: ignore[type-arg]
+def _privacy_table(jobs: list[dict], blinder: Blinder) -> pd.DataFrame | None:
     """Each DP trainer's epsilon (per video) after each round, as the site reported it."""
     rows = [
         {"round": j["round"], "center": j["center"], "epsilon": j["epsilon"]}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import uvicorn
 
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
 from hub.superlink import start_superlink
-from protocols.procs import port_open, wait_for
+from protocols.procs import Child, port_open, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         wait_for(lambda: port_open("127.0.0.1", cfg.internal_port), 60, "the SuperLink to listen", superlink)
         scheme = "http" if insecure else "https"
         app = make_app(f"{scheme}://127.0.0.1:{cfg.internal_port}", None if insecure else home.ca_cert)
-        ssl_args = {} if insecure else {"ssl_certfile": str(home.server_cert), "ssl_keyfile": str(home.server_key)}
+        ssl_args: dict[str, Any] = (
+            {} if insecure else {"ssl_certfile": str(home.server_cert), "ssl_keyfile": str(home.server_key)}
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -51,7 +54,7 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         superlink.stop()
 
 
-def _watch(superlink, server: uvicorn.Server) -> None:  # type: ignore[no-untyped-def]
+def _watch(superlink: Child, server: uvicorn.Server) -> None:
     """If the SuperLink dies, stop serving: a proxy to nothing would only hide the failure."""
     while not server.should_exit:
         if not superlink.alive():

@@ -41,7 +41,7 @@ def cancel_study(home: HubHome, study_id: str, *, by: str) -> list[str]:
     if not cancelled:
         raise ConfigError(f"study {study_id!r} has no pending or running launch to cancel")
     for launch_id in cancelled:
-        store.finish_launch(launch_id, LaunchState.CANCELLED.value, f"cancelled by {by}")
+        store.finish_launch(launch_id, LaunchState.CANCELLED, f"cancelled by {by}")
     return cancelled
 
 

@@ -122,7 +122,8 @@ def peft_config_dict(lora: LoraPlan, base_model_name_or_path: str) -> dict[str, 
 
     config = LoraConfig(
         r=lora.rank,
-        lora_alpha=lora.alpha,
+        # mypy: peft types lora_alpha as int; it accepts a float (it only divides by it)
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]
         lora_dropout=lora.dropout,
         target_modules=lora.peft_target_regex(),
         bias="none",

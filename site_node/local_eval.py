@@ -172,7 +172,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{'task':<14}{'headline':<14}{'estimate':>9}  {'95% CI':<17}{'videos':>7}{'frames':>7}{'parse fail':>11}"]
     for task, r in summary["tasks"].items():
         m = r["metrics"][r["headline"]]
-        fmt = lambda x: "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+        def fmt(x):
+            return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
         ci = f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
         lines.append(
             f"{task:<14}{r['headline']:<14}{fmt(m['estimate']):>9}  {ci:<17}{r['n_videos']:>7}{r['n_frames']:>7}"

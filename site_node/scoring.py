@@ -141,7 +141,7 @@ def _record(obj: Any, where: str) -> Record:
     return Record(
         str(video),
         frame,
-        Answer(answer, logprobs, tuple(size) if size else None),  # type: ignore[arg-type]
+        Answer(answer, logprobs, tuple(size) if size else None),
         obj.get("dataset"),
         obj.get("task"),
         where,

@@ -13,7 +13,7 @@ from protocols.errors import DataError
 
 
 class LabelKind(str, Enum):
-    """What a manifest label file provides; one file may serve several kinds (a CholecT50 JSON: triplet, action, boxes)."""
+    """What a manifest label file provides; one file may serve several (a CholecT50 JSON: triplet, action, boxes)."""
 
     PHASE = "phase"
     TRIPLET = "triplet"

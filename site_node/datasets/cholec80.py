@@ -1,4 +1,4 @@
-"""Cholec80: `videos/videoXX.mp4` with `phase_annotations/videoXX-phase.txt` (tab-separated Frame, Phase) and tool files."""
+"""Cholec80: `videos/videoXX.mp4`, `phase_annotations/videoXX-phase.txt` (Frame, Phase names) and tool files."""
 
 from __future__ import annotations
 

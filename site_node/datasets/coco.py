@@ -27,7 +27,7 @@ class CocoImage:
 
 
 def _identity(image: dict[str, Any]) -> tuple[str, int]:
-    """Video and frame of an image: explicit fields first, then the `{video}_{frame}` file name, else the image alone."""
+    """Video and frame of an image: explicit fields, then the `{video}_{frame}` file name, else the image alone."""
     stem = Path(str(image.get("file_name", ""))).stem
     video = image.get("video_name") or video_of_stem(stem) or (str(image["video_id"]) if "video_id" in image else stem)
     frame = image.get("frame_id")

@@ -19,7 +19,7 @@ _KIND_COLUMNS = {LabelKind.ACTION: ("action", "verb"), LabelKind.PHASE: ("phase"
 
 @dataclass(frozen=True)
 class Table:
-    """A CSV's columns (lower case) and rows with their line numbers; row errors kept per video (None: unattributable)."""
+    """A CSV's columns (lower case) and rows with line numbers; row errors per video (None: unattributable)."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple[int, dict[str, str]], ...]

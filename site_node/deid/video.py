@@ -171,8 +171,15 @@ class _Encoder:
         self.out.close()
 
 
-def _reencode(frames: Iterator[tuple[av.VideoFrame, bool]], dst: Path, stream: av.video.stream.VideoStream,
-              plan: MaskPlan, settings: VideoSettings, result: VideoResult, progress: Progress | None) -> None:  # fmt: skip
+def _reencode(
+    frames: Iterator[tuple[av.VideoFrame, bool]],
+    dst: Path,
+    stream: av.video.stream.VideoStream,
+    plan: MaskPlan,
+    settings: VideoSettings,
+    result: VideoResult,
+    progress: Progress | None,
+) -> None:
     encoder: _Encoder | None = None
     last_pts = None
     step = max(1, round(1 / (result.rate * stream.time_base))) if stream.time_base else 1
@@ -234,10 +241,18 @@ def _copy(src: Path, dst: Path, result: VideoResult) -> None:
                 out.mux(p)
 
 
-def deidentify_video(src: Path, dst: Path, *, settings: VideoSettings, detector: OutOfBodyDetector,
-                     rules: tuple[RecorderRule, ...] = (), progress: Progress | None = None,
-                     fps_hint: Fraction | None = None, allow_copy: bool = True,
-                     extra_plan: MaskPlan | None = None) -> VideoResult:  # fmt: skip
+def deidentify_video(
+    src: Path,
+    dst: Path,
+    *,
+    settings: VideoSettings,
+    detector: OutOfBodyDetector,
+    rules: tuple[RecorderRule, ...] = (),
+    progress: Progress | None = None,
+    fps_hint: Fraction | None = None,
+    allow_copy: bool = True,
+    extra_plan: MaskPlan | None = None,
+) -> VideoResult:
     """De-identify one video file into an MP4 at `dst`; raises DeidError (the caller quarantines)."""
     result = VideoResult()
     with open_video(src) as container:

@@ -21,7 +21,10 @@ def iou_matrix(a: Sequence[LabelledBox], b: Sequence[LabelledBox]) -> np.ndarray
     p, q = np.array([x.xyxy for x in a], dtype=float), np.array([x.xyxy for x in b], dtype=float)
     lo, hi = np.maximum(p[:, None, :2], q[None, :, :2]), np.minimum(p[:, None, 2:], q[None, :, 2:])
     inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
+
+    def area(r):
+        return (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
+
     union = area(p)[:, None] + area(q)[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 

@@ -136,7 +136,13 @@ GROUNDING_METRICS = tuple(_TABLE)
 
 
 def _estimate(
-    videos: Sequence[Sequence[Case]], rule: Rule, stat: Callable[[np.ndarray], float], need: float, **boot: int
+    videos: Sequence[Sequence[Case]],
+    rule: Rule,
+    stat: Callable[[np.ndarray], float],
+    need: float,
+    *,
+    seed: int,
+    replicates: int,
 ) -> Estimate:
     rows, n_frames, n_failed = [], 0, 0
     for cases in videos:
@@ -150,7 +156,9 @@ def _estimate(
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0, float("nan"))
     table = np.array(rows, dtype=float)
     # the statistic of the pooled counts of resampled videos (the cluster bootstrap hands over video indices)
-    return bootstrap_estimate(len(rows), lambda idx: stat(table[idx]), n_frames=n_frames, n_failed=n_failed, **boot)
+    return bootstrap_estimate(
+        len(rows), lambda idx: stat(table[idx]), n_frames=n_frames, n_failed=n_failed, seed=seed, replicates=replicates
+    )
 
 
 def summarise(

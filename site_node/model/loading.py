@@ -135,6 +135,7 @@ def load_model(path: Path, device: str = "auto", dtype: str = "auto") -> LoadedM
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"cannot load the model weights of {path}: {exc}") from exc
     if torch_device.type != "cuda":
-        model = model.to(torch_device)
+        # mypy: transformers' stubs type .to() as taking a model
+        model = model.to(torch_device)  # type: ignore[arg-type]
     model.eval()
     return LoadedModel(model=model, processor=processor, path=path, device=torch_device, dtype=torch_dtype)

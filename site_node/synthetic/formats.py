@@ -1,4 +1,4 @@
-"""Synthetic labels in every supported format (CholecT50, Endoscapes, COCO, CSV), derived from the videos of synthetic/videos.py."""
+"""Synthetic labels in every supported format (CholecT50, Endoscapes, COCO, CSV) for the videos of videos.py."""
 
 from __future__ import annotations
 
@@ -106,7 +106,10 @@ def tool_box(v: SyntheticVideo, i: int, tool: str) -> tuple[float, float, float,
     pad_x, pad_y = 0.075, 0.075 * w / h  # half the shaft plus the jaws (0.05 of the width beyond the tip)
     x1, x2 = sorted((ex, tip[0]))
     y1, y2 = sorted((ey, tip[1]))
-    clip = lambda a: float(min(1.0, max(0.0, a)))
+
+    def clip(a):
+        return float(min(1.0, max(0.0, a)))
+
     return clip(x1 - pad_x), clip(y1 - pad_y), clip(x2 + pad_x), clip(y2 + pad_y)
 
 

@@ -140,7 +140,8 @@ def build_tokenizer(cfg: TinyConfig) -> Qwen2Tokenizer:
     tok = Qwen2Tokenizer(
         vocab=bpe.get_vocab(),
         merges=merges,
-        unk_token=None,
+        # mypy: transformers' stubs: token ids are int for one token; unk_token may be None
+        unk_token=None,  # type: ignore[arg-type]
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
@@ -199,10 +200,14 @@ def build_config(tok: Qwen2Tokenizer, cfg: TinyConfig) -> Qwen2_5_VLConfig:
             window_size=112,
             fullatt_block_indexes=[cfg.vision_depth - 1],
         ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        # mypy: transformers' stubs: token ids are int for one token; unk_token may be None
+        image_token_id=ids["<|image_pad|>"],  # type: ignore[arg-type]
+        # mypy: transformers' stubs: token ids are int for one token; unk_token may be None
+        video_token_id=ids["<|video_pad|>"],  # type: ignore[arg-type]
+        # mypy: transformers' stubs: token ids are int for one token; unk_token may be None
+        vision_start_token_id=ids["<|vision_start|>"],  # type: ignore[arg-type]
+        # mypy: transformers' stubs: token ids are int for one token; unk_token may be None
+        vision_end_token_id=ids["<|vision_end|>"],  # type: ignore[arg-type]
         tie_word_embeddings=False,
     )
 

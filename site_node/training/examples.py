@@ -83,7 +83,10 @@ def _labels(store: DataStore, video: VideoEntry, kind: LabelKind) -> FrameLabels
 
 def _levels(store: DataStore, video: VideoEntry) -> tuple[Callable[[int], Any], ...]:
     """Per decoded frame: the tools (L1), the triplets (L1 when there is no tool file, and L2) and the CVS (L3)."""
-    none: Callable[[int], Any] = lambda _frame: None
+
+    def none(_frame: int) -> Any:
+        return None
+
     tool_path = tool_file_for(store, video)
     tools = _AtOrBefore(FrameLabels(read_tool_file(tool_path)), video.fps) if tool_path is not None else none
     found = _labels(store, video, LabelKind.TRIPLET)

@@ -74,7 +74,8 @@ class TrainResult:
 def peft_config(lora: LoraPlan) -> LoraConfig:
     return LoraConfig(
         r=lora.rank,
-        lora_alpha=lora.alpha,
+        # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]
         lora_dropout=lora.dropout,
         target_modules=lora.peft_target_regex(),
         bias="none",
@@ -89,10 +90,13 @@ def _init_adapter(model: PeftModel, seed: int) -> None:
             if isinstance(module, LoraLayer) and _ADAPTER in module.lora_A:
                 a, b = module.lora_A[_ADAPTER].weight, module.lora_B[_ADAPTER].weight
                 gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
-                w = torch.empty(a.shape, dtype=torch.float32)
+                # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+                w = torch.empty(a.shape, dtype=torch.float32)  # type: ignore[arg-type]
                 torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
-                a.copy_(w)
-                b.zero_()
+                # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+                a.copy_(w)  # type: ignore[operator]
+                # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+                b.zero_()  # type: ignore[operator]
 
 
 def attach_lora(lm: LoadedModel, lora: LoraPlan, *, init_seed: int = 0) -> PeftModel:
@@ -108,7 +112,8 @@ def attach_lora(lm: LoadedModel, lora: LoraPlan, *, init_seed: int = 0) -> PeftM
         raise ConfigError(
             f"LoRA target modules {list(lora.target_modules)} match no layer of the language model: {str(exc)[:200]}"
         ) from exc
-    model.surgfed_requires_grad = flags  # restored by detach_lora
+    # restored by detach_lora; mypy: torch's stubs type nn.Module attributes as Tensor | Module
+    model.surgfed_requires_grad = flags  # type: ignore[assignment]
     _init_adapter(model, init_seed)
     return model
 
@@ -281,18 +286,23 @@ def training_mode(model: PeftModel, on: bool, checkpointing: bool) -> None:
         model.train()
         if checkpointing:  # transformers 5 names it activation checkpointing (non-reentrant by default)
             if hasattr(base, "activation_checkpointing_enable"):
-                base.activation_checkpointing_enable()
+                # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+                base.activation_checkpointing_enable()  # type: ignore[operator]
             else:
-                base.gradient_checkpointing_enable({"use_reentrant": False})
+                # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+                base.gradient_checkpointing_enable({"use_reentrant": False})  # type: ignore[operator]
         return
     if checkpointing:
         if hasattr(base, "activation_checkpointing_disable"):
-            base.activation_checkpointing_disable()
+            # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+            base.activation_checkpointing_disable()  # type: ignore[operator]
         else:
-            base.gradient_checkpointing_disable()
+            # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+            base.gradient_checkpointing_disable()  # type: ignore[operator]
         # Enabling added forward hooks that make embedding outputs require grad; disabling leaves them
         # (transformers removes them only for its own PEFT integration), so remove them here.
-        base.disable_input_require_grads()
+        # mypy: torch's stubs type nn.Module attributes as Tensor | Module
+        base.disable_input_require_grads()  # type: ignore[operator]
     model.eval()
 
 

@@ -44,7 +44,8 @@ def test_dp_round_reports_epsilon_and_capped_site_refuses(federation) -> None:  
         trainers=trainers,
         replace={
             "rounds: 3": "rounds: 1",
-            "    wire_dtype: bf16": "    wire_dtype: bf16\n    dp: {target_epsilon: 50.0, delta: 1.0e-5, max_grad_norm: 1.0}",
+            "    wire_dtype: bf16": "    wire_dtype: bf16\n"
+            "    dp: {target_epsilon: 50.0, delta: 1.0e-5, max_grad_norm: 1.0}",
         },
     )
     _approve_all(federation, protocol, list(trainers))

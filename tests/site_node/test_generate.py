@@ -102,7 +102,7 @@ def test_accuracy_falls_with_domain_shift(lm: LoadedModel, tmp_path: Path) -> No
     results = {shift: _site_accuracy(lm, tmp_path, shift) for shift in (0.2, 0.5, 0.8)}
     summary = {s: (round(a, 3), round(p, 3), n) for s, (a, p, n) in results.items()}
     accuracy = [a for a, _, _ in results.values()]
-    for shift, (acc, parsed, n) in results.items():
+    for _shift, (acc, parsed, n) in results.items():
         assert n >= 90, summary
         assert parsed >= 0.95, summary
         assert 0.25 <= acc <= 0.85, summary

@@ -15,7 +15,8 @@ from site_node.cli import main
 from site_node.engine import SiteEngine
 from site_node.home import SiteHome, init_home
 
-# Under 535 characters (the size of the issue's) that expand to 9^8 strings when a YAML loader resolves the aliases and prints the result.
+# Under 535 characters (the size of the issue's) that expand to 9^8 strings when a YAML loader resolves the
+# aliases and prints the result.
 ALIAS_BOMB = (
     'study: {id: bomb, version: "1"}\n'
     "model: {manifest_sha256: '" + "0" * 64 + "'}\n"

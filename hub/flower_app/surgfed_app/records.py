@@ -7,7 +7,7 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from protocols.arrays import from_wire, to_wire
-from protocols.contract import WireRecords
+from protocols.contract import RecordKind, WireRecords
 from protocols.records import array_record, config_record, metric_record
 from protocols.text import clean_value, strip_controls
 

@@ -22,10 +22,18 @@ SEI_UUID = "086f3693-b7b3-4f2c-9653-21492feee5b8"
 W, H = 160, 120
 
 PYDICOM_FILES = (
-    "examples_overlay.dcm", "waveform_ecg.dcm", "CT_small.dcm", "MR_small.dcm", "test-SR.dcm", "rtstruct.dcm",
-    "priv_SQ.dcm", "nested_priv_SQ.dcm", "charset_files/chrJapMulti.dcm", "charset_files/chrRuss.dcm",
+    "examples_overlay.dcm",
+    "waveform_ecg.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "test-SR.dcm",
+    "rtstruct.dcm",
+    "priv_SQ.dcm",
+    "nested_priv_SQ.dcm",
+    "charset_files/chrJapMulti.dcm",
+    "charset_files/chrRuss.dcm",
     "charset_files/chrArab.dcm",
-)  # fmt: skip
+)
 
 
 def pydicom_file(name: str) -> Path:
@@ -81,9 +89,20 @@ def frames_for(n: int, oob: Iterable[tuple[int, int]] = (), overlay: str | None 
     return out
 
 
-def make_video(path: Path, frames: Sequence[np.ndarray], *, fmt: str | None = None, codec: str = "libx264", fps: int = 25,
-               metadata: dict[str, str] | None = None, stream_metadata: dict[str, str] | None = None, audio: bool = False,
-               sei_text: str | None = None, subtitle: str | None = None, gop: int | None = None) -> Path:  # fmt: skip
+def make_video(
+    path: Path,
+    frames: Sequence[np.ndarray],
+    *,
+    fmt: str | None = None,
+    codec: str = "libx264",
+    fps: int = 25,
+    metadata: dict[str, str] | None = None,
+    stream_metadata: dict[str, str] | None = None,
+    audio: bool = False,
+    sei_text: str | None = None,
+    subtitle: str | None = None,
+    gop: int | None = None,
+) -> Path:
     """Encode frames with whatever extra streams and metadata a recorder might leave behind."""
     out = av.open(str(path), "w", format=fmt)
     out.metadata.update(metadata or {})

@@ -29,7 +29,18 @@ from site_node.deid.runner import deidentify_paths
 
 # Identifiers each bundled file carries, as written in it.
 NEEDLES = {
-    "examples_overlay.dcm": ["Sssssss", "Jsssss", "021234567", "AKH - WIEN", "Waehringer", "Weißenkirchen", "MRC25641", "8000000000330109", "meduser", "20051130"],
+    "examples_overlay.dcm": [
+        "Sssssss",
+        "Jsssss",
+        "021234567",
+        "AKH - WIEN",
+        "Waehringer",
+        "Weißenkirchen",
+        "MRC25641",
+        "8000000000330109",
+        "meduser",
+        "20051130",
+    ],
     "waveform_ecg.dcm": ["642341", "Ospedali Galliera", "03028041970546", "13002689", "20130125", "19710123"],
     "CT_small.dcm": ["CompressedSamples", "1CT1", "JFK IMAGING", "CT01_OC0", "20040119", "19970430"],
     "MR_small.dcm": ["CompressedSamples", "4MR1", "20040826", "-0000200"],
@@ -40,7 +51,7 @@ NEEDLES = {
     "chrJapMulti.dcm": ["やまだ", "たろう", "2008-4", "2008050417172310", "ID0VAZ", "20080504"],
     "chrRuss.dcm": ["Люкceмбypг", "SCSRUSS", "20070405"],
     "chrArab.dcm": ["قباني", "لنزار", "SCSARAB"],
-}  # fmt: skip
+}
 ENCODINGS = ("latin-1", "iso-8859-5", "iso-8859-6", "iso2022_jp", "euc_jp", "shift_jis")
 SECOND_STUDY_DATE = "20040301"  # 42 days after CT_small's StudyDate 20040119
 
@@ -62,8 +73,14 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, key: bytes) -> dict:
     for name in PYDICOM_FILES:
         copy_pydicom(name, src)
     ct = src / "CT_small.dcm"
-    dicom_variant(ct, src / "ct_second_study.dcm", StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
-                  SOPInstanceUID=generate_uid(), StudyDate=SECOND_STUDY_DATE)  # fmt: skip
+    dicom_variant(
+        ct,
+        src / "ct_second_study.dcm",
+        StudyInstanceUID=generate_uid(),
+        SeriesInstanceUID=generate_uid(),
+        SOPInstanceUID=generate_uid(),
+        StudyDate=SECOND_STUDY_DATE,
+    )
     (src / "ct_truncated.dcm").write_bytes(ct.read_bytes()[:20000])
     dicom_variant(ct, src / "ct_burned.dcm", BurnedInAnnotation="YES", SOPInstanceUID=generate_uid())
     out = tmp_path_factory.mktemp("dicom-out")

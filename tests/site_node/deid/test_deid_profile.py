@@ -95,7 +95,8 @@ def test_invalid_site_profiles_fail_loudly_naming_the_file(tmp_path: Path, text:
 def test_site_profile_adds_recorders_and_overrides_settings(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        "extends: basic\nvideo: {crf: 20}\nrecorders:\n  - name: tower\n    match: {manufacturer: 'acme.*', width: 100, height: 50}\n    regions: [[0, 0, 0.5, 0.1]]\n",
+        "extends: basic\nvideo: {crf: 20}\nrecorders:\n  - name: tower\n"
+        "    match: {manufacturer: 'acme.*', width: 100, height: 50}\n    regions: [[0, 0, 0.5, 0.1]]\n",
     )
     profile = load_profile(path)
     assert (

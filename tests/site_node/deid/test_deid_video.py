@@ -1,4 +1,4 @@
-"""Video de-identification on real files: containers, streams, metadata, SEI, out-of-body frames, overlays, DICOM video."""
+"""Video de-identification on real files: containers, streams, metadata, SEI, out-of-body, overlays, DICOM video."""
 
 from __future__ import annotations
 
@@ -22,16 +22,48 @@ from site_node.deid.mp4 import SEI, STRUCTURAL_KEYS, nal_types_avcc, user_data_i
 from site_node.deid.outofbody import blank_mask
 from site_node.deid.runner import deidentify_paths
 
-NEEDLES = ["DOE JOHNATHAN", "JOHNATHAN", "MRN-4711-XYZ", "2024-03-05", "+47.3769", "DOEHANDLER", "x264", "Lavf",
-           "Saint Examplia", "SN-778899", "19610304", "20240305", "ACC-99881", "GREGORY", "RATCHED", "ORREC"]  # fmt: skip
+NEEDLES = [
+    "DOE JOHNATHAN",
+    "JOHNATHAN",
+    "MRN-4711-XYZ",
+    "2024-03-05",
+    "+47.3769",
+    "DOEHANDLER",
+    "x264",
+    "Lavf",
+    "Saint Examplia",
+    "SN-778899",
+    "19610304",
+    "20240305",
+    "ACC-99881",
+    "GREGORY",
+    "RATCHED",
+    "ORREC",
+]
 CONTAINERS = {
-    "clip.mp4": dict(fmt="mp4", metadata={"title": "PATIENT DOE JOHNATHAN", "comment": "MRN-4711-XYZ", "creation_time": "2024-03-05T10:11:12Z",
-                     "location": "+47.3769+008.5417/"}, stream_metadata={"handler_name": "DOEHANDLER"}, audio=True, sei_text="DOE JOHNATHAN SEI"),
-    "clip.mkv": dict(fmt="matroska", metadata={"title": "DOE JOHNATHAN"}, subtitle="Patient: DOE JOHNATHAN, MRN-4711-XYZ"),
+    "clip.mp4": dict(
+        fmt="mp4",
+        metadata={
+            "title": "PATIENT DOE JOHNATHAN",
+            "comment": "MRN-4711-XYZ",
+            "creation_time": "2024-03-05T10:11:12Z",
+            "location": "+47.3769+008.5417/",
+        },
+        stream_metadata={"handler_name": "DOEHANDLER"},
+        audio=True,
+        sei_text="DOE JOHNATHAN SEI",
+    ),
+    "clip.mkv": dict(
+        fmt="matroska", metadata={"title": "DOE JOHNATHAN"}, subtitle="Patient: DOE JOHNATHAN, MRN-4711-XYZ"
+    ),
     "clip.mov": dict(fmt="mov", stream_metadata={"timecode": "10:11:12:13"}, metadata={"comment": "MRN-4711-XYZ"}),
     "clip.avi": dict(fmt="avi", codec="mpeg4", metadata={"title": "DOE JOHNATHAN"}),
-    "clip.ts": dict(fmt="mpegts", codec="mpeg2video", metadata={"service_name": "DOE JOHNATHAN", "service_provider": "Saint Examplia"}),
-}  # fmt: skip
+    "clip.ts": dict(
+        fmt="mpegts",
+        codec="mpeg2video",
+        metadata={"service_name": "DOE JOHNATHAN", "service_provider": "Saint Examplia"},
+    ),
+}
 N = 40
 
 
@@ -105,8 +137,12 @@ def test_burned_in_overlay_masked_and_out_of_body_blanked_in_one_pass(
     tmp_path: Path, key: bytes, site_profile: Path
 ) -> None:
     n = 60
-    src = make_video(tmp_path / "or.mkv", frames_for(n, [(20, 30)], overlay="DOE JOHNATHAN"), fmt="matroska",
-                     metadata={"model": "ORREC-5000"})  # fmt: skip
+    src = make_video(
+        tmp_path / "or.mkv",
+        frames_for(n, [(20, 30)], overlay="DOE JOHNATHAN"),
+        fmt="matroska",
+        metadata={"model": "ORREC-5000"},
+    )
     entry = deidentify_paths([src], tmp_path / "out", key, str(site_profile), progress=False).entries[0]
     frames, _ = decode_frames(tmp_path / "out" / entry.output)
     blank = blank_mask([20 <= i < 30 for i in range(n)], 13)

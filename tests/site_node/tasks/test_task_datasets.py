@@ -88,7 +88,10 @@ def test_cholect50_bad_labels_name_file_line_and_value(tmp_path: Path, text: str
         read_labels(LabelKind.TRIPLET, path, load_task("triplet"), "VID01")
 
 
-CSV = "video,frame,action\nv1,0,dissect\nv1,5,dissect,extra\nv2,0,Retracting\nv2,x,cut\nv3,0,juggle\nv4,0,cut\nv4,0,clip\n"
+CSV = (
+    "video,frame,action\nv1,0,dissect\nv1,5,dissect,extra\nv2,0,Retracting\nv2,x,cut\nv3,0,juggle\n"
+    "v4,0,cut\nv4,0,clip\n"
+)
 
 
 @pytest.mark.parametrize(

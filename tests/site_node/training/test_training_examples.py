@@ -96,7 +96,8 @@ def test_triplets_and_cvs_fill_l1_l2_and_l3(tmp_path: Path) -> None:
         "<think>L1: grasper. L2: grasper retract gallbladder. L3: CalotTriangleDissection, critical view of safety "
         "not achieved.</think><answer>CalotTriangleDissection</answer>",
         "<think>L1: grasper, hook. L2: grasper retract gallbladder; hook dissect cystic plate. L3: "
-        "CalotTriangleDissection, critical view of safety not achieved.</think><answer>CalotTriangleDissection</answer>",
+        "CalotTriangleDissection, critical view of safety not achieved.</think>"
+        "<answer>CalotTriangleDissection</answer>",
         "<think>L1: no instrument. L3: ClippingCutting, critical view of safety achieved.</think>"
         "<answer>ClippingCutting</answer>",
     ]
