@@ -26,7 +26,16 @@ EDIT = "# edit study.yaml:"
 PROGRAMS = {"hub", "site_node", "cp"}
 # The placeholders the README lists above the block, in the order they are replaced (ports before paths, so a
 # digit run inside a temporary path is never taken for a port).
-PLACEHOLDERS = ("hub.example.org", "9092", "9093", "/srv/hub", "/srv/site", "/models/surg-r1", "/data/cholec80")
+PLACEHOLDERS = (
+    "hub.example.org",
+    "9092",
+    "9093",
+    "/srv/hub",
+    "/srv/site",
+    "/models/surg-r1",
+    "/data/cholec80",
+    "hospital-profile.yaml",
+)
 # Whole arguments replaced by a path in the test's folder (the README runs from the repository).
 REPORT_DIR, STUDY = "report/", "study.yaml"
 
@@ -133,6 +142,7 @@ def test_readme_manual_path_runs(tmp_path: Path, tiny_model_dir: Path) -> None:
         "/srv/site": str(run / "site"),
         "/models/surg-r1": str(tiny_model_dir),
         "/data/cholec80": str(run / "raw" / "cholec80"),
+        "hospital-profile.yaml": "demo",  # synthetic footage comes from no real recorder
         REPORT_DIR: str(run / "report"),
         STUDY: str(run / "study.yaml"),
     }
