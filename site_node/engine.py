@@ -19,7 +19,9 @@ from site_node.evaluation import evaluate_protocol
 from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
 from site_node.home import ReleaseMode, SiteHome
 from site_node.jobs import Job, JobStore
+from site_node.model.devices import DevicePool, start_helpers
 from site_node.model.loading import LoadedModel, load_model
+from site_node.model.prefetch import FramePrefetcher
 from site_node.release_gate import ReleaseGate, evaluation_payload
 from site_node.store import DataStore
 
@@ -48,6 +50,8 @@ class SiteEngine:
         self.model: LoadedModel | None = None
         self.model_hash: str | None = None
         self.model_error: str | None = None
+        self.prefetcher: FramePrefetcher | None = None  # frame workers ([model] frame_workers)
+        self.pool: DevicePool | None = None  # model copies on several devices ([model] devices)
         if load:
             self._load_model()
         for job in self.jobs.all():  # resume what a previous engine left unfinished
@@ -63,6 +67,7 @@ class SiteEngine:
                 raise ModelError(f"{self.home.config_file}: [model] dir is not set")
             self.model_hash = manifest_hash(model_dir, cache_dir=self.home.logs_dir)
             self.model = load_model(model_dir, device=self.config.device)
+            self.prefetcher, self.pool = start_helpers(model_dir, self.config.devices, self.config.frame_workers)
             log.info("model loaded from %s (manifest %s)", model_dir, self.model_hash[:16])
         except SurgFedError as exc:
             self.model_error = str(exc)
@@ -153,6 +158,9 @@ class SiteEngine:
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE
             self.jobs.update(job_id, state=state, payload=payload, progress=1.0)
             self.audit.append("job-finished", job_id=job_id, state=state.value)
+        for helper in (self.prefetcher, self.pool):
+            if helper is not None:
+                helper.close()
 
     def _run(self, job: Job) -> WireRecords:
         protocol: StudyProtocol = approved(self.home.approved_dir, job.protocol_hash)
@@ -186,7 +194,9 @@ class SiteEngine:
                 self.store,
                 protocol,
                 batch_size=self.config.batch_size,
-                predictions=work_dir / "predictions.jsonl",
+                predictions=work_dir / "predictions.jsonl",  # checkpointed per video: a restart resumes
                 progress=progress,
+                prefetcher=self.prefetcher,
+                runner=self.pool if model is self.model else None,  # the copies carry no adapter
             )
         return evaluation_payload(job.job_id, protocol, {t: o.estimates for t, o in outcomes.items()})

@@ -12,7 +12,7 @@ from typing import Any
 
 from protocols.errors import ConfigError, EngineError, SurgFedError
 from site_node.model.pipeline import EvalRequest, ModelTime, answer_batch
-from site_node.model.prefetch import FrameInput
+from site_node.model.prefetch import FrameInput, FramePrefetcher
 from site_node.task_runtime import Answer
 
 _POLL_S = 5.0
@@ -121,3 +121,18 @@ class DevicePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_helpers(
+    model_dir: Path, devices: Sequence[str], frame_workers: int
+) -> tuple[FramePrefetcher | None, DevicePool | None]:
+    """What a site engine keeps running beside its model: frame workers ([model] frame_workers > 0) and one model
+    copy per device ([model] devices with two or more entries)."""
+    prefetcher = FramePrefetcher(model_dir, workers=frame_workers) if frame_workers > 0 else None
+    try:
+        pool = DevicePool(model_dir, devices) if len(devices) > 1 else None
+    except SurgFedError:
+        if prefetcher:
+            prefetcher.close()
+        raise
+    return prefetcher, pool
