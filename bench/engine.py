@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+import av  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration  # noqa: E402
@@ -54,7 +55,6 @@ from site_node.synthetic.tiny_model import (  # noqa: E402
     ensure_tiny_model,
 )
 from site_node.task_runtime import Answer, runtime_for  # noqa: E402
-from site_node.video import sample_frames  # noqa: E402
 
 
 def build_mid_model(out: Path, hidden: int, layers: int) -> Path:
@@ -140,10 +140,13 @@ class Meter:
 
 
 def frame_at(media: Path, index: int) -> Any:
-    """The naive way: decode from the start of the video up to the wanted frame."""
-    for i, image in sample_frames(media, 1):
-        if i == index:
-            return image
+    """The naive way: open the video and decode from its start up to the wanted frame (converting only that one)."""
+    with av.open(str(media)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if i == index:
+                return frame.to_image()
     raise ValueError(f"{media} has no frame {index}")
 
 
@@ -202,8 +205,8 @@ def bench_model(label: str, model_dir: Path, jobs: list[VideoJob], tokens: list[
         engine(lm, jobs[:1], EvalRequest(prompt, {}, 2, args.batch), pf)  # warm-up: workers load the processor
         started = time.perf_counter() - t0
         print(f"\n{label}: {model_dir.name}, {n} frames of {len(jobs)} videos, batch {args.batch}, "
-              f"{args.workers} frame workers (queue depth {args.depth}; started and warmed up in {started:.1f}s before timing, "
-              f"as the site engine keeps them across jobs)")  # fmt: skip
+              f"{args.workers} frame workers (queue depth {args.depth}; started and warmed up in {started:.1f}s "
+              "before timing, as the site engine keeps them across jobs)")  # fmt: skip
         print(f"{'tokens':>6} {'path':<12}{'frames/s':>9}{'x naive':>9}{'model':>8}{'forward':>9}{'peak RSS':>10}")
         for tok in tokens:
             rows = []
