@@ -112,7 +112,7 @@ def frame_timeline(path: Path) -> tuple[list[int], list[int]] | None:
     if len(pts) != len(packets) or len(set(pts)) != len(pts):
         return None
     rank = {p: i for i, p in enumerate(pts)}
-    return pts, sorted(rank[p] for p, key in packets if key)
+    return pts, sorted(rank[p] for p, key in packets if key and p is not None)
 
 
 class _Unseekable(Exception):

@@ -72,7 +72,8 @@ class DevicePool:
     def _get(self) -> tuple[int, Answers | None, str | None]:
         while True:
             try:
-                return self._results.get(timeout=_POLL_S)  # type: ignore[no-any-return]
+                got: tuple[int, Answers | None, str | None] = self._results.get(timeout=_POLL_S)
+                return got
             except queue_mod.Empty:
                 dead = [d for d, p in zip(self.devices, self._procs, strict=True) if not p.is_alive()]
                 if dead:
@@ -98,7 +99,7 @@ class DevicePool:
                 return
             while done not in ready:
                 number, answers, error = self._get()
-                if error:
+                if error or answers is None:
                     raise EngineError(f"batch {number} failed: {error}")
                 ready[number] = answers
             yield ready.pop(done)

@@ -93,7 +93,8 @@ def _generate(lm: LoadedModel, batch: Sequence[FrameInput], req: EvalRequest) ->
 
 
 def _score(lm: LoadedModel, item: FrameInput, embeds: torch.Tensor, text: str, req: EvalRequest) -> dict[str, float]:
-    features = BaseModelOutputWithPooling(pooler_output=(embeds,))
+    # The model reads pooler_output as the tuple of per-image embeddings that get_image_features returns.
+    features = BaseModelOutputWithPooling(pooler_output=(embeds,))  # type: ignore[arg-type]
     t0 = time.perf_counter()
     scores = score_prefix_ids(lm, chat_text(lm.processor, req.prompt), text, item.grid, features, req.candidates)
     req.timing.scoring += time.perf_counter() - t0
