@@ -83,7 +83,8 @@ def timed(paths: dict[str, Callable[[], int]], repeat: int) -> dict[str, tuple[f
 def report(runs: dict[str, tuple[float, float, int]], settings: VideoSettings, args: argparse.Namespace) -> None:
     n = runs["limit"][2]
     print(
-        f"clip: {W}x{H} H.264, {n} frames; threads={args.threads}; {settings.encoder} preset={settings.preset} crf={settings.crf}; best of {args.repeat}"
+        f"clip: {W}x{H} H.264, {n} frames; threads={args.threads}; "
+        f"{settings.encoder} preset={settings.preset} crf={settings.crf}; best of {args.repeat}"
     )
     labels = {
         "limit": "limit   decode -> libx264, no conversion       ",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import platform
 import shutil
@@ -41,13 +42,18 @@ from site_node.synthetic import render  # noqa: E402
 from site_node.synthetic.tiny_model import TinyConfig, _make_stock, build_config, build_processor, build_tokenizer  # noqa: E402
 from site_node.training.dp import DpSchedule, DpTrainer  # noqa: E402
 from site_node.training.examples import encode_batch as encode_train_batch  # noqa: E402
-from site_node.training.lora import (
+from site_node.training.lora import (  # noqa: E402
     adapter_state,
     attach_lora,
     detach_lora,
     sequence_losses,  # noqa: E402
     training_mode,
 )
+
+_spec = importlib.util.spec_from_file_location("gpu_engine", Path(__file__).with_name("gpu_engine.py"))
+assert _spec and _spec.loader
+gpu_engine = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_engine)
 
 # Qwen2.5-VL-7B-Instruct's published configuration (config.json), minus token ids (ours come from the
 # local tokenizer). LoRA r=16 on the language model's q,k,v,o,gate,up,down = 40,370,176 parameters.
@@ -318,6 +324,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = FRAME_TINY if args.tiny else FRAME_7B
     images = frames(max(args.batches) * args.eval_rounds, size)
     out["eval"] = [eval_throughput(lm, images[: b * args.eval_rounds], b, args.new_tokens) for b in args.batches]
+    images = frames(max(args.engine_batches), size)
+    out["engine"] = gpu_engine.engine_bench(lm, images, args.engine_batches, args.answer_tokens, args.decode_steps)
     train_images = images[: args.train_batch]
     lora = lora_bench(lm, train_images, args.lora_steps, checkpointing=True)
     out["wire"] = wire_bench(lora.pop("state"))
@@ -350,6 +358,7 @@ def markdown(r: dict[str, Any], argv: list[str]) -> str:
             f"| evaluation, batch {e['batch']} ({e['frames']} frames) | {e['frames_per_s']:.2f} frames/s, "
             f"{e['gen_tokens_per_s']:.0f} generated tokens/s |"
         )
+    lines += gpu_engine.markdown_rows(r["engine"])
     lines += [
         f"| LoRA step, batch {lora['batch']} x {lora['tokens_per_seq']} tokens, activation checkpointing | "
         f"{lora['step_s']:.2f} s, peak {mem(lora['peak_gb'])} |",
@@ -376,9 +385,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dp-batch", type=int, default=4)
     p.add_argument("--lora-steps", type=int, default=3, help="timed LoRA steps after one warm-up step")
     p.add_argument("--keep", action="store_true", help="keep the model directory")
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    p.add_argument("--engine-batches", type=ints, default=None, help="engine images/s batches (1,8,32,64)")
+    p.add_argument("--answer-tokens", type=ints, default=None, help="forced answer lengths (256,512)")
+    p.add_argument("--decode-steps", type=int, default=None, help="timed decode steps at batch 1 (128)")
     args = p.parse_args(argv)
     if args.new_tokens is None:
         args.new_tokens = 8 if args.tiny else 64
+    args.engine_batches = args.engine_batches or ([1, 2] if args.tiny else [1, 8, 32, 64])
+    args.answer_tokens = args.answer_tokens or ([4] if args.tiny else [256, 512])
+    args.decode_steps = args.decode_steps or (4 if args.tiny else 128)
     return args
 
 

@@ -40,7 +40,9 @@ from site_node.finetune_jobs import check_train, model_for_job, privacy_context,
 from site_node.home import ReleaseMode, SiteHome
 from site_node.job_ledger import JobLedger, store_snapshot
 from site_node.jobs import Job, JobRefused, JobStore, check_job_id
+from site_node.model.devices import DevicePool, start_helpers
 from site_node.model.loading import LoadedModel, load_model
+from site_node.model.prefetch import FramePrefetcher
 from site_node.policy import PolicyRefused
 from site_node.release_gate import ReleaseGate, evaluation_payload
 from site_node.store import DataStore
@@ -100,6 +102,8 @@ class SiteEngine:
         self.model: LoadedModel | None = None
         self.model_hash: str | None = None
         self.model_error: str | None = None
+        self.prefetcher: FramePrefetcher | None = None  # frame workers ([model] frame_workers)
+        self.pool: DevicePool | None = None  # model copies on several devices ([model] devices)
         if load:
             self._load_model()
         for job in self.jobs.all():  # resume what a previous engine left unfinished
@@ -115,6 +119,7 @@ class SiteEngine:
                 raise ModelError(f"{self.home.config_file}: [model] dir is not set")
             self.model_hash = manifest_hash(model_dir, cache_dir=self.home.logs_dir)
             self.model = load_model(model_dir, device=self.config.device)
+            self.prefetcher, self.pool = start_helpers(model_dir, self.config.devices, self.config.frame_workers)
             log.info("model loaded from %s (manifest %s)", model_dir, self.model_hash[:16])
         except SurgFedError as exc:
             self.model_error = str(exc)
@@ -224,6 +229,9 @@ class SiteEngine:
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE
             self.jobs.update(job_id, state=state, payload=payload, progress=1.0)
             self.audit.append("job-finished", job_id=job_id, state=state.value)
+        for helper in (self.prefetcher, self.pool):
+            if helper is not None:
+                helper.close()
 
     def _run(self, job: Job) -> WireRecords:
         protocol: StudyProtocol = approved(self.home.approved_dir, job.protocol_hash)
@@ -248,8 +256,10 @@ class SiteEngine:
                 self.store,
                 protocol,
                 batch_size=self.config.batch_size,
-                predictions=work_dir / "predictions.jsonl",
+                predictions=work_dir / "predictions.jsonl",  # checkpointed per video: a restart resumes
                 progress=progress,
+                prefetcher=self.prefetcher,
+                runner=self.pool if model is self.model else None,  # the copies carry no adapter
             )
         estimates = {t: o.estimates for t, o in outcomes.items()}
         floor = self.config.policy.cell_floor(protocol.privacy.min_videos)  # the protocol may raise it, never lower

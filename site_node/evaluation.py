@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -11,14 +10,16 @@ from pathlib import Path
 
 from protocols.errors import DataError
 from protocols.study import StudyProtocol, TaskPlan
-from site_node.datasets.frames import check_frames, iter_frames
+from site_node.checkpoint import VideoCheckpoint
+from site_node.datasets.frames import check_frames
 from site_node.grounding import GroundingRuntime, SourceAnswers, reuses_answers
 from site_node.metrics.bootstrap import Estimate
-from site_node.model.generate import generate_answers
 from site_node.model.loading import LoadedModel
+from site_node.model.pipeline import BatchRunner, EvalRequest, answer_videos
+from site_node.model.prefetch import FramePrefetcher, VideoJob
 from site_node.scoring import Record, TaskScore, VideoLabels, score_records, task_seed
 from site_node.store import DataStore, FrameLabels, VideoEntry
-from site_node.task_runtime import Answer, TaskRuntime, runtime_for
+from site_node.task_runtime import TaskRuntime, runtime_for
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # task, frames done, frames total
@@ -78,14 +79,11 @@ def select_frames(frames: list[int], fps: float, every_s: float) -> list[int]:
     return out
 
 
-def _answers(lm: LoadedModel, rt: TaskRuntime, images: list, plan: TaskPlan, batch_size: int) -> list[Answer]:
-    from site_node.model.scoring import candidate_logprobs, model_input_size
-
-    prompt = rt.task.render_prompt()
-    texts = generate_answers(lm, images, prompt, max_new_tokens=plan.max_new_tokens, batch_size=batch_size)
-    candidates = rt.candidates()
-    scores = candidate_logprobs(lm, images, prompt, texts, candidates) if candidates else [None] * len(texts)
-    return [Answer(t, s, model_input_size(lm, im)) for t, s, im in zip(texts, scores, images, strict=False)]
+def _jobs(store: DataStore, videos: list[_Video], chosen: list[list[int]]) -> list[VideoJob]:
+    return [
+        VideoJob(store.path(v.entry.video), v.labels, tuple(f), v.entry.fps)
+        for v, f in zip(videos, chosen, strict=True)
+    ]
 
 
 def evaluate_task(
@@ -98,30 +96,40 @@ def evaluate_task(
     replicates: int,
     predictions: Path | None = None,
     progress: Progress | None = None,
+    prefetcher: FramePrefetcher | None = None,
+    runner: BatchRunner | None = None,
 ) -> TaskOutcome:
-    """Run one task over every labelled video; per-frame answers go only to the local predictions file."""
+    """Run one task over every labelled video; per-frame answers go only to the local predictions file.
+
+    Frames are batched across videos (prepared by `prefetcher`'s worker processes when given; answered by `runner`'s
+    model copies on several devices when given). With a predictions
+    file, each finished video is checkpointed, and videos a previous run finished are not evaluated again.
+    """
     rt = runtime_for(plan.name)
     if hasattr(rt, "frame_interval_s"):  # the phase task's relaxed boundary is counted in scored frames
         rt.frame_interval_s = plan.sample_every_s
     videos, skipped = _labelled_videos(rt, store)
     chosen = [select_frames(list(v.labels.labels), v.labels.fps or v.entry.fps, plan.sample_every_s) for v in videos]
-    total, done, records = sum(len(c) for c in chosen), 0, []
-    out = predictions.open("a", encoding="utf-8") if predictions else None
-    try:
-        for video, frames in zip(videos, chosen, strict=False):
-            pairs = list(iter_frames(store.path(video.entry.video), video.labels, frames, video.entry.fps))
-            answers = _answers(lm, rt, [img for _, img in pairs], plan, batch_size)
-            for (frame, _), answer in zip(pairs, answers, strict=False):
-                rec = Record(video.entry.video_id, frame, answer, video.dataset, plan.name)
-                records.append(rec)
-                if out:
-                    out.write(json.dumps(rec.to_json()) + "\n")
-            done += len(pairs)
+    total = sum(len(c) for c in chosen)
+    ckpt = VideoCheckpoint(predictions) if predictions else None
+    saved = ckpt.finished(plan.name) if ckpt else {}
+    todo = [i for i, v in enumerate(videos) if (v.dataset, v.entry.video_id) not in saved]
+    records = [r for i, v in enumerate(videos) if i not in todo for r in saved[(v.dataset, v.entry.video_id)]]
+    done = sum(len(chosen[i]) for i in range(len(videos)) if i not in todo)
+    req = EvalRequest(rt.task.render_prompt(), rt.candidates(), plan.max_new_tokens, batch_size)
+    pending: dict[int, list[Record]] = {k: [] for k in range(len(todo))}
+    jobs = _jobs(store, [videos[i] for i in todo], [chosen[i] for i in todo])
+    for k, frame, answer in answer_videos(lm, jobs, req, prefetcher, runner):
+        video = videos[todo[k]]
+        pending[k].append(Record(video.entry.video_id, frame, answer, video.dataset, plan.name))
+        if len(pending[k]) == len(jobs[k].frames):  # the video is complete: checkpoint it
+            records.extend(pending[k])
+            if ckpt:
+                ckpt.commit(plan.name, video.dataset, video.entry.video_id, pending.pop(k))
+            done += len(jobs[k].frames)
             if progress:
                 progress(plan.name, done, total)
-    finally:
-        if out:
-            out.close()
+    records.extend(r for rest in pending.values() for r in rest)  # a video that decoded short: scored, not marked
     labels = [VideoLabels(v.dataset, v.entry.video_id, v.labels) for v in videos]
     score = score_records(rt, labels, records, seed=seed, replicates=replicates, skipped=skipped)
     first = next(iter(score.estimates.values()))
@@ -151,6 +159,8 @@ def evaluate_tasks(
     batch_size: int,
     predictions: Path | None = None,
     progress: Progress | None = None,
+    prefetcher: FramePrefetcher | None = None,
+    runner: BatchRunner | None = None,
 ) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
     """Every task the store has labels for, in the protocol's order (tasks that re-read answers after the
     others); a task without usable data is left out and its reason returned."""
@@ -171,6 +181,8 @@ def evaluate_tasks(
                     replicates=replicates,
                     predictions=predictions,
                     progress=progress,
+                    prefetcher=prefetcher,
+                    runner=runner,
                 )
         except DataError as exc:
             failures[plan.name] = str(exc)
@@ -186,10 +198,19 @@ def evaluate_protocol(
     batch_size: int,
     predictions: Path | None = None,
     progress: Progress | None = None,
+    prefetcher: FramePrefetcher | None = None,
+    runner: BatchRunner | None = None,
 ) -> dict[str, TaskOutcome]:
     """Every task the store has labels for; a task without usable data is left out (logged), all missing fails."""
     outcomes, failures = evaluate_tasks(
-        lm, store, protocol, batch_size=batch_size, predictions=predictions, progress=progress
+        lm,
+        store,
+        protocol,
+        batch_size=batch_size,
+        predictions=predictions,
+        progress=progress,
+        prefetcher=prefetcher,
+        runner=runner,
     )
     if not outcomes:
         raise DataError("; ".join(f"{task}: {reason}" for task, reason in failures.items()))

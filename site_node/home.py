@@ -41,6 +41,8 @@ class SiteConfig:
     sandbox: bool
     epsilon_budget: float | None
     policy: SitePolicy
+    devices: tuple[str, ...] = ()  # [model] devices: one model copy per device (empty: the one `device`)
+    frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
 
 
 class SiteHome:
@@ -131,7 +133,25 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         sandbox=_get(data, "supernode", "sandbox", bool, True, source),
         epsilon_budget=_budget(data, source),
         policy=parse_policy(data.get("policy"), f"{source}: [policy]"),
+        devices=_devices(data, source),
+        frame_workers=_frame_workers(data, source),
     )
+
+
+def _devices(data: dict[str, Any], source: Path) -> tuple[str, ...]:
+    value = data.get("model", {}).get("devices", [])
+    if not isinstance(value, list) or not all(isinstance(d, str) and d for d in value):
+        raise ConfigError(
+            f'{source}: [model] devices must be a list of device names like ["cuda:0", "cuda:1"], got {value!r}'
+        )
+    return tuple(value)
+
+
+def _frame_workers(data: dict[str, Any], source: Path) -> int:
+    value = _get(data, "model", "frame_workers", int, 0, source)
+    if not 0 <= value <= 64:
+        raise ConfigError(f"{source}: [model] frame_workers must be in [0, 64], got {value}")
+    return int(value)
 
 
 SITE_TOML = (
@@ -147,6 +167,9 @@ release = "{release}"
 {model_line}
 device = "auto"
 batch_size = 8
+# Processes that decode and preprocess frames ahead of the model (0: in the engine's own thread).
+frame_workers = 0
+# Several GPUs: one model copy per device, batches shared between them, e.g. devices = ["cuda:0", "cuda:1"].
 
 [engine]
 # The site engine listens on 127.0.0.1 only; 0 picks a free port at start.

@@ -14,6 +14,7 @@ from protocols.errors import UsageError
 from protocols.model_ref import manifest_hash
 from protocols.study import StudyProtocol, load_protocol
 from protocols.tasks import load_task
+from site_node.checkpoint import done_file
 from site_node.datasets.registry import build_entries, detect
 from site_node.evaluation import Progress, TaskOutcome, evaluate_tasks
 from site_node.model.loading import LoadedModel, load_model
@@ -127,6 +128,7 @@ def run_local(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.jsonl").unlink(missing_ok=True)
+    done_file(out / "predictions.jsonl").unlink(missing_ok=True)  # a dry run starts afresh, never resumes
     model_hash = manifest_hash(model)
     if model_hash != protocol.model_sha256:
         say(
@@ -167,19 +169,19 @@ def _serves(video: Any, task: str) -> bool:
     return runtime_for(task).label_kind.value in video.labels
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """The per-task headline table and the Arena Score with the tasks it averaged."""
     lines = [f"{'task':<14}{'headline':<14}{'estimate':>9}  {'95% CI':<17}{'videos':>7}{'frames':>7}{'parse fail':>11}"]
     for task, r in summary["tasks"].items():
         m = r["metrics"][r["headline"]]
-
-        def fmt(x):
-            return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-        ci = f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+        ci = f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
         lines.append(
-            f"{task:<14}{r['headline']:<14}{fmt(m['estimate']):>9}  {ci:<17}{r['n_videos']:>7}{r['n_frames']:>7}"
-            f"{fmt(r['parse_fail_rate']):>11}"
+            f"{task:<14}{r['headline']:<14}{_fmt(m['estimate']):>9}  {ci:<17}{r['n_videos']:>7}{r['n_frames']:>7}"
+            f"{_fmt(r['parse_fail_rate']):>11}"
         )
     for task, reason in summary["not_run"].items():
         lines.append(f"{task:<14}not run: {reason}")

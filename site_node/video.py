@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +90,87 @@ def sample_frames(path: Path, every_n: int, max_side: int | None = None) -> Iter
             raise DataError(f"video {path} failed to decode after frame {index}: {exc}") from exc
     if index == 0:
         raise DataError(f"video {path} decoded to no frames")
+
+
+def _frame_image(frame: av.VideoFrame, max_side: int | None) -> Image.Image:
+    size = _scaled(frame.width, frame.height, max_side)
+    if size is None:
+        return frame.to_image()
+    return frame.to_image(width=size[0], height=size[1], interpolation="AREA")
+
+
+def frame_timeline(path: Path) -> tuple[list[int], list[int]] | None:
+    """Presentation timestamps of every frame in order and the indices of the keyframes, read from the packets
+    (no decoding); None when timestamps are missing or repeated (then only decoding from the start is safe)."""
+    with _open(Path(path)) as container:
+        stream = container.streams.video[0]
+        try:
+            packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+        except av.error.FFmpegError as exc:
+            raise DataError(f"video {path} cannot be demuxed: {exc}") from exc
+    pts = sorted(p for p, _ in packets if p is not None)
+    if len(pts) != len(packets) or len(set(pts)) != len(pts):
+        return None
+    rank = {p: i for i, p in enumerate(pts)}
+    return pts, sorted(rank[p] for p, key in packets if key and p is not None)
+
+
+class _Unseekable(Exception):
+    """A decoded frame's timestamp is not the one its index predicts: fall back to decoding from the start."""
+
+
+def _seeking(
+    path: Path, wanted: list[int], timeline: tuple[list[int], list[int]], max_side: int | None, decoded: list[int]
+) -> Iterator[tuple[int, Image.Image]]:
+    pts, keys = timeline
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        frames: Iterator[av.VideoFrame] | None = None
+        index = -1  # index of the frame `frames` yields next
+        for target in wanted:
+            key = max((k for k in keys if k <= target), default=0)
+            if frames is None or key > index:  # the keyframe is ahead: seeking skips decoding
+                container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+                frames, index = container.decode(stream), key
+            while index <= target:
+                frame = next(frames, None)
+                decoded.append(index)
+                if frame is None or frame.pts != pts[index]:
+                    raise _Unseekable
+                if index == target:
+                    yield index, _frame_image(frame, max_side)
+                index += 1
+
+
+def read_frames(
+    path: Path, indices: list[int], max_side: int | None = None, decoded: list[int] | None = None
+) -> Iterator[tuple[int, Image.Image]]:
+    """(index, RGB image) for the wanted frame indices (counted as in sample_frames), in increasing order.
+
+    When a wanted frame lies beyond the next keyframe, the reader seeks to the keyframe before it instead of
+    decoding everything between (sampling sparser than the GOP); every decoded frame's timestamp is checked
+    against the index it should have, and any mismatch falls back to decoding from the start. `decoded`, when
+    given, receives the index of every frame the seeking reader decoded.
+    """
+    path = Path(path)
+    wanted = sorted(set(indices))
+    if not wanted:
+        return
+    timeline = frame_timeline(path)
+    done = -1
+    if timeline is not None and wanted[-1] < len(timeline[0]):
+        try:
+            for index, image in _seeking(path, wanted, timeline, max_side, [] if decoded is None else decoded):
+                done = index
+                yield index, image
+            return
+        except (_Unseekable, av.error.FFmpegError):
+            pass
+    rest = set(w for w in wanted if w > done)
+    every = math.gcd(*rest) if len(rest) > 1 else 1
+    for index, image in sample_frames(path, max(1, every), max_side):
+        if index in rest:
+            yield index, image
+        if index >= wanted[-1]:
+            return

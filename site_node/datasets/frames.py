@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def check_frames(
 
 def iter_frames(media: Path, fl: FrameLabels, frames: list[int], video_fps: float) -> Iterator[tuple[int, Image.Image]]:
     """(label frame, RGB image) for the wanted label frames, from images, a frame folder or a video file."""
-    from site_node.video import sample_frames
+    from site_node.video import read_frames
 
     if fl.images or media.is_dir():
         files = fl.images or frame_folder(media)
@@ -69,10 +68,7 @@ def iter_frames(media: Path, fl: FrameLabels, frames: list[int], video_fps: floa
         wanted.setdefault(fl.video_frame(f, video_fps), []).append(f)
     if not wanted:
         return
-    every = max(1, math.gcd(*wanted))
-    last = max(wanted)
-    for index, image in sample_frames(media, every):
+    # Seeks to keyframes when the wanted frames are further apart than the GOP; decodes straight through otherwise.
+    for index, image in read_frames(media, sorted(wanted)):
         for f in wanted.get(index, ()):
             yield f, image
-        if index >= last:
-            break

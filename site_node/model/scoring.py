@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -39,12 +40,29 @@ def _prefix(lm: LoadedModel, image: Image.Image, prefix: str) -> tuple[Any, torc
     enc = lm.processor(text=[prefix], images=[image.convert("RGB")], return_tensors="pt")
     enc = {k: v.to(lm.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
     enc["pixel_values"] = enc["pixel_values"].to(lm.dtype)
+    return _prefix_pass(lm, enc)
+
+
+def _prefix_pass(lm: LoadedModel, enc: dict[str, Any]) -> tuple[Any, torch.Tensor, int, torch.Tensor]:
     out = lm.model(**enc, use_cache=True)
     # Qwen2.5-VL's 3-D rotary positions: text after the image continues at (index + delta) on all three axes;
     # the prefill just computed delta and left it on the inner model (under a PEFT wrapper when an adapter is on).
     base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
     delta = base.model.rope_deltas
     return out.cache, torch.log_softmax(out.logits[0, -1].float(), -1), int(enc["input_ids"].shape[1]), delta
+
+
+def prefix_inputs(lm: LoadedModel, prefix: str, grid: Any) -> dict[str, torch.Tensor]:
+    """The processor's text inputs for `prefix` with one image of patch grid `grid`, without touching the image."""
+    proc = lm.processor
+    n_image = int(np.prod(np.asarray(grid))) // int(proc.image_processor.merge_size) ** 2
+    ids = proc.tokenizer(prefix.replace(proc.image_token, proc.image_token * n_image, 1))["input_ids"]
+    return {
+        "input_ids": torch.tensor([ids], device=lm.device),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=lm.device),
+        "mm_token_type_ids": torch.tensor(proc.create_mm_token_type_ids([ids]), device=lm.device),
+        "image_grid_thw": torch.as_tensor(np.asarray(grid)).view(1, 3).to(lm.device),
+    }
 
 
 def _continue(
@@ -83,23 +101,58 @@ def candidate_logprobs(
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     if len(images) != len(answers):
         raise ConfigError(f"expected one answer per image, got {len(answers)} answers for {len(images)} images")
+    keys, cont_ids = _candidate_ids(lm, candidates)
+    base = chat_text(lm.processor, prompt)
+    out = []
+    for image, answer in zip(images, answers, strict=False):
+        with torch.inference_mode():
+            prefix = _prefix(lm, image, base + reasoning_prefix(answer))
+        out.append(_candidates(lm, prefix, keys, cont_ids, chunk))
+    return out
+
+
+def _candidate_ids(lm: LoadedModel, candidates: Mapping[str, str]) -> tuple[list[str], list[list[int]]]:
     keys = list(candidates)
     tok = lm.processor.tokenizer
     cont_ids = [tok(candidates[k], add_special_tokens=False)["input_ids"] for k in keys]
     if any(not c for c in cont_ids):
         raise ConfigError("every candidate answer must be non-empty text")
-    base = chat_text(lm.processor, prompt)
-    out = []
-    for image, answer in zip(images, answers, strict=False):
-        prefix = base + reasoning_prefix(answer)
-        scores: dict[str, float] = {}
-        with torch.inference_mode():
-            cache, first, n_prefix, delta = _prefix(lm, image, prefix)
-            for start in range(0, len(keys), chunk):
-                part = cont_ids[start : start + chunk]
-                logp = _continue(lm, cache, n_prefix, delta, part)
-                for row, (key, ids) in enumerate(zip(keys[start : start + chunk], part, strict=False)):
-                    rest = logp[row, torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)]
-                    scores[key] = float(first[ids[0]] + rest.sum())
-        out.append(scores)
-    return out
+    return keys, cont_ids
+
+
+def _candidates(
+    lm: LoadedModel,
+    prefix: tuple[Any, torch.Tensor, int, torch.Tensor],
+    keys: list[str],
+    cont_ids: list[list[int]],
+    chunk: int,
+) -> dict[str, float]:
+    cache, first, n_prefix, delta = prefix
+    scores: dict[str, float] = {}
+    with torch.inference_mode():
+        for start in range(0, len(keys), chunk):
+            part = cont_ids[start : start + chunk]
+            logp = _continue(lm, cache, n_prefix, delta, part)
+            for row, (key, ids) in enumerate(zip(keys[start : start + chunk], part, strict=False)):
+                rest = logp[row, torch.arange(len(ids) - 1), torch.tensor(ids[1:], dtype=torch.long)]
+                scores[key] = float(first[ids[0]] + rest.sum())
+    return scores
+
+
+def score_prefix_ids(
+    lm: LoadedModel,
+    base: str,
+    answer: str,
+    grid: Any,
+    features: Any,
+    candidates: Mapping[str, str],
+    *,
+    chunk: int = 32,
+) -> dict[str, float]:
+    """candidate_logprobs for one frame whose image embeddings the generation already computed (no vision pass)."""
+    keys, cont_ids = _candidate_ids(lm, candidates)
+    enc: dict[str, Any] = prefix_inputs(lm, base + reasoning_prefix(answer), grid)
+    enc["mm_encoder_outputs"] = {"image": features}
+    with torch.inference_mode():
+        prefix = _prefix_pass(lm, enc)
+    return _candidates(lm, prefix, keys, cont_ids, chunk)

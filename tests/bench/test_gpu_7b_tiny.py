@@ -61,7 +61,19 @@ def test_tiny_run_measures_everything(bench: ModuleType, tmp_path: Path) -> None
     assert out["lora"]["trainable"] == cfg.layers * per_layer and out["lora"]["checkpointing"] is True
     assert out["ghost"]["step_s"] > 0 and out["ghost"]["noise_only_step_s"] > 0
     assert out["wire"]["bit_exact"] is True
+    eng = out["engine"]  # decode roofline (none on a CPU), engine images/s, vision prefill
+    assert eng["decode"]["steps_per_s"] > 0 and eng["decode"]["roofline_steps_per_s"] is None
+    assert eng["decode"]["weight_bytes"] == 4 * sum(
+        p.numel()
+        for n, p in Qwen2_5_VLForConditionalGeneration(
+            bench.build_config(build_tokenizer(TinyConfig()), TinyConfig())
+        ).named_parameters()
+        if ".visual." not in f".{n}"
+    )
+    assert [(e["batch"], e["tokens"]) for e in eng["images"]] == [(1, 4), (2, 4)]
+    assert all(e["images_per_s"] > 0 for e in eng["images"]) and eng["vision"]["s_per_image"] > 0
     text = results.read_text()
+    assert "decode steps/s at batch 1" in text and "vision prefill" in text
     assert "CPU" in text and "evaluation, batch 32" in text and "opacus ghost step" in text
     assert not (tmp_path / "w" / "model").exists()  # 17 GB on a GPU box: removed unless --keep
 

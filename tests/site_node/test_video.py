@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from protocols.errors import ConfigError, DataError
-from site_node.video import probe_video, sample_frames
+from site_node.video import frame_timeline, probe_video, read_frames, sample_frames
 
 N_FRAMES, FPS, SIZE = 40, 10, (160, 120)
 
@@ -95,3 +95,60 @@ def test_unreadable_video_is_a_data_error_naming_the_file(
 def test_missing_video_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nowhere.mp4"):
         probe_video(tmp_path / "nowhere.mp4")
+
+
+def _gop_video(path: Path, keyint: int, n: int = 120) -> Path:
+    """Like the counter video, with a keyframe every `keyint` frames and B-frames (pts out of decode order)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(
+            "libx264", rate=FPS, options={"crf": "10", "x264-params": f"keyint={keyint}:min-keyint={keyint}:bframes=2"}
+        )
+        stream.width, stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for i in range(n):
+            level = 20 + (2 * i) % 220
+            frame = av.VideoFrame.from_ndarray(np.full((SIZE[1], SIZE[0], 3), level, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("wanted", "seeks"),
+    [
+        ([0, 35, 70, 119], True),  # sparser than the 10-frame GOP: seek to the keyframe before each
+        ([3, 4, 5, 9], False),  # inside one GOP: decode straight through
+        ([50, 5, 50], True),  # unsorted, repeated
+    ],
+)
+def test_read_frames_seeks_to_keyframes_and_returns_the_decoded_frames(
+    tmp_path: Path, wanted: list[int], seeks: bool
+) -> None:
+    path = _gop_video(tmp_path / "gop.mp4", keyint=10)
+    timeline = frame_timeline(path)
+    assert timeline is not None and timeline[1][:3] == [0, 10, 20]
+    decoded: list[int] = []
+    got = list(read_frames(path, wanted, decoded=decoded))
+    want = {i: im for i, im in sample_frames(path, 1) if i in set(wanted)}
+    assert [i for i, _ in got] == sorted(set(wanted))
+    assert all(np.array_equal(np.asarray(im), np.asarray(want[i])) for i, im in got)
+    assert (len(decoded) < max(wanted) + 1) is seeks  # seeking decodes fewer frames than the straight read
+
+
+def test_read_frames_falls_back_where_timestamps_do_not_count_frames(tmp_path: Path) -> None:
+    """Irregular pts (a recorder's gaps) still give frames by count, identical to sample_frames."""
+    path = tmp_path / "gaps.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"x264-params": "keyint=5:min-keyint=5"})
+        stream.width, stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((SIZE[1], SIZE[0], 3), 20 + 7 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 2 + (i > 12) * 5, Fraction(1, FPS)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    want = {i: im for i, im in sample_frames(path, 1) if i in (2, 17, 29)}
+    got = dict(read_frames(path, [29, 2, 17]))
+    assert sorted(got) == [2, 17, 29]
+    assert all(np.array_equal(np.asarray(got[i]), np.asarray(want[i])) for i in got)
