@@ -17,6 +17,11 @@ from protocols.study import StudyProtocol, load_protocol
 log = logging.getLogger(__name__)
 
 
+def new_launch_id(study_id: str) -> str:
+    """The study id, the start time and a random suffix; `hub launch` and the dashboard name launches alike."""
+    return f"{study_id}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
 def register_study(home: HubHome, protocol_file: Path) -> StudyProtocol:
     protocol = load_protocol(protocol_file)
     home.store().put_study(
@@ -34,7 +39,7 @@ def launch(home: HubHome, protocol_file: Path, *, echo: Callable[[str], None] = 
     """Start one launch of the study and wait for it; returns the launch id."""
     protocol = register_study(home, protocol_file)
     store = home.store()
-    launch_id = f"{protocol.study_id}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    launch_id = new_launch_id(protocol.study_id)
     store.new_launch(launch_id, protocol.study_id, protocol.content_hash)
     run_id = start_run(home, launch_id)
     echo(

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 from hub.home import HubHome
-from hub.launcher import register_study
+from hub.launcher import new_launch_id, register_study
 from protocols.errors import ConfigError
 from protocols.states import LaunchState
 from protocols.study import StudyProtocol, loads_protocol
-
-
-def new_launch_id(study_id: str) -> str:
-    return f"{study_id}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def submit_study(home: HubHome, protocol_file: Path) -> str:
