@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -40,16 +43,28 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(con).get_current_revision()
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Apply every migration the store lacks (PostgreSQL: in one transaction, under an advisory lock)."""
-    with _THREADS:
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite has no advisory lock: processes opening one store file at once take a lock file next to it."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            _upgrade(engine)
-        except Exception:
-            # SQLite has no advisory lock: another process may have migrated the file between our check and
-            # our CREATE TABLE. That is only fine if the store now stands at head.
-            if current_revision(engine) != head_revision():
-                raise
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every migration the store lacks, once, even when several processes open a new store together.
+
+    PostgreSQL: in one transaction under an advisory lock; SQLite: under a lock file next to the database.
+    """
+    with _THREADS, _sqlite_file_lock(engine):
+        _upgrade(engine)
 
 
 def _upgrade(engine: Engine) -> None:
