@@ -38,7 +38,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv chromium postgresql
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 clean:
 	rm -rf out .cache
