@@ -104,11 +104,20 @@ def test_revoked_site_is_refused(federation) -> None:  # type: ignore[no-untyped
     wait_for(lambda: not child.alive(), 90, "the revoked SuperNode to be refused", None)
 
 
+def _online(hub) -> set[str]:  # type: ignore[no-untyped-def]
+    """Names of the sites whose SuperNodes the SuperLink sees online."""
+    names = {str(node): name for node, name in hub.store().site_nodes().items()}
+    nodes = flwr(hub, ["supernode", "list", CONNECTION]).get("nodes", [])
+    return {names.get(str(n["node-id"]), str(n["node-id"])) for n in nodes if n["status"] == "online"}
+
+
 def test_only_approved_bundles_run_and_stay_sandboxed(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The hub sends a bundle the sites never approved: it runs nowhere. One site approves it: there it runs,
     and the sandbox still keeps the site home out of its reach."""
     approver = federation.sites[0].name
     home = SiteHome(federation.run / "sites" / approver)
+    serving = {s.name for s in federation.sites[1:]} | {federation.broken, federation.small}
+    wait_for(lambda: _online(federation.hub) >= serving | {approver}, 120, "every serving site to be online")
     fab = tmp_path / "rogue.fab"
     fab.write_bytes(build_fab_from_disk(ROGUE_APP))
     approved = _site_cli("apps", "approve", str(fab), "--home", str(home.root))
@@ -124,7 +133,6 @@ def test_only_approved_bundles_run_and_stay_sandboxed(federation, tmp_path: Path
     reply = found.pop(approver)
     assert reply["own-token"] == 1  # the check can see what it may see ...
     assert all(reply[k] == 0 for k in reply if k != "own-token"), reply  # ... and nothing of the site home
-    serving = {s.name for s in federation.sites[1:]} | {federation.broken, federation.small}
     refused = {name: r["error"] for name, r in found.items() if name in serving}
     assert set(refused) == serving, found  # every other serving site replied with an error ...
     assert all("PermissionError" in reason for reason in refused.values()), refused  # ... at the bundle's install
