@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,14 @@ def camera_copy(src: Path, dst: Path, size: tuple[int, int]) -> Path:
     if dst.is_file():
         return dst
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = out.add_stream("libx264", rate=inp.streams.video[0].average_rate)
+        fps = Fraction(inp.streams.video[0].average_rate or 25)
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for frame in inp.decode(video=0):
+        for i, frame in enumerate(inp.decode(video=0)):
             image = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-            image.pts = None
+            image.pts, image.time_base = i, 1 / fps
             out.mux(stream.encode(image))
-        out.mux(stream.encode())
+        out.mux(stream.encode(None))
     return dst
 
 
