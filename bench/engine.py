@@ -117,13 +117,14 @@ def camera_copy(src: Path, dst: Path, size: tuple[int, int]) -> Path:
     return dst
 
 
-def mixed_camera_jobs(work: Path, jobs: list[VideoJob]) -> list[VideoJob]:
-    """Each video at each of the CAMERAS sizes, interleaved (A0 B0 C0 A1 ...), as a store of several recorders."""
+def mixed_camera_jobs(work: Path, jobs: list[VideoJob], stride: int = 1) -> list[VideoJob]:
+    """Each video at each of the CAMERAS sizes, interleaved (A0 B0 C0 A1 ...), as a store of several recorders;
+    every `stride`-th sampled frame (a longer sampling interval: fewer frames per video, more mixed batches)."""
     out = []
     for k, job in enumerate(jobs):
         for w, h in CAMERAS:
             media = camera_copy(job.media, work / f"video{k}-{w}x{h}.mp4", (w, h))
-            out.append(VideoJob(media, job.labels, job.frames, job.fps))
+            out.append(VideoJob(media, job.labels, job.frames[::stride], job.fps))
     return out
 
 
@@ -135,7 +136,7 @@ def bench_bucketing(model_dir: Path, jobs: list[VideoJob], tokens: int, args: ar
     with FramePrefetcher(model_dir, workers=args.workers, depth=args.depth) as pf:
         engine(lm, jobs[:1], EvalRequest(prompt, {}, 2, args.batch), pf)  # warm-up
         print(f"\nlength bucketing: {model_dir.name}, {n} frames of {len(jobs)} videos from {len(CAMERAS)} camera "
-              f"sizes, batch {args.batch}, {tokens} tokens")  # fmt: skip
+              f"sizes, batch {args.batch}, {tokens} tokens, frame stride {args.bucket_stride}")  # fmt: skip
         print(f"{'batches':<28}{'frames/s':>9}{'padding':>9}{'prompt tok':>11}{'prefill tok':>12}")
         answers = []
         for name, window in (("arrival order", 0), (f"by length (window {4 * args.batch})", None)):
@@ -308,6 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=32, help="frames each worker may prepare ahead")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--bucket-tokens", type=int, default=32, help="generation length of the bucketing line (0 skips)")
+    p.add_argument("--bucket-stride", type=int, default=1, help="bucketing line: every n-th 1-fps frame per video")
     return p.parse_args(argv)
 
 
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     if tiny:
         bench_model("tiny", ensure_tiny_model(ROOT / ".cache" / "models"), jobs, tiny, args)
     if args.bucket_tokens:
-        mixed = mixed_camera_jobs(args.work, jobs)
+        mixed = mixed_camera_jobs(args.work, jobs, args.bucket_stride)
         bench_bucketing(ensure_tiny_model(ROOT / ".cache" / "models"), mixed, args.bucket_tokens, args)
     mid = [int(x) for x in args.mid_tokens.split(",") if x]
     if mid:
