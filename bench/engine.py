@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python bench/engine.py                 # tiny at 32 and 256 tokens, mid-size at 32
     PYTHONPATH=$PWD .venv/bin/python bench/engine.py --videos 6 --tokens 32,256 --mid-tokens 32,256
+    PYTHONPATH=$PWD .venv/bin/python bench/engine.py --tokens '' --mid-tokens ''     # the bucketing line only
 
 The frames are the 1-fps frames of synthetic phase videos of one demo site (lakeside-university). Generation is
 forced to a fixed length (min_new_tokens = max_new_tokens) so every path does the same decoding work. Paths:
@@ -13,6 +14,9 @@ forced to a fixed length (min_new_tokens = max_new_tokens) so every path does th
 Candidate scoring scores the 7 phase names after the model's '<answer>' (the demo's phase task is not scored).
 "model" = share of wall time inside model calls (vision pass, generate, scoring passes); "forward" = inside the
 model's forward passes alone (outermost module call); peak RSS includes the worker processes.
+The length-bucketing line runs the engine's generation path twice on the same videos re-encoded at three frame sizes
+(three image-token counts, as from several recorders): batches in arrival order, then by prompt length within each
+window of 4 batches; "padding" = share of the prefill's prompt positions that are left padding.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,6 +96,57 @@ def demo_jobs(work: Path, videos: int, seconds: float) -> list[VideoJob]:
             frames = select_frames(list(labels.labels), labels.fps or v.fps, 1.0)
             jobs.append(VideoJob(store.path(v.video), labels, tuple(frames), v.fps))
     return jobs
+
+
+CAMERAS = ((160, 90), (120, 90), (96, 96))  # 16:9, 4:3 and square recorders: three image-token counts
+
+
+def camera_copy(src: Path, dst: Path, size: tuple[int, int]) -> Path:
+    """The video re-encoded at another frame size, as another recorder would have written it (made once)."""
+    if dst.is_file():
+        return dst
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        fps = Fraction(inp.streams.video[0].average_rate or 25)
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            image = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+            image.pts, image.time_base = i, 1 / fps
+            out.mux(stream.encode(image))
+        out.mux(stream.encode(None))
+    return dst
+
+
+def mixed_camera_jobs(work: Path, jobs: list[VideoJob], stride: int = 1) -> list[VideoJob]:
+    """Each video at each of the CAMERAS sizes, interleaved (A0 B0 C0 A1 ...), as a store of several recorders;
+    every `stride`-th sampled frame (a longer sampling interval: fewer frames per video, more mixed batches)."""
+    out = []
+    for k, job in enumerate(jobs):
+        for w, h in CAMERAS:
+            media = camera_copy(job.media, work / f"video{k}-{w}x{h}.mp4", (w, h))
+            out.append(VideoJob(media, job.labels, job.frames[::stride], job.fps))
+    return out
+
+
+def bench_bucketing(model_dir: Path, jobs: list[VideoJob], tokens: int, args: argparse.Namespace) -> None:
+    """The engine's generation path on frames of three sizes: batches in arrival order vs by prompt length."""
+    lm = load_model(model_dir, device="cpu")
+    meter, n = Meter(lm), sum(len(j.frames) for j in jobs)
+    prompt = load_task("phase").render_prompt()
+    with FramePrefetcher(model_dir, workers=args.workers, depth=args.depth) as pf:
+        engine(lm, jobs[:1], EvalRequest(prompt, {}, 2, args.batch), pf)  # warm-up
+        print(f"\nlength bucketing: {model_dir.name}, {n} frames of {len(jobs)} videos from {len(CAMERAS)} camera "
+              f"sizes, batch {args.batch}, {tokens} tokens, frame stride {args.bucket_stride}")  # fmt: skip
+        print(f"{'batches':<28}{'frames/s':>9}{'padding':>9}{'prompt tok':>11}{'prefill tok':>12}")
+        answers = []
+        for name, window in (("arrival order", 0), (f"by length (window {4 * args.batch})", None)):
+            req = EvalRequest(prompt, {}, tokens, args.batch, tokens, bucket_window=window)
+            with meter.run() as m:
+                answers.append(engine(lm, jobs, req, pf))
+            t = req.timing
+            print(f"{name:<28}{n / m['wall']:>9.1f}{t.padding_share:>9.1%}{t.prompt_tokens:>11}{t.batch_tokens:>12}")
+        same = [a.text for *_, a in answers[0]] == [a.text for *_, a in answers[1]]
+        print(f"answers identical, frame for frame: {same}")
 
 
 class Meter:
@@ -252,6 +308,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--depth", type=int, default=32, help="frames each worker may prepare ahead")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--bucket-tokens", type=int, default=32, help="generation length of the bucketing line (0 skips)")
+    p.add_argument("--bucket-stride", type=int, default=1, help="bucketing line: every n-th 1-fps frame per video")
     return p.parse_args(argv)
 
 
@@ -267,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     tiny = [int(x) for x in args.tokens.split(",") if x]
     if tiny:
         bench_model("tiny", ensure_tiny_model(ROOT / ".cache" / "models"), jobs, tiny, args)
+    if args.bucket_tokens:
+        mixed = mixed_camera_jobs(args.work, jobs, args.bucket_stride)
+        bench_bucketing(ensure_tiny_model(ROOT / ".cache" / "models"), mixed, args.bucket_tokens, args)
     mid = [int(x) for x in args.mid_tokens.split(",") if x]
     if mid:
         model = build_mid_model(

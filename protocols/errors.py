@@ -17,6 +17,10 @@ class ProtocolError(SurgFedError):
     """A study protocol is invalid, unknown or not approved."""
 
 
+class BundleError(SurgFedError):
+    """A ClientApp bundle (Flower FAB) is malformed, or clashes with an approved one."""
+
+
 class DataError(SurgFedError):
     """Local data (videos, labels, manifest) is missing or inconsistent."""
 

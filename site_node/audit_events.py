@@ -29,6 +29,21 @@ def ingest_run(audit: AuditLog, dataset_id: str, fmt: str, videos: int, statuses
     )
 
 
+def deid_run(audit: AuditLog, header: Mapping[str, str], key_source: str, counts: Mapping[str, int]) -> None:
+    """A `site_node deid` run: profile, detector, where the key came from and counts per kind and outcome.
+
+    Never names, paths or quarantine reasons (free text that may quote a file): those stay in OUT_DIR's report.
+    """
+    audit.append(
+        "deid",
+        profile=str(header.get("profile", ""))[:64],
+        profile_digest=str(header.get("profile_digest", ""))[:64],
+        detector=str(header.get("out_of_body_detector", ""))[:64],
+        key=key_source,
+        files={str(k)[:32]: int(v) for k, v in sorted(counts.items())},
+    )
+
+
 def _recorded(audit: AuditLog) -> tuple[set[str], str | None]:
     """Protocol hashes the log records as approved, and the last policy digest it records."""
     hashes: set[str] = set()

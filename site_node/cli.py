@@ -35,6 +35,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         release=args.release,
     )
     print(f"site home created: {home.root}")
+    if not args.no_shipped_app:
+        from site_node.commands_apps import approve_shipped
+
+        print(f"approved this release's ClientApp bundle: sha256 {approve_shipped(home)} (`site_node apps list`)")
     print(f"node public key (send it to the study coordinator for `hub sites add {args.site} FILE`): {home.node_pub}")
     print(home.node_pub.read_text().strip())
     return 0
@@ -162,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: results leave once the release gate passes them; manual: each waits for "
         "`site_node releases approve` (site.toml [site] release)",
     )
+    p.add_argument(
+        "--no-shipped-app",
+        action="store_true",
+        help="do not approve the ClientApp bundle of the installed surgfed release (approve bundles with "
+        "`site_node apps approve` instead)",
+    )
     p.set_defaults(func=cmd_init)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
@@ -242,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
+    from site_node.commands_apps import register as register_apps
     from site_node.commands_eval import register as register_eval
     from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
@@ -250,6 +261,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     register_eval(sub, common)
     register_protocols(sub, common)
     register_policy(sub, common)
+    register_apps(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

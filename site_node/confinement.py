@@ -1,9 +1,10 @@
 """How the SuperNode and its ClientApps are confined: Landlock layers, TCP ports, environment allow-list.
 
 Two layers. The SuperNode may read the runtime and its own folder (clientapp/, where the node key is),
-connect to the hub (and an outbound proxy) and bind its local runtime API port. Every ClientApp process
-tree starts through a `flower-superexec` wrapper that adds a second layer: no node key, only the engine
-token, TCP only to the SuperNode's local port. The engine itself is reached over its Unix socket.
+write only clientapp/tmp, connect to the hub (and an outbound proxy) and bind its local runtime API port.
+Every ClientApp process tree starts through a `flower-superexec` wrapper that adds a second layer: no node
+key, only the engine token, TCP only to the SuperNode's local port, FLWR_HOME read-only (only approved
+bundles run). The engine itself is reached over its Unix socket.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def _engine_ports(engine_address: str) -> list[int]:
 
 
 def clientapp_layer(home: SiteHome, supernode_port: int, engine_address: str, command: list[str]) -> list[str]:
-    """`command` inside the ClientApp layer: the engine token but not the node key, TCP only to the SuperNode."""
+    """`command` inside the ClientApp layer: the engine token but not the node key, TCP only to the SuperNode.
+
+    FLWR_HOME (clientapp/flwr) is readable, not writable: flwr-clientapp can load a bundle that
+    `site_node apps approve` installed in FLWR_HOME/apps, and fails to install any other (site_node/app_bundles.py).
+    """
     d = home.clientapp_dir
     return sandbox.sandboxed_argv(
         command,
-        sandbox.runtime_read_paths() + [d / "engine.token", d / "bin"],
-        [d / "flwr", d / "tmp"],
+        sandbox.runtime_read_paths() + [d / "engine.token", d / "bin", d / "flwr"],
+        [d / "tmp"],
         connect=[supernode_port, *_engine_ports(engine_address)],
         scope_signals=False,  # superexec probes its SuperNode with kill(pid, 0); the engine stays out of reach
     )
@@ -89,7 +94,7 @@ def supernode_command(
     if not cfg.sandbox:
         log.warning(
             "the SuperNode runs WITHOUT the sandbox ([supernode] sandbox = false): "
-            "an app bundle could read this site home"
+            "an app bundle could read this site home, and bundles nobody approved can install themselves and run"
         )
         return argv, env
     grants = sandbox.grants()
@@ -100,9 +105,13 @@ def supernode_command(
                 f"{home.config_file}: this kernel grants no Landlock file rules, so hub-delivered code could read "
                 "the site home; refusing to start (`site_node serve --allow-weak-sandbox` to run anyway)"
             )
-        log.warning("--allow-weak-sandbox: the SuperNode and ClientApps run WITHOUT any sandbox")
+        log.warning(
+            "--allow-weak-sandbox: the SuperNode and ClientApps run WITHOUT any sandbox; app bundles are not pinned"
+        )
         return argv, env
     env["PATH"] = os.pathsep.join([str(write_superexec_wrapper(home, supernode_port, engine_address)), env["PATH"]])
     read = sandbox.runtime_read_paths() + ([cfg.root_certificates] if cfg.root_certificates else [])
     connect = outbound_ports(cfg, env) + [supernode_port, *_engine_ports(engine_address)]
-    return sandbox.sandboxed_argv(argv, read, [d], connect=connect, bind=[supernode_port]), env
+    # The SuperNode reads its folder (node key, FLWR_HOME with the approved bundles) and writes only tmp/.
+    read.append(d)
+    return sandbox.sandboxed_argv(argv, read, [d / "tmp"], connect=connect, bind=[supernode_port]), env

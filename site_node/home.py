@@ -192,7 +192,8 @@ insecure = false
 [supernode]
 port = 0
 # The SuperNode and every ClientApp it starts run in a Landlock sandbox that cannot read this site home
-# (data, keys, audit log) except clientapp/: only the engine reads the rest. Needs Linux >= 5.13.
+# (data, keys, audit log) except clientapp/: only the engine reads the rest. It also pins the app bundles:
+# only those approved with `site_node apps approve` can run (false: any bundle can). Needs Linux >= 5.13.
 sandbox = true
 """
 )

@@ -33,6 +33,19 @@ def prepare_clientapp_dir(home: SiteHome) -> tuple[Path, Path]:
     return token, key
 
 
+def pin_app_bundles(home: SiteHome) -> None:
+    """Install the approved ClientApp bundles and remove any other before the SuperNode starts."""
+    from site_node.app_bundles import approved_apps, sync
+
+    for note in sync(home):
+        log.warning("apps: %s", note)
+    apps = approved_apps(home)
+    for app in apps:
+        log.info("approved ClientApp bundle %s %s sha256 %s", app.fab_id, app.version, app.sha256)
+    if not apps:
+        log.warning("no approved ClientApp bundle: every hub message will fail (`site_node apps approve`)")
+
+
 def supernode_argv(
     home: SiteHome, cfg: SiteConfig, engine_address: str, insecure: bool, token: Path, key: Path, port: int
 ) -> list[str]:
@@ -99,6 +112,7 @@ def serve(
     try:
         if with_supernode:
             token, key = prepare_clientapp_dir(home)
+            pin_app_bundles(home)
             port = cfg.supernode_port or free_port()
             argv, env = supernode_command(
                 home,

@@ -63,6 +63,7 @@ class LoopbackFederation:
 
     def site_home(self, name: str, model_dir: Path, *, release: str = "auto", register: bool = True) -> Path:
         """Create a site home pointing at this hub; register its node key unless told not to."""
+        from site_node.commands_apps import approve_shipped
         from site_node.home import init_home
 
         assert self.hub is not None, "start_hub() first"
@@ -75,6 +76,7 @@ class LoopbackFederation:
             root_certificates=None if self.insecure else self.hub.ca_cert,
         )
         _state_demo_policy(home.config_file)
+        approve_shipped(home)  # what `site_node init` does: this release's own ClientApp bundle
         if register and not self.insecure:
             self.register(name, home.node_pub)
         return home.root

@@ -18,6 +18,8 @@ from site_node.model.prefetch import FrameInput, FramePrefetcher, VideoJob, fram
 from site_node.model.scoring import score_prefix_ids
 from site_node.task_runtime import Answer
 
+_Answer = tuple[int, int, Answer]  # (video index, frame, answer)
+
 
 @dataclass
 class ModelTime:
@@ -27,10 +29,17 @@ class ModelTime:
     vision: float = 0.0
     scoring: float = 0.0
     frames: int = 0
+    prompt_tokens: int = 0  # the prompts' own tokens (text and image placeholders) of every batch formed
+    batch_tokens: int = 0  # rows x widest prompt of every batch: what the prefill computes, padding included
 
     @property
     def total(self) -> float:
         return self.generate + self.vision + self.scoring
+
+    @property
+    def padding_share(self) -> float:
+        """The share of the prefill's prompt positions that are left padding."""
+        return 1.0 - self.prompt_tokens / self.batch_tokens if self.batch_tokens else 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class EvalRequest:
     batch_size: int = 8
     min_new_tokens: int = 0  # = max_new_tokens in benchmarks, so that every path decodes the same work
     timing: ModelTime = field(default_factory=ModelTime)
+    # Frames held to form batches of similar prompt length (frames of other sizes have other image-token counts);
+    # None: 4 batches' worth; up to batch_size (0 too): batches in arrival order. Answers leave in arrival order.
+    bucket_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1 or not 0 <= self.min_new_tokens <= self.max_new_tokens:
@@ -50,6 +62,12 @@ class EvalRequest:
                 f"expected batch_size >= 1 and 0 <= min_new_tokens <= max_new_tokens >= 1, got batch_size="
                 f"{self.batch_size}, min_new_tokens={self.min_new_tokens}, max_new_tokens={self.max_new_tokens}"
             )
+        if self.bucket_window is not None and self.bucket_window < 0:
+            raise ConfigError(f"expected bucket_window >= 0 (0: no bucketing), got {self.bucket_window}")
+
+    @property
+    def window(self) -> int:
+        return 4 * self.batch_size if self.bucket_window is None else max(self.bucket_window, self.batch_size)
 
 
 def collate(items: Sequence[FrameInput], pad_id: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
@@ -101,18 +119,49 @@ def _score(lm: LoadedModel, item: FrameInput, embeds: torch.Tensor, text: str, r
     return scores
 
 
-def _batches(frames: Iterable[FrameInput], size: int) -> Iterator[list[FrameInput]]:
-    batch: list[FrameInput] = []
+def _windows(frames: Iterable[FrameInput], size: int) -> Iterator[list[FrameInput]]:
+    chunk: list[FrameInput] = []
     for item in frames:
-        batch.append(item)
-        if len(batch) == size:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _bucketed(frames: Iterable[FrameInput], req: EvalRequest, orders: list[list[int]]) -> Iterator[list[FrameInput]]:
+    """Batches of similar prompt length: each window of frames sorted by length (stably), then cut into batches.
+
+    Each window's order is appended to `orders` before its batches are yielded, so answers can be put back in
+    arrival order. Frames of one length keep their arrival order: with one frame size, batches are unchanged.
+    """
+    for chunk in _windows(frames, req.window):
+        order = list(range(len(chunk)))
+        if req.window > req.batch_size:
+            order.sort(key=lambda i: len(chunk[i].input_ids))
+        orders.append(order)
+        for start in range(0, len(order), req.batch_size):
+            batch = [chunk[i] for i in order[start : start + req.batch_size]]
+            req.timing.prompt_tokens += sum(len(it.input_ids) for it in batch)
+            req.timing.batch_tokens += len(batch) * max(len(it.input_ids) for it in batch)
             yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
-def answer_batch(lm: LoadedModel, batch: Sequence[FrameInput], req: EvalRequest) -> list[tuple[int, int, Answer]]:
+def _in_arrival_order(answers: Iterable[list[_Answer]], orders: list[list[int]]) -> Iterator[_Answer]:
+    """Answers of whole windows, each put back in the order its frames arrived."""
+    held: list[_Answer] = []
+    for batch in answers:
+        held.extend(batch)
+        while orders and len(held) >= len(orders[0]):
+            order = orders.pop(0)
+            by_arrival = dict(zip(order, held[: len(order)], strict=True))
+            held = held[len(order) :]
+            yield from (by_arrival[i] for i in range(len(order)))
+    yield from held  # nothing is left unless a runner dropped answers; then they are not reordered
+
+
+def answer_batch(lm: LoadedModel, batch: Sequence[FrameInput], req: EvalRequest) -> list[_Answer]:
     """(video index, frame, answer) for one batch: generation, then candidate scoring on the same image embeddings."""
     texts, embeds = _generate(lm, batch, req)
     out = []
@@ -132,15 +181,15 @@ class BatchRunner(Protocol):
 def answer_frames(
     lm: LoadedModel | None, frames: Iterable[FrameInput], req: EvalRequest, runner: BatchRunner | None = None
 ) -> Iterator[tuple[int, int, Answer]]:
-    """(video index, frame, answer) for every frame, batched across videos in the order the frames arrive."""
-    batches = _batches(frames, req.batch_size)
+    """(video index, frame, answer) for every frame in the order the frames arrive, batched across videos and
+    by prompt length within each window of `req.window` frames."""
+    orders: list[list[int]] = []
+    batches = _bucketed(frames, req, orders)
     if runner is not None:
-        for answers in runner.run(batches, req):
-            yield from answers
+        yield from _in_arrival_order(runner.run(batches, req), orders)
         return
     assert lm is not None
-    for batch in batches:
-        yield from answer_batch(lm, batch, req)
+    yield from _in_arrival_order((answer_batch(lm, batch, req) for batch in batches), orders)
 
 
 def answer_videos(

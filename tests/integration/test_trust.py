@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from flwr.cli.build import build_fab_from_disk
 
 from hub.launcher import launch
 from hub.pki import make_ca
@@ -102,16 +104,41 @@ def test_revoked_site_is_refused(federation) -> None:  # type: ignore[no-untyped
     wait_for(lambda: not child.alive(), 90, "the revoked SuperNode to be refused", None)
 
 
-def test_unapproved_bundle_cannot_read_site_data(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _online(hub) -> set[str]:  # type: ignore[no-untyped-def]
+    """Names of the sites whose SuperNodes the SuperLink sees online."""
+    names = {str(node): name for node, name in hub.store().site_nodes().items()}
+    nodes = flwr(hub, ["supernode", "list", CONNECTION]).get("nodes", [])
+    return {names.get(str(n["node-id"]), str(n["node-id"])) for n in nodes if n["status"] == "online"}
+
+
+def test_only_approved_bundles_run_and_stay_sandboxed(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The hub sends a bundle the sites never approved: it runs nowhere. One site approves it: there it runs,
+    and the sandbox still keeps the site home out of its reach."""
+    approver = federation.sites[0].name
+    home = SiteHome(federation.run / "sites" / approver)
+    serving = {s.name for s in federation.sites[1:]} | {federation.broken, federation.small}
+    wait_for(lambda: _online(federation.hub) >= serving | {approver}, 120, "every serving site to be online")
+    fab = tmp_path / "rogue.fab"
+    fab.write_bytes(build_fab_from_disk(ROGUE_APP))
+    approved = _site_cli("apps", "approve", str(fab), "--home", str(home.root))
+    assert approved.returncode == 0, approved.stderr
     out = tmp_path / "rogue.json"
-    flwr(federation.hub, ["run", str(ROGUE_APP), CONNECTION, "--run-config", f'out="{out}"'])
-    wait_for(out.exists, 180, "the rogue app's report")
-    found = json.loads(out.read_text())
-    answered = [v for v in found.values() if "error" not in v]
-    assert len(answered) >= 3, found
-    for reply in answered:
-        assert reply["own-token"] == 1  # the check can see what it may see ...
-        assert all(reply[k] == 0 for k in reply if k != "own-token"), reply  # ... and nothing of the site home
+    try:
+        flwr(federation.hub, ["run", str(ROGUE_APP), CONNECTION, "--run-config", f'out="{out}"'])
+        wait_for(out.exists, 180, "the rogue app's report")
+    finally:
+        _site_cli("apps", "revoke", hashlib.sha256(fab.read_bytes()).hexdigest(), "--home", str(home.root))
+    names = {str(node): name for node, name in federation.hub.store().site_nodes().items()}
+    found = {names.get(node, node): reply for node, reply in json.loads(out.read_text()).items()}
+    reply = found.pop(approver)
+    assert reply["own-token"] == 1  # the check can see what it may see ...
+    assert all(reply[k] == 0 for k in reply if k != "own-token"), reply  # ... and nothing of the site home
+    refused = {name: r["error"] for name, r in found.items() if name in serving}
+    assert set(refused) == serving, found  # every other serving site replied with an error ...
+    assert all("PermissionError" in reason for reason in refused.values()), refused  # ... at the bundle's install
+    for name in serving:  # and nothing of the rogue bundle was installed there
+        apps = federation.run / "sites" / name / "clientapp" / "flwr" / "apps"
+        assert not [p for p in apps.iterdir() if p.name.startswith("someone-else.")], name
 
 
 def test_per_frame_protocol_is_refused_and_recorded(federation) -> None:  # type: ignore[no-untyped-def]

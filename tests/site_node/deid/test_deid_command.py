@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from deid_fixtures import frames_for, make_video, write_key
 
-from site_node.deid.command import register
+from site_node.audit import AuditLog, verify
+from site_node.deid.command import AUDIT_NAME, register
+from site_node.home import init_home
 
 
 def _main(argv: list[str], home: Path | None = None) -> int:
@@ -31,6 +33,13 @@ def test_all_out_exits_0_and_writes_report(tmp_path: Path, clip: Path, key_file:
     report = json.loads((tmp_path / "out" / "deid-report.json").read_text())
     assert report["summary"]["ok"] == 1 and report["entries"][0]["status"] == "ok"
     assert "DOE" not in (tmp_path / "out" / "deid-report.json").read_text()
+    # No site home: the run is recorded in a hash-chained log beside its outputs, counts only.
+    log = tmp_path / "out" / AUDIT_NAME
+    assert verify(log) == 1
+    (entry,) = AuditLog(log).entries()
+    assert entry["event"] == "deid" and entry["files"] == {"video.ok": 1} and entry["key"] == "key file"
+    assert entry["profile"] == "demo" and entry["profile_digest"] == report["profile_digest"]
+    assert "DOE" not in log.read_text() and str(clip.parent) not in log.read_text()
 
 
 def test_some_quarantined_exits_3(tmp_path: Path, clip: Path, key_file: Path) -> None:
@@ -50,6 +59,28 @@ def test_some_quarantined_exits_3(tmp_path: Path, clip: Path, key_file: Path) ->
         ]
     )
     assert code == 3 and len(list((tmp_path / "out" / "quarantine").glob("*.json"))) == 1
+    (entry,) = AuditLog(tmp_path / "out" / AUDIT_NAME).entries()
+    assert entry["files"] == {"video.ok": 1, "video.quarantined": 1}
+    reason = json.loads(next((tmp_path / "out" / "quarantine").glob("*.json")).read_text())["reason"]
+    assert reason not in (tmp_path / "out" / AUDIT_NAME).read_text()  # free text stays in the report
+
+
+def test_run_with_a_site_home_is_recorded_in_the_sites_audit_log(tmp_path: Path, clip: Path) -> None:
+    home = init_home(tmp_path / "site", "site-a")
+    argv = ["deid", str(clip), "--out", str(tmp_path / "out"), "--no-progress", "--profile", "demo"]
+    assert _main(argv, home=home.root) == 0
+    assert [e["event"] for e in AuditLog(home.audit_log).entries()] == ["deid"]
+    assert AuditLog(home.audit_log).entries()[0]["key"] == "site key"
+    assert not (tmp_path / "out" / AUDIT_NAME).exists()
+
+
+def test_run_that_cannot_be_audited_exits_1(
+    tmp_path: Path, clip: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out" / AUDIT_NAME).mkdir(parents=True)  # the log path is taken: the entry cannot be written
+    argv = ["deid", str(clip), "--out", str(tmp_path / "out"), "--key-file", str(key_file), "--no-progress"]
+    assert _main([*argv, "--profile", "demo"]) == 1
+    assert "could not be audited" in capsys.readouterr().err
 
 
 def test_default_key_comes_from_the_site_home(tmp_path: Path, clip: Path) -> None:

@@ -18,7 +18,7 @@ from site_node.evaluation import _labelled_videos, evaluate_task, select_frames
 from site_node.local_eval import open_data
 from site_node.model.generate import chat_text, encode_batch, generate_answers
 from site_node.model.loading import LoadedModel, load_model
-from site_node.model.pipeline import collate
+from site_node.model.pipeline import EvalRequest, answer_frames, collate
 from site_node.model.prefetch import FramePrefetcher, VideoJob, encode_frame, frames_inline
 from site_node.model.scoring import candidate_logprobs, model_input_size
 from site_node.store import DataStore
@@ -122,3 +122,28 @@ def test_a_worker_error_names_the_video(lm: LoadedModel, store: DataStore, tmp_p
     jobs[1] = VideoJob(broken, jobs[1].labels, jobs[1].frames, jobs[1].fps)
     with FramePrefetcher(lm.path, workers=2, depth=2) as prefetcher, pytest.raises(DataError, match="broken.mp4"):
         list(prefetcher.frames(chat_text(lm.processor, "Which phase?"), jobs))
+
+
+def test_length_bucketing_cuts_padding_and_changes_no_answer(lm: LoadedModel) -> None:
+    """Frames from cameras of three aspect ratios (three prompt lengths), interleaved as videos from several
+    recorders arrive: bucketed batches answer every frame exactly as arrival-order batches, in arrival order."""
+    text = chat_text(lm.processor, "Which phase?")
+    sizes = [(160, 90), (60, 60), (90, 120)]
+    items = [
+        encode_frame(lm.processor, text, Image.new("RGB", sizes[i % 3], (40 * (i % 6), 90, 200 - 7 * i)), i % 5, i)
+        for i in range(12)
+    ]
+    assert len({len(it.input_ids) for it in items}) == 3
+    cands = {"a": "Preparation</answer>", "b": "ClippingCutting</answer>"}
+    plain = EvalRequest("Which phase?", cands, 4, batch_size=4, bucket_window=0)
+    bucketed = EvalRequest("Which phase?", cands, 4, batch_size=4, bucket_window=12)
+    want = list(answer_frames(lm, items, plain))
+    got = list(answer_frames(lm, items, bucketed))
+    assert [(v, f) for v, f, _ in got] == [(it.video, it.frame) for it in items]  # arrival order
+    assert [a.text for *_, a in got] == [a.text for *_, a in want]
+    assert [a.size for *_, a in got] == [a.size for *_, a in want]
+    for (*_, a), (*_, b) in zip(got, want, strict=True):
+        assert a.logprobs is not None and b.logprobs is not None and a.logprobs.keys() == b.logprobs.keys()
+        assert all(math.isclose(a.logprobs[c], b.logprobs[c], rel_tol=1e-5, abs_tol=1e-5) for c in cands)
+    assert plain.timing.prompt_tokens == bucketed.timing.prompt_tokens
+    assert plain.timing.padding_share > 0.05 and bucketed.timing.padding_share == 0.0
