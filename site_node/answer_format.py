@@ -28,7 +28,13 @@ def tool_word(name: str) -> str:
 
 
 def hierarchical_target(
-    phase: str, tools: Sequence[str] | None = None, relation: str | None = None, cvs_achieved: bool | None = None
+    phase: str,
+    tools: Sequence[str] | None = None,
+    relation: str | None = None,
+    cvs_achieved: bool | None = None,
+    *,
+    anatomy: Sequence[str] | None = None,
+    answer: str | None = None,
 ) -> str:
     """Surg-R1's answer: L1 (instruments), L2 (tool-tissue-action), L3 (phase and, where labelled, the
     critical view of safety), then the final answer (the phase).
@@ -36,12 +42,15 @@ def hierarchical_target(
     A level is written only when labels support it; inventing an L2 without triplets would teach the model
     statements nobody annotated. The tiny model's warm-up writes its targets with this same function, so
     fine-tuning at a site refines what the model sees instead of re-teaching it the answer's layout.
+    `anatomy` adds the structures seen to L1; `answer` is the final answer when the task asks for other than the
+    phase (an action, triplets, the CVS criteria, boxes).
     """
     levels = []
     if tools is not None:
-        levels.append(f"L1: {', '.join(tools) if tools else 'no instrument'}.")
+        seen = ", ".join(tools) if tools else "no instrument"
+        levels.append(f"L1: {seen}{'; ' + ', '.join(anatomy) if anatomy else ''}.")
     if relation:
         levels.append(f"L2: {relation}.")
     safety = "" if cvs_achieved is None else f", critical view of safety {'' if cvs_achieved else 'not '}achieved"
     levels.append(f"L3: {phase}{safety}.")
-    return f"<think>{' '.join(levels)}</think><answer>{phase}</answer>"
+    return f"<think>{' '.join(levels)}</think><answer>{phase if answer is None else answer}</answer>"

@@ -95,11 +95,18 @@ def replay(cholec80_dir: Path, site: str, seed: int, shift: float, seconds: floa
 
 
 def tool_box(v: SyntheticVideo, i: int, tool: str) -> tuple[float, float, float, float]:
+    """Normalised xyxy around a painted instrument of frame i of a video."""
+    return scene_box(v.layout, i / v.fps, v.plan.tools[i], tool, v.size)
+
+
+def scene_box(
+    layout: Any, t: float, tools: Sequence[str], tool: str, size: tuple[int, int]
+) -> tuple[float, float, float, float]:
     """Normalised xyxy around a painted instrument (shaft from its entry point to its tip, plus the jaws)."""
-    t, (w, h), m = i / v.fps, v.size, v.layout.motion
-    cx = v.layout.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
-    cy = v.layout.organ[1] + 0.04 * math.sin(2 * math.pi * t / 5.0 + m[1])
-    painted = [n for n in render.TOOL_NAMES if n in v.plan.tools[i] and n in render._TOOL_ENTRY]
+    (w, h), m = size, layout.motion
+    cx = layout.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
+    cy = layout.organ[1] + 0.04 * math.sin(2 * math.pi * t / 5.0 + m[1])
+    painted = [n for n in render.TOOL_NAMES if n in tools and n in render._TOOL_ENTRY]
     (ex, ey), (ox, oy) = render._TOOL_ENTRY[tool]
     wiggle = 0.02 * math.sin(2 * math.pi * t / 3.0 + painted.index(tool))
     tip = (cx + ox + wiggle, cy + oy - wiggle)
@@ -125,14 +132,18 @@ def triplets_at(v: SyntheticVideo, i: int) -> list[tuple[str, str, str, tuple[fl
 
 def cvs_at(v: SyntheticVideo, i: int) -> tuple[float, float, float]:
     """Raters' mean C1-C3: the view builds up through Calot's triangle dissection and holds from clipping on."""
-    names = render.phase_names()
     phase = v.plan.phases[i]
-    if names[phase] == "Preparation":
-        return 0.0, 0.0, 0.0
-    if names[phase] != "CalotTriangleDissection":
-        return (1.0, 1.0, 0.67) if names[phase] == "ClippingCutting" else (1.0, 1.0, 1.0)
     span = [j for j, k in enumerate(v.plan.phases) if k == phase]
-    p = (i - span[0]) / max(1, len(span))
+    return cvs_state(render.phase_names()[phase], (i - span[0]) / max(1, len(span)))
+
+
+def cvs_state(phase: str, progress: float) -> tuple[float, float, float]:
+    """Raters' mean C1-C3 in a phase, `progress` (0-1) of the way through it."""
+    if phase == "Preparation":
+        return 0.0, 0.0, 0.0
+    if phase != "CalotTriangleDissection":
+        return (1.0, 1.0, 0.67) if phase == "ClippingCutting" else (1.0, 1.0, 1.0)
+    p = progress
     return (0.67 if p >= 0.5 else 0.0, 0.67 if p >= 0.75 else 0.33 if p >= 0.5 else 0.0, 0.33 if p >= 0.75 else 0.0)
 
 

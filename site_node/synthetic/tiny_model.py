@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import tokenizers
 import torch
 import transformers
@@ -23,6 +24,7 @@ from protocols.tasks import load_task
 from site_node.model.loading import ImageTextQwen2_5_VLProcessor
 from site_node.synthetic import render
 from site_node.synthetic.warmup import WarmupConfig, target_answer, warm_up
+from site_node.synthetic.warmup_targets import WARMUP_TASKS, render_scenes, task_target
 
 # Qwen2.5-VL's special tokens (ids follow the BPE vocabulary, as in the real tokenizer) ...
 SPECIAL_TOKENS = (
@@ -78,6 +80,8 @@ _SITE_NODE = Path(__file__).resolve().parents[1]
 _SOURCES = (
     _SITE_NODE / "synthetic" / "tiny_model.py",
     _SITE_NODE / "synthetic" / "warmup.py",
+    _SITE_NODE / "synthetic" / "warmup_targets.py",
+    _SITE_NODE / "synthetic" / "formats.py",
     _SITE_NODE / "synthetic" / "render.py",
     _SITE_NODE / "synthetic" / "videos.py",
     _SITE_NODE / "model" / "loading.py",
@@ -105,10 +109,13 @@ class TinyConfig:
 def _tokenizer_corpus() -> list[str]:
     task = load_task("phase")
     words = [s for lab in task.labels for s in (lab.name, *lab.synonyms)]
+    rng = np.random.default_rng(0)
+    _, scenes = render_scenes([k % len(task.label_names) for k in range(28)], rng, frames_per_scene=28)
     return [
         "You are a helpful assistant.",
-        task.render_prompt(),
+        *(load_task(t).render_prompt() for t in WARMUP_TASKS),
         *(target_answer(name, tuple(render.phase_scene(name).tools)) for name in task.label_names),
+        *(task_target(t, scene) for scene in scenes for t in WARMUP_TASKS),
         " ".join(words),
         "The laparoscopic cholecystectomy shows the gallbladder, cystic duct, cystic artery, liver and clips.",
         "Question: which instruments are visible? grasper, bipolar, hook, scissors, clipper, irrigator, specimen bag.",
@@ -287,7 +294,8 @@ def cache_key(seed: int) -> str:
     for path in _SOURCES:
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    h.update(resources.files("protocols.tasks").joinpath("phase.yaml").read_bytes())
+    for task in WARMUP_TASKS:  # the prompts and vocabularies the warm-up teaches
+        h.update(resources.files("protocols.tasks").joinpath(f"{task}.yaml").read_bytes())
     h.update(
         f"seed={seed} torch={torch.__version__} transformers={transformers.__version__} "
         f"tokenizers={tokenizers.__version__}".encode()

@@ -1,4 +1,4 @@
-"""Short supervised warm-up that teaches the tiny model the phase prompt and Surg-R1's answer format."""
+"""Short supervised warm-up that teaches the tiny model every task family's prompt and Surg-R1's answer format."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ from protocols.tasks import load_task
 from site_node.answer_format import hierarchical_target, tool_word
 from site_node.model.generate import chat_text
 from site_node.synthetic import render
+from site_node.synthetic.warmup_targets import WARMUP_TASKS, render_scenes, task_mix, task_target
 
 IGNORE = -100  # label value the loss skips
 
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """Training budget and optimiser settings; the defaults fit well under a minute on 2 CPU cores."""
+    """Training budget and optimiser settings; the defaults take a few minutes on 2 CPU cores (README: speed)."""
 
-    steps: int = 300
+    steps: int = 400
     batch_size: int = 16
     lr: float = 3e-3
     pool_size: int = 896  # distinct source-domain frames, reused across steps
@@ -71,22 +72,25 @@ class _Examples:
 
 
 def build_examples(processor: Any, cfg: WarmupConfig, rng: np.random.Generator, chunk: int = 64) -> _Examples:
-    """Render source-domain frames and encode them with the same chat template and processor as inference."""
+    """Render source-domain frames, ask each one task family's prompt, and encode them with the same chat
+    template and processor as inference; the targets carry all three reasoning levels and the task's answer."""
     names = render.phase_names()
     phases = rng.permutation(np.arange(cfg.pool_size) % len(names))
     # varied exposure and noise (never a colour cast) keep the answer format stable on other sites' frames
-    frames, tools = render.render_batch([int(k) for k in phases], render.SOURCE_SHIFT, rng, vary_camera=True)
+    frames, scenes = render_scenes([int(k) for k in phases], rng)
+    tasks = task_mix(scenes, rng)
     images = [Image.fromarray(f) for f in frames]
-    prompt = chat_text(processor, load_task("phase").render_prompt())
+    prompts = {t: chat_text(processor, load_task(t).render_prompt()) for t in WARMUP_TASKS}
     # the answer ends with the EOS token (<|im_end|>): the model must learn to stop
     texts = [
-        prompt + target_answer(names[k], present) + processor.tokenizer.eos_token
-        for k, present in zip(phases, tools, strict=False)
+        prompts[t] + task_target(t, scene) + processor.tokenizer.eos_token
+        for t, scene in zip(tasks, scenes, strict=True)
     ]
     enc = _encode_right_padded(processor, texts, images, chunk)
-    prompt_len = len(processor(text=[prompt], images=images[:1])["input_ids"][0])
+    prompt_len = {t: len(processor(text=[p], images=images[:1])["input_ids"][0]) for t, p in prompts.items()}
     labels = enc["input_ids"].clone()
-    labels[:, :prompt_len] = IGNORE  # loss on the assistant's answer only
+    for i, t in enumerate(tasks):
+        labels[i, : prompt_len[t]] = IGNORE  # loss on the assistant's answer only
     labels[enc["attention_mask"] == 0] = IGNORE
     skip = {"input_ids", "attention_mask", "pixel_values", "image_grid_thw"}
     return _Examples(
