@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub.coordinator import Launch, NodeDirectory, Step, StepRunner, Transport
+from hub.coordinator import Launch, LaunchStopped, NodeDirectory, Step, StepRunner, Transport
 from protocols.contract import JobKind, WireRecords
 from protocols.states import LaunchState
 from protocols.study import loads_protocol
@@ -38,7 +38,7 @@ def run_launch(
         launch_id,
         study["protocol_yaml"],
         NodeDirectory(transport, store.site_nodes()),
-        clock() + protocol.round_plan.deadline_minutes * 60,
+        protocol.round_plan.deadline_minutes * 60,
         sleep,
         clock,
     )
@@ -50,6 +50,8 @@ def run_launch(
 
                 adapter = train_step(launch, round_, adapter, adapters_dir or Path("adapters"))
             StepRunner(launch, Step(JobKind.EVALUATE, round_, protocol.sites, adapter)).run()
+    except LaunchStopped:
+        return  # cancelled: the store already says so
     except Exception as exc:
         store.finish_launch(launch_id, LaunchState.FAILED, f"{type(exc).__name__}: {exc}")
         raise
