@@ -186,12 +186,12 @@ class StepRunner:
             if self._open() and self._delivered() < self.quorum:
                 self.l.sleep(self.l.protocol.round_plan.poll_seconds)
         early = bool(self._open()) and self._delivered() >= self.quorum
+        reason = "quorum" if early else "complete" if not self._open() else "deadline"
         why = f"round closed at its quorum of {self.quorum} site(s)" if early else "no reply before the deadline"
         for track in self._open():
             # Still working at the site when the round closed: absent here, and `hub study rerun` fetches it later.
             state = SiteState.ABSENT if track.state is SiteState.PENDING or early else track.state
             self._record(track, state, why)
-        reason = "quorum" if early else "complete" if not self._open() else "deadline"
         self.rounds.close_round(self.l.launch_id, self.step.round, self.step.kind.value, reason)
 
     def _next_request(self, track: SiteTrack) -> tuple[Op, WireRecords]:

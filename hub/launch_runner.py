@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.coordinator import Launch, LaunchStopped, NodeDirectory, Step, StepRunner, Transport
+from hub.store_rounds import StudyRounds
 from protocols.contract import JobKind, WireRecords
 from protocols.states import LaunchState
 from protocols.study import loads_protocol
@@ -24,6 +25,10 @@ def run_launch(
 ) -> None:
     """Run every round of a launch; a failing site is recorded against that site and the study goes on."""
     row = store.launch(launch_id)
+    if not LaunchState(row["state"]).open:
+        return  # cancelled before this run started
+    if row["state"] == LaunchState.PENDING.value:  # queued (or reopened by a rerun) and not claimed yet
+        StudyRounds(store).set_running(launch_id, row.get("run_id"))
     study = store.study(row["study_id"])
     protocol = loads_protocol(study["protocol_yaml"], f"study {study['study_id']}")
     if protocol.content_hash != row["protocol_hash"]:

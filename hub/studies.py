@@ -134,7 +134,14 @@ def extend_round(home: HubHome, study_id: str, round_: int, by: str, *, user: st
 
 
 def rerun_sites(
-    home: HubHome, study_id: str, round_: int, sites: list[str], *, user: str, by: str | None = None
+    home: HubHome,
+    study_id: str,
+    round_: int,
+    sites: list[str],
+    *,
+    user: str,
+    by: str | None = None,
+    now: float | None = None,
 ) -> dict[str, str]:
     """Ask missing, absent or failed sites of a closed evaluation round again; returns site -> job id.
 
@@ -159,8 +166,9 @@ def rerun_sites(
             rounds.reset_job(launch_id, round_, site, "evaluate", job_id, attempt)
         else:
             store.set_job(launch_id, round_, site, job_id=job_id, state=SiteState.PENDING.value, attempt=attempt)
-    rounds.open_round(launch_id, round_, "evaluate", minutes * 60, time.time())
-    rounds.reopen_round(launch_id, round_, "evaluate", time.time() + minutes * 60)
+    now = time.time() if now is None else now
+    rounds.open_round(launch_id, round_, "evaluate", minutes * 60, now)
+    rounds.reopen_round(launch_id, round_, "evaluate", now + minutes * 60)
     store.set_launch_state(launch_id, LaunchState.PENDING.value)
     log.info("study %s round %d: %s asked again by %s", study_id, round_, ", ".join(sites), user)
     return {site: job_id for site, (job_id, _) in new_ids.items()}
