@@ -42,7 +42,9 @@ def launched(home: HubHome, tmp_path: Path) -> str:
     return submit_study(home, path)
 
 
-def test_launch_registers_and_returns_and_list_shows_it(home: HubHome, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_launch_registers_and_returns_and_list_shows_it(
+    home: HubHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "study.yaml"
     path.write_text(PROTOCOL)
     assert cli(home, "launch", "--protocol", str(path)) == 0
@@ -57,7 +59,9 @@ def test_launch_registers_and_returns_and_list_shows_it(home: HubHome, tmp_path:
     assert "already has an open launch" in capsys.readouterr().err
 
 
-def test_show_lists_rounds_deadlines_and_jobs(home: HubHome, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_show_lists_rounds_deadlines_and_jobs(
+    home: HubHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     launch_id = launched(home, tmp_path)
     rounds = StudyRounds(home.store())
     rounds.set_running(launch_id, "77")
@@ -70,7 +74,9 @@ def test_show_lists_rounds_deadlines_and_jobs(home: HubHome, tmp_path: Path, cap
     assert "round 0 evaluate a: running [job j-a]" in out
 
 
-def test_extend_moves_an_open_round_and_names_a_closed_one(home: HubHome, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_extend_moves_an_open_round_and_names_a_closed_one(
+    home: HubHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     launch_id = launched(home, tmp_path)
     rounds = StudyRounds(home.store())
     rounds.set_running(launch_id, None)
@@ -84,7 +90,7 @@ def test_extend_moves_an_open_round_and_names_a_closed_one(home: HubHome, tmp_pa
     assert "--by must be a duration such as 14d, 36h or 90m" in capsys.readouterr().err
 
 
-def test_cancel_then_rerun_rules(home: HubHome, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_then_rerun_rules(home: HubHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     launch_id = launched(home, tmp_path)
     assert cli(home, "study", "rerun", "weeks", "--round", "0", "--sites", "a") == 1
     assert "launch " + launch_id + " is pending; rerun sites of a launch that has ended" in capsys.readouterr().err
