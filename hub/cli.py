@@ -137,6 +137,13 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.faults:
+        from hub.demo.faults import run_faults
+
+        if args.mode != "evaluate" or args.insecure:
+            raise UsageError("--faults runs the evaluation demo with TLS: drop --mode and --insecure")
+        run_faults(args.out)
+        return 0
     from hub.demo.study import run_demo
 
     report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
@@ -230,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=["evaluate", "finetune"], default="evaluate", help="evaluation study or federated fine-tuning"
     )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="run the study clean, then again killing a site engine and `hub serve` mid-study; compare the tables",
+    )
     p.set_defaults(func=cmd_demo)
 
     from hub import commands_studies, commands_web

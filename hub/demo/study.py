@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from hub.demo.loopback import LoopbackFederation, render_protocol
+from hub.home import HubHome
 from hub.launcher import launch
 from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
@@ -43,37 +44,14 @@ def cache_root() -> Path:
 
 def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites: tuple[DemoSite, ...] = SITES) -> Path:
     """Synthesise, ingest, serve, launch, report; every process started here is stopped, also on Ctrl-C or failure."""
-    from site_node.approvals import approve
-    from site_node.home import SiteHome
-    from site_node.ingest import ingest
-    from site_node.synthetic.formats import synthesize_all
-    from site_node.synthetic.tiny_model import ensure_tiny_model
-
     out = Path(out).resolve()
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    model_dir = ensure_tiny_model(cache_root())
     study_id, template = STUDIES[mode]
     with LoopbackFederation(run, insecure=insecure) as fed:
-        hub = fed.start_hub()
-        protocol = render_protocol(
-            run / "study.yaml",
-            template,
-            sites=[s.name for s in sites],
-            trainers=list(TRAINERS),
-            model_sha256=manifest_hash(model_dir),
-        )
-        for site in sites:
-            folders = synthesize_all(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
-            home = SiteHome(fed.site_home(site.name, model_dir))
-            for fmt in DEMO_FORMATS if mode == "evaluate" else ("cholec80",):
-                # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
-                # colours, which the colour heuristic would read as out-of-body: the site declares it.
-                ingest(home, folders[fmt], fmt, out_of_body="none", profile="demo")  # synthetic: no known device
-            approve(home.approved_dir, protocol)
-            fed.serve_site(site.name)
+        hub, protocol = start_study_sites(fed, template, sites, DEMO_FORMATS if mode == "evaluate" else ("cholec80",))
         launch_id = launch(hub, protocol)
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
@@ -81,6 +59,37 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
         if mode == "finetune":
             export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
     return report_dir
+
+
+def start_study_sites(
+    fed: LoopbackFederation, template: str, sites: tuple[DemoSite, ...], formats: tuple[str, ...]
+) -> tuple[HubHome, Path]:
+    """Start the hub, write the study from `template`, and start every site with its synthetic data ingested."""
+    from site_node.approvals import approve
+    from site_node.home import SiteHome
+    from site_node.ingest import ingest
+    from site_node.synthetic.formats import synthesize_all
+    from site_node.synthetic.tiny_model import ensure_tiny_model
+
+    model_dir = ensure_tiny_model(cache_root())
+    hub = fed.start_hub()
+    protocol = render_protocol(
+        fed.run_dir / "study.yaml",
+        template,
+        sites=[s.name for s in sites],
+        trainers=list(TRAINERS),
+        model_sha256=manifest_hash(model_dir),
+    )
+    for site in sites:
+        folders = synthesize_all(fed.run_dir / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
+        home = SiteHome(fed.site_home(site.name, model_dir))
+        for fmt in formats:
+            # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
+            # colours, which the colour heuristic would read as out-of-body: the site declares it.
+            ingest(home, folders[fmt], fmt, out_of_body="none", profile="demo")  # synthetic: no known device
+        approve(home.approved_dir, protocol)
+        fed.serve_site(site.name)
+    return hub, protocol
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
