@@ -70,6 +70,7 @@ def start_study_sites(
     from site_node.ingest import ingest
     from site_node.synthetic.formats import synthesize_all
     from site_node.synthetic.tiny_model import ensure_tiny_model
+    from site_node.synthetic.videos import synthesize_site
 
     model_dir = ensure_tiny_model(cache_root())
     hub = fed.start_hub()
@@ -81,7 +82,12 @@ def start_study_sites(
         model_sha256=manifest_hash(model_dir),
     )
     for site in sites:
-        folders = synthesize_all(fed.run_dir / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
+        raw = fed.run_dir / "raw" / site.name
+        if formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
+            synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
+            folders = {"cholec80": raw / "cholec80"}
+        else:
+            folders = synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
         home = SiteHome(fed.site_home(site.name, model_dir))
         for fmt in formats:
             # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
