@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hub.store_rounds import StudyRounds
 from protocols.contract import (
     CONTRACT_VERSION_KEY,
     JobKind,
@@ -112,8 +113,6 @@ class StepRunner:
     """Drives one step to the end: submit, poll, fetch; replies are checked against the contract first."""
 
     def __init__(self, launch: Launch, step: Step) -> None:
-        from hub.store_rounds import StudyRounds
-
         self.l, self.step = launch, step
         self.rounds = StudyRounds(launch.store)
         previous = {
