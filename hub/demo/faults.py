@@ -52,7 +52,7 @@ def run_faults(
     echo("fault-free run ...")
     clean = run_study(out / "clean", sites, formats, None, echo)
     echo("run with faults ...")
-    faulty = run_study(out / "faulty", sites, formats, FaultPlan(sites[-1].name), echo)
+    faulty = run_study(out / "faulty", sites, formats, FaultPlan(sites[-1].name), echo, keys_from=out / "clean")
     for note in faulty.notes:
         echo(f"  {note}")
     compare(clean.table, faulty.table, echo)
@@ -60,12 +60,17 @@ def run_faults(
 
 
 def run_study(
-    run: Path, sites: tuple[DemoSite, ...], formats: tuple[str, ...], faults: FaultPlan | None, echo: Echo
+    run: Path,
+    sites: tuple[DemoSite, ...],
+    formats: tuple[str, ...],
+    faults: FaultPlan | None,
+    echo: Echo,
+    keys_from: Path | None = None,
 ) -> StudyRun:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     with LoopbackFederation(run) as fed:
-        hub, protocol = start_study_sites(fed, STUDIES["evaluate"][1], sites, formats)
+        hub, protocol = start_study_sites(fed, STUDIES["evaluate"][1], sites, formats, keys_from)
         launch_id = submit_study(hub, protocol)
         notes = _inject(fed, hub, launch_id, faults) if faults else []
         wait_for(lambda: not _open(hub, launch_id), faults.timeout if faults else 1800, f"launch {launch_id} to end")
@@ -102,7 +107,10 @@ def _inject(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPl
     if json.loads(job_file.read_text()).get("state") != JobState.RUNNING.value:
         raise SurgFedError(f"{plan.victim} finished its job before its engine was killed; give it more videos")
     notes = [f"killed the engine of {plan.victim} mid-job ({len(done)} video(s) checkpointed), restarted it"]
+    restarted = time.time()
     fed.serve_site(plan.victim)
+    # The hub hears from the restarted site (a SuperNode that starts while its hub is down gives up).
+    wait_for(lambda: _polled_since(hub, launch_id, plan.victim, restarted), plan.timeout, f"{plan.victim} to be back")
     if not _open(hub, launch_id):
         raise SurgFedError("the study ended before `hub serve` could be killed mid-study")
     stored = [j["center"] for j in hub.store().jobs(launch_id) if j["state"] == SiteState.STORED.value]
@@ -120,6 +128,12 @@ def _inject(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPl
     if after["job_id"] != job_id or not kept:
         raise SurgFedError("; ".join(notes))
     return notes
+
+
+def _polled_since(hub: HubHome, launch_id: str, site: str, since: float) -> bool:
+    """The site answered the hub since `since` (an unreachable site's poll is recorded with a detail)."""
+    job = _job(hub, launch_id, site)
+    return job is not None and float(job["updated_at"]) > since and not job["detail"]  # type: ignore[arg-type]
 
 
 def _site_jobs(site_home: Path, launch_id: str) -> int:

@@ -62,9 +62,17 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
 
 
 def start_study_sites(
-    fed: LoopbackFederation, template: str, sites: tuple[DemoSite, ...], formats: tuple[str, ...]
+    fed: LoopbackFederation,
+    template: str,
+    sites: tuple[DemoSite, ...],
+    formats: tuple[str, ...],
+    keys_from: Path | None = None,
 ) -> tuple[HubHome, Path]:
-    """Start the hub, write the study from `template`, and start every site with its synthetic data ingested."""
+    """Start the hub, write the study from `template`, and start every site with its synthetic data ingested.
+
+    `keys_from`: another run's folder whose sites' pseudonym keys to reuse, so that both runs give their videos the
+    same pseudonyms (the bootstrap resamples videos in pseudonym order) and release the same numbers.
+    """
     from site_node.approvals import approve
     from site_node.home import SiteHome
     from site_node.ingest import ingest
@@ -89,6 +97,8 @@ def start_study_sites(
         else:
             folders = synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
         home = SiteHome(fed.site_home(site.name, model_dir))
+        if keys_from is not None:
+            shutil.copyfile(keys_from / "sites" / site.name / "secrets" / "site.key", home.key_file)
         for fmt in formats:
             # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
             # colours, which the colour heuristic would read as out-of-body: the site declares it.
