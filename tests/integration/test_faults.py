@@ -23,4 +23,4 @@ def test_kills_and_restarts_leave_the_per_center_table_as_a_clean_run(tiny_model
         "the same job id after both restarts (True), its checkpointed videos kept (True), one job at the site (1)"
         in text
     )
-    assert f"equal: all {len(clean.table)} released numbers of 1 centers match" in text
+    assert f"equal: all {len(clean.table)} released numbers of 1 center(s) match" in text
