@@ -164,4 +164,4 @@ def compare(clean: pd.DataFrame, faulty: pd.DataFrame, echo: Echo) -> None:
         echo(f"  {center}: {len(ca)} vs {len(cb)} numbers, {'equal' if same else 'DIFFERENT'}")
     if not a.equals(b):
         raise SurgFedError("the per-center table with faults differs from the fault-free one")
-    echo(f"equal: all {len(a)} released numbers of {a["center"].nunique()} center(s) match")
+    echo(f"equal: all {len(a)} released numbers of {a['center'].nunique()} center(s) match")
