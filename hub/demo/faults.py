@@ -50,9 +50,11 @@ def run_faults(
     """The demo study twice on fresh federations (same seeds): clean, then with the faults; the tables must match."""
     out = Path(out).resolve()
     echo("fault-free run ...")
-    clean = run_study(out / "clean", sites, formats, None, echo)
+    shutil.rmtree(out / "raw", ignore_errors=True)
+    clean = run_study(out / "clean", sites, formats, None, echo, raw_root=out / "raw")
     echo("run with faults ...")
-    faulty = run_study(out / "faulty", sites, formats, FaultPlan(sites[-1].name), echo, keys_from=out / "clean")
+    plan = FaultPlan(sites[-1].name)
+    faulty = run_study(out / "faulty", sites, formats, plan, echo, keys_from=out / "clean", raw_root=out / "raw")
     for note in faulty.notes:
         echo(f"  {note}")
     compare(clean.table, faulty.table, echo)
@@ -66,11 +68,12 @@ def run_study(
     faults: FaultPlan | None,
     echo: Echo,
     keys_from: Path | None = None,
+    raw_root: Path | None = None,
 ) -> StudyRun:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     with LoopbackFederation(run) as fed:
-        hub, protocol = start_study_sites(fed, STUDIES["evaluate"][1], sites, formats, keys_from)
+        hub, protocol = start_study_sites(fed, STUDIES["evaluate"][1], sites, formats, keys_from, raw_root)
         launch_id = submit_study(hub, protocol)
         notes = _inject(fed, hub, launch_id, faults) if faults else []
         wait_for(lambda: not _open(hub, launch_id), faults.timeout if faults else 1800, f"launch {launch_id} to end")

@@ -67,11 +67,13 @@ def start_study_sites(
     sites: tuple[DemoSite, ...],
     formats: tuple[str, ...],
     keys_from: Path | None = None,
+    raw_root: Path | None = None,
 ) -> tuple[HubHome, Path]:
     """Start the hub, write the study from `template`, and start every site with its synthetic data ingested.
 
-    `keys_from`: another run's folder whose sites' pseudonym keys to reuse, so that both runs give their videos the
-    same pseudonyms (the bootstrap resamples videos in pseudonym order) and release the same numbers.
+    `keys_from`: another run's folder whose sites' pseudonym keys to reuse and `raw_root`: the synthetic source
+    folders both runs ingest (made once), so that both give their videos the same pseudonyms (keyed on the key and
+    the source path; the bootstrap resamples videos in pseudonym order) and release the same numbers.
     """
     from site_node.approvals import approve
     from site_node.home import SiteHome
@@ -90,8 +92,10 @@ def start_study_sites(
         model_sha256=manifest_hash(model_dir),
     )
     for site in sites:
-        raw = fed.run_dir / "raw" / site.name
-        if formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
+        raw = (raw_root or fed.run_dir / "raw") / site.name
+        if (raw / "cholec80").is_dir() and raw_root is not None:  # made by the first run
+            folders = {fmt: raw / fmt for fmt in formats}
+        elif formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
             synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
             folders = {"cholec80": raw / "cholec80"}
         else:
