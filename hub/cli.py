@@ -40,7 +40,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from hub.serve import serve
 
-    return serve(_home(args).require(), insecure=args.insecure)
+    return serve(_home(args).require(), insecure=args.insecure, web_port=args.web_port)
 
 
 def cmd_sites_add(args: argparse.Namespace) -> int:
@@ -85,9 +85,20 @@ def cmd_sites_anchors(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    home = _home(args).require()
+    if not args.follow:
+        from hub.studies import submit_study
+        from hub.study_runner import runner_active
+
+        launch_id = submit_study(home, args.protocol)
+        study_id = home.store().launch(launch_id)["study_id"]
+        print(f"study {study_id}: launch {launch_id} registered")
+        if not runner_active(home):
+            print(f"no `hub serve` runs the studies of {home.root} now: the launch starts when it does")
+        print(f"follow it with: hub study show {study_id} --home {home.root}")
+        return 0
     from hub.launcher import launch
 
-    home = _home(args).require()
     launch_id = launch(home, args.protocol)
     store = home.store()
     for job in store.jobs(launch_id):
@@ -126,6 +137,13 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.faults:
+        from hub.demo.faults import run_faults
+
+        if args.mode != "evaluate" or args.insecure:
+            raise UsageError("--faults runs the evaluation demo with TLS: drop --mode and --insecure")
+        run_faults(args.out)
+        return 0
     from hub.demo.study import run_demo
 
     report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
@@ -156,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("serve", parents=[common], help="run the SuperLink and the Fleet-only proxy")
+    p = sub.add_parser(
+        "serve", parents=[common], help="run the SuperLink, the Fleet-only proxy, the open studies and the dashboard"
+    )
     p.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (tests only)")
+    p.add_argument("--web-port", type=int, help="dashboard port on [web] host (default [web] port in hub.toml)")
     p.set_defaults(func=cmd_serve)
 
     sites = sub.add_parser("sites", help="register and revoke site node keys").add_subparsers(
@@ -182,8 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="JSON file to write the anchors to")
     p.set_defaults(func=cmd_sites_anchors)
 
-    p = sub.add_parser("launch", parents=[common], help="run a study protocol across its sites")
+    p = sub.add_parser("launch", parents=[common], help="register a study for `hub serve` to run across its sites")
     p.add_argument("--protocol", type=Path, required=True, help="study protocol YAML (its sites: and model hash set)")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="print each site's state until the study ends (runs it from here when no `hub serve` runs studies)",
+    )
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("report", parents=[common], help="write the per-center tables and plots of a study")
@@ -211,11 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=["evaluate", "finetune"], default="evaluate", help="evaluation study or federated fine-tuning"
     )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="run the study clean, then again killing a site engine and `hub serve` mid-study; compare the tables",
+    )
     p.set_defaults(func=cmd_demo)
 
-    from hub.commands_web import add_commands
+    from hub import commands_studies, commands_web
 
-    add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
+    for module in (commands_web, commands_studies):
+        module.add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 
 

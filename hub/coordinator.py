@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hub.store_rounds import StudyRounds
 from protocols.contract import (
     CONTRACT_VERSION_KEY,
     JobKind,
@@ -18,11 +19,11 @@ from protocols.contract import (
     check_records,
     job_id_for,
 )
-from protocols.errors import ContractError
+from protocols.errors import ContractError, SurgFedError
 from protocols.mapping import enum_value
 from protocols.records import adapter_digest, job_request, parse_metric_record_name, submit_request
 from protocols.results import PoolingScale, ResultRow
-from protocols.states import SiteState
+from protocols.states import LaunchState, SiteState
 from protocols.study import StudyProtocol
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ TrainHandler = Callable[[str, WireRecords], None]
 class Reply:
     records: WireRecords | None = None
     error: str | None = None
+
+
+class LaunchStopped(SurgFedError):
+    """The launch was cancelled (or handed to another run) while this one drove it: stop asking the sites."""
 
 
 class Transport(Protocol):
@@ -85,6 +90,8 @@ class SiteTrack:
     job_id: str
     state: SiteState = SiteState.PENDING
     node: int | None = None
+    attempt: int = 0
+    detail: str | None = None
 
 
 @dataclass
@@ -97,7 +104,7 @@ class Launch:
     launch_id: str
     protocol_text: str
     directory: NodeDirectory
-    deadline: float
+    round_seconds: float  # each step's own deadline, from when it first opens (kept in the store)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time  # injected with `sleep`, so tests step through a deadline at once
 
@@ -107,24 +114,29 @@ class StepRunner:
 
     def __init__(self, launch: Launch, step: Step) -> None:
         self.l, self.step = launch, step
+        self.rounds = StudyRounds(launch.store)
         previous = {
-            j["center"]: SiteState(j["state"])
+            j["center"]: j
             for j in launch.store.jobs(launch.launch_id)
             if j["round"] == step.round and j["kind"] == step.kind.value
         }
         self.tracks = {}
         for site in step.sites:
-            state = previous.get(site, SiteState.PENDING)
-            job_id = job_id_for(launch.launch_id, step.round, step.kind.value, site)
-            # A site absent last time is asked again; the same job id lets the site answer a resubmission as is.
-            self.tracks[site] = SiteTrack(site, job_id, SiteState.PENDING if state is SiteState.ABSENT else state)
+            # A restarted hub asks under the stored job id (a rerun may have set a new one), never a fresh one.
+            job = previous.get(site) or {}
+            job_id = job.get("job_id") or job_id_for(launch.launch_id, step.round, step.kind.value, site)
+            state = SiteState(job.get("state", SiteState.PENDING.value))
+            self.tracks[site] = SiteTrack(site, job_id, state, attempt=job.get("attempt") or 0)
+        quorum = launch.protocol.round_plan.min_sites or len(step.sites)
+        self.quorum = min(quorum, len(step.sites))
+        self.rounds.open_round(launch.launch_id, step.round, step.kind.value, launch.round_seconds, launch.clock())
 
     def _record(self, track: SiteTrack, state: SiteState, detail: str | None = None, **extra: object) -> None:
         if state is not track.state or detail:
             log.info(
                 "round %d %s %s: %s %s", self.step.round, self.step.kind.value, track.center, state.value, detail or ""
             )
-        track.state = state
+        track.state, track.detail = state, detail
         self.l.store.set_job(
             self.l.launch_id,
             self.step.round,
@@ -133,14 +145,31 @@ class StepRunner:
             job_id=track.job_id,
             state=state.value,
             detail=detail,
+            attempt=track.attempt,
             **extra,
         )
 
     def _open(self) -> list[SiteTrack]:
         return [t for t in self.tracks.values() if not t.state.final]
 
+    def _deadline(self) -> float:
+        """Read each time: `hub study extend` may move it while the round runs."""
+        return float(self.rounds.deadline(self.l.launch_id, self.step.round, self.step.kind.value))
+
+    def _check_open(self) -> None:
+        state = LaunchState(self.l.store.launch(self.l.launch_id)["state"])
+        if state is not LaunchState.RUNNING:
+            raise LaunchStopped(f"launch {self.l.launch_id} is {state.value}; its sites are not asked any more")
+
+    def _delivered(self) -> int:
+        return sum(t.state is SiteState.STORED for t in self.tracks.values())
+
     def run(self) -> None:
-        while (open_tracks := self._open()) and self.l.clock() < self.l.deadline:
+        while (open_tracks := self._open()) and self._delivered() < self.quorum:
+            deadline = self._deadline()
+            if self.l.clock() >= deadline:
+                break
+            self._check_open()
             connected = self.l.directory.connected()
             requests: dict[int, tuple[Op, WireRecords]] = {}
             for track in open_tracks:
@@ -148,16 +177,21 @@ class StepRunner:
                 if track.node is not None:
                     requests[track.node] = self._next_request(track)
             if requests:
-                timeout = max(5.0, min(120.0, self.l.deadline - self.l.clock()))
+                timeout = max(5.0, min(120.0, deadline - self.l.clock()))
                 replies = self.l.transport.request(requests, timeout=timeout)
                 for track in open_tracks:
                     if track.node in replies:
                         self._handle(track, requests[track.node][0], replies[track.node])
-            if self._open():
+            if self._open() and self._delivered() < self.quorum:
                 self.l.sleep(self.l.protocol.round_plan.poll_seconds)
+        early = bool(self._open()) and self._delivered() >= self.quorum
+        reason = "quorum" if early else "complete" if not self._open() else "deadline"
+        why = f"round closed at its quorum of {self.quorum} site(s)" if early else "no reply before the deadline"
         for track in self._open():
-            state = SiteState.ABSENT if track.state is SiteState.PENDING else track.state
-            self._record(track, state, "no reply before the deadline")
+            # Still working at the site when the round closed: absent here, and `hub study rerun` fetches it later.
+            state = SiteState.ABSENT if track.state is SiteState.PENDING or early else track.state
+            self._record(track, state, why)
+        self.rounds.close_round(self.l.launch_id, self.step.round, self.step.kind.value, reason)
 
     def _next_request(self, track: SiteTrack) -> tuple[Op, WireRecords]:
         if track.state is SiteState.PENDING:
@@ -176,7 +210,11 @@ class StepRunner:
 
     def _handle(self, track: SiteTrack, op: Op, reply: Reply) -> None:
         if reply.error is not None or reply.records is None:
-            self._record(track, SiteState.ERROR, f"site error: {reply.error}")
+            if track.state is SiteState.PENDING:
+                self._record(track, SiteState.ERROR, f"site error: {reply.error}")
+            elif track.detail != (retry := f"site unreachable, asking again: {reply.error}"[:500]):
+                # The site holds the job (its engine may be restarting and resumes it): ask again until the deadline.
+                self._record(track, track.state, retry)
             return
         try:
             check_records(op, reply.records)
@@ -224,8 +262,11 @@ class StepRunner:
             epsilon = records.get("train", {}).get("values", {}).get("epsilon")
             self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon)
             return
-        self.l.store.add_results(self.l.launch_id, list(self._rows(track.center, records)))
-        self._record(track, SiteState.STORED, None, software_version=version)
+        rows = list(self._rows(track.center, records))
+        job = {"job_id": track.job_id, "attempt": track.attempt, "software_version": version}
+        self.rounds.store_result(self.l.launch_id, self.step.round, track.center, self.step.kind.value, rows, **job)
+        log.info("round %d %s %s: stored", self.step.round, self.step.kind.value, track.center)
+        track.state, track.detail = SiteState.STORED, None
 
     def _rows(self, center: str, records: WireRecords) -> list[ResultRow]:
         rows = []

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub.coordinator import Launch, NodeDirectory, Step, StepRunner, Transport
+from hub.coordinator import Launch, LaunchStopped, NodeDirectory, Step, StepRunner, Transport
+from hub.store_rounds import StudyRounds
 from protocols.contract import JobKind, WireRecords
 from protocols.states import LaunchState
 from protocols.study import loads_protocol
@@ -24,6 +25,10 @@ def run_launch(
 ) -> None:
     """Run every round of a launch; a failing site is recorded against that site and the study goes on."""
     row = store.launch(launch_id)
+    if not LaunchState(row["state"]).open:
+        return  # cancelled before this run started
+    if row["state"] == LaunchState.PENDING.value:  # queued (or reopened by a rerun) and not claimed yet
+        StudyRounds(store).set_running(launch_id, row.get("run_id"))
     study = store.study(row["study_id"])
     protocol = loads_protocol(study["protocol_yaml"], f"study {study['study_id']}")
     if protocol.content_hash != row["protocol_hash"]:
@@ -38,7 +43,7 @@ def run_launch(
         launch_id,
         study["protocol_yaml"],
         NodeDirectory(transport, store.site_nodes()),
-        clock() + protocol.round_plan.deadline_minutes * 60,
+        protocol.round_plan.deadline_minutes * 60,
         sleep,
         clock,
     )
@@ -50,6 +55,8 @@ def run_launch(
 
                 adapter = train_step(launch, round_, adapter, adapters_dir or Path("adapters"))
             StepRunner(launch, Step(JobKind.EVALUATE, round_, protocol.sites, adapter)).run()
+    except LaunchStopped:
+        return  # cancelled: the store already says so
     except Exception as exc:
         store.finish_launch(launch_id, LaunchState.FAILED, f"{type(exc).__name__}: {exc}")
         raise

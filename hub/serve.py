@@ -1,4 +1,4 @@
-"""`hub serve`: the SuperLink on loopback and the Fleet-only TLS proxy on the public port."""
+"""`hub serve`: the SuperLink on loopback, the Fleet-only TLS proxy, the study runner and the dashboard."""
 
 from __future__ import annotations
 
@@ -10,17 +10,21 @@ import uvicorn
 
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
+from hub.study_runner import StudyRunner
 from hub.superlink import start_superlink
 from protocols.procs import Child, port_open, wait_for
 
 log = logging.getLogger(__name__)
 
 
-def serve(home: HubHome, *, insecure: bool = False) -> int:
+def serve(home: HubHome, *, insecure: bool = False, web_port: int | None = None) -> int:
     cfg = home.config()
     if insecure:
         log.warning("INSECURE: no TLS and no node authentication; anyone reaching the port can join")
+    runner = StudyRunner(home)
+    runner.acquire()  # before the SuperLink: a second `hub serve` of this home stops here
     superlink = start_superlink(home, insecure)
+    background: list[uvicorn.Server] = []
     try:
         wait_for(lambda: port_open("127.0.0.1", cfg.internal_port), 60, "the SuperLink to listen", superlink)
         scheme = "http" if insecure else "https"
@@ -41,6 +45,8 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         )
         watcher = threading.Thread(target=_watch, args=(superlink, server), daemon=True)
         watcher.start()
+        runner.start()
+        background.append(_start_dashboard(home, cfg.web_host, cfg.web_port if web_port is None else web_port))
         log.info(
             "hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)",
             cfg.public_host,
@@ -51,7 +57,20 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         server.run()  # handles SIGINT/SIGTERM itself
         return 0 if superlink.alive() else 1
     finally:
+        for web in background:
+            web.should_exit = True
+        runner.stop()
         superlink.stop()
+
+
+def _start_dashboard(home: HubHome, host: str, port: int) -> uvicorn.Server:
+    """The dashboard and JSON API on their own port, in a thread; a port in use is logged, not fatal."""
+    from hub.web.app import web_server
+
+    web = web_server(home, host, port)
+    threading.Thread(target=web.run, name="dashboard", daemon=True).start()
+    print(f"hub: dashboard on http://{host}:{port}/ (sign in with a `hub users add` link)", flush=True)
+    return web
 
 
 def _watch(superlink: Child, server: uvicorn.Server) -> None:

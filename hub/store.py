@@ -63,6 +63,7 @@ launches = Table(
     Column("detail", Text, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    Column("run_id", String(32), nullable=True),  # the Flower run now driving it (a resumed launch gets a new one)
 )
 site_jobs = Table(
     "site_jobs",
@@ -77,7 +78,21 @@ site_jobs = Table(
     Column("software_version", String(32), nullable=True),
     Column("epsilon", Float, nullable=True),  # a DP trainer's spent epsilon for the study, as it reported
     Column("updated_at", Float, nullable=False),
+    Column("attempt", Integer, nullable=True),  # 0 (None) first; a rerun after a failure asks under a new job id
     UniqueConstraint("launch_id", "round", "center", "kind"),
+)
+# Each step's (round, kind) own deadline, kept so a restarted hub resumes it and `hub study extend` moves it.
+study_rounds = Table(
+    "study_rounds",
+    metadata,
+    Column("launch_id", String(64), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("deadline_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+    Column("close_reason", Text, nullable=True),
+    UniqueConstraint("launch_id", "round", "kind"),
 )
 # Each fine-tuning round's global adapter: a PEFT directory at the hub and its sha256.
 adapters = Table(

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from protocols import __version__
+from protocols.durations import parse_minutes
 from protocols.errors import ConfigError, ProtocolError
 from protocols.finetune import FinetunePlan, parse_finetune
 from protocols.mapping import check_mapping, enum_value, integer, number
@@ -84,9 +85,10 @@ class Privacy:
 class RoundPlan:
     mode: StudyMode = StudyMode.EVALUATE
     rounds: int = 1
-    deadline_minutes: float = 60.0
+    deadline_minutes: float = 60.0  # per round; written `deadline: 14d | 36h | 90m` in a protocol
     poll_seconds: float = 3.0
     finetune: dict[str, Any] = field(default_factory=dict)
+    min_sites: int | None = None  # a round closes once this many sites delivered (None: every site)
 
     def __post_init__(self) -> None:
         _kind(self.mode, "round_plan.mode", StudyMode)
@@ -94,6 +96,8 @@ class RoundPlan:
         _in_range(self.deadline_minutes, "round_plan.deadline_minutes", MAX_DEADLINE_MINUTES)
         _in_range(self.poll_seconds, "round_plan.poll_seconds", 3600)
         _kind(self.finetune, "round_plan.finetune", dict)
+        if self.min_sites is not None:
+            integer(self.min_sites, "round_plan.min_sites", 1, 10_000, ProtocolError)
         if self.finetune and self.mode is not StudyMode.FINETUNE:
             raise ProtocolError(f"round_plan.finetune is set but round_plan.mode is {self.mode.value!r}")
 
@@ -139,6 +143,11 @@ class StudyProtocol:
             raise ProtocolError(f"tasks: duplicate task names in {names}")
         _kind(self.round_plan, "round_plan", RoundPlan)
         _kind(self.privacy, "privacy", Privacy)
+        quorum = self.round_plan.min_sites
+        if quorum is not None and quorum > len(sites):
+            raise ProtocolError(
+                f"round_plan.min_sites must be an integer in [1, {len(sites)}] (the number of sites), got {quorum!r}"
+            )
         if (self.finetune is None) == (self.round_plan.mode is StudyMode.FINETUNE):
             raise ProtocolError(
                 f"round_plan.finetune is {'missing' if self.finetune is None else 'set'} "
@@ -174,6 +183,7 @@ class StudyProtocol:
                 "rounds": self.round_plan.rounds,
                 "deadline_minutes": self.round_plan.deadline_minutes,
                 "poll_seconds": self.round_plan.poll_seconds,
+                "min_sites": self.round_plan.min_sites,
                 "finetune": self.finetune.to_dict() if self.finetune else None,
             },
             "privacy": {
@@ -227,7 +237,15 @@ def _task(entry: Any, i: int) -> TaskPlan:
 
 
 def _round_plan(data: Any) -> RoundPlan:
-    raw = dict(check_mapping(data, "round_plan", {f.name for f in fields(RoundPlan)}, ProtocolError))
+    allowed = {f.name for f in fields(RoundPlan)} | {"deadline"}
+    raw = dict(check_mapping(data, "round_plan", allowed, ProtocolError))
+    if "deadline" in raw:
+        if "deadline_minutes" in raw:
+            raise ProtocolError("round_plan: give deadline (e.g. 14d) or deadline_minutes (older files), not both")
+        minutes = parse_minutes(raw.pop("deadline"), "round_plan.deadline", ProtocolError)
+        if minutes > MAX_DEADLINE_MINUTES:
+            raise ProtocolError(f"round_plan.deadline must be at most 366d, got {data['deadline']!r}")
+        raw["deadline_minutes"] = int(minutes) if minutes == int(minutes) else minutes
     if "mode" in raw:
         raw["mode"] = enum_value(StudyMode, raw["mode"], "round_plan.mode", ProtocolError)
     if raw.get("finetune", {}) is None:

@@ -37,6 +37,7 @@ class LoopbackFederation:
         self.insecure = insecure
         self.children: dict[str, Child] = {}
         self.public_port, self.internal_port = free_port(), free_port()
+        self.web_port = free_port()  # the dashboard too: several federations (tests, a demo) may share a machine
         self.hub: HubHome | None = None
 
     def __enter__(self) -> LoopbackFederation:
@@ -51,7 +52,13 @@ class LoopbackFederation:
         self.hub = init_hub(
             self.run_dir / "hub", study="loopback", public_port=self.public_port, internal_port=self.internal_port
         )
-        args = ["serve", "--home", str(self.hub.root)] + (["--insecure"] if self.insecure else [])
+        return self.serve_hub()
+
+    def serve_hub(self) -> HubHome:
+        """Start `hub serve` on the hub home (again, after a stop or a kill: it resumes the open studies)."""
+        assert self.hub is not None, "start_hub() first"
+        args = ["serve", "--home", str(self.hub.root), "--web-port", str(self.web_port)]
+        args += ["--insecure"] if self.insecure else []
         child = self.children["hub"] = Child("hub", _cli("hub.cli", *args), self.hub.logs_dir / "hub.log")
         wait_for(
             lambda: port_open("127.0.0.1", self.public_port) and port_open("127.0.0.1", self.internal_port),

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from hub.demo.loopback import LoopbackFederation, render_protocol
+from hub.home import HubHome
 from hub.launcher import launch
 from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
@@ -43,37 +44,14 @@ def cache_root() -> Path:
 
 def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites: tuple[DemoSite, ...] = SITES) -> Path:
     """Synthesise, ingest, serve, launch, report; every process started here is stopped, also on Ctrl-C or failure."""
-    from site_node.approvals import approve
-    from site_node.home import SiteHome
-    from site_node.ingest import ingest
-    from site_node.synthetic.formats import synthesize_all
-    from site_node.synthetic.tiny_model import ensure_tiny_model
-
     out = Path(out).resolve()
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    model_dir = ensure_tiny_model(cache_root())
     study_id, template = STUDIES[mode]
     with LoopbackFederation(run, insecure=insecure) as fed:
-        hub = fed.start_hub()
-        protocol = render_protocol(
-            run / "study.yaml",
-            template,
-            sites=[s.name for s in sites],
-            trainers=list(TRAINERS),
-            model_sha256=manifest_hash(model_dir),
-        )
-        for site in sites:
-            folders = synthesize_all(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
-            home = SiteHome(fed.site_home(site.name, model_dir))
-            for fmt in DEMO_FORMATS if mode == "evaluate" else ("cholec80",):
-                # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
-                # colours, which the colour heuristic would read as out-of-body: the site declares it.
-                ingest(home, folders[fmt], fmt, out_of_body="none", profile="demo")  # synthetic: no known device
-            approve(home.approved_dir, protocol)
-            fed.serve_site(site.name)
+        hub, protocol = start_study_sites(fed, template, sites, DEMO_FORMATS if mode == "evaluate" else ("cholec80",))
         launch_id = launch(hub, protocol)
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
@@ -81,6 +59,57 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
         if mode == "finetune":
             export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
     return report_dir
+
+
+def start_study_sites(
+    fed: LoopbackFederation,
+    template: str,
+    sites: tuple[DemoSite, ...],
+    formats: tuple[str, ...],
+    keys_from: Path | None = None,
+    raw_root: Path | None = None,
+) -> tuple[HubHome, Path]:
+    """Start the hub, write the study from `template`, and start every site with its synthetic data ingested.
+
+    `keys_from`: another run's folder whose sites' pseudonym keys to reuse and `raw_root`: the synthetic source
+    folders both runs ingest (made once), so that both give their videos the same pseudonyms (keyed on the key and
+    the source path; the bootstrap resamples videos in pseudonym order) and release the same numbers.
+    """
+    from site_node.approvals import approve
+    from site_node.home import SiteHome
+    from site_node.ingest import ingest
+    from site_node.synthetic.formats import synthesize_all
+    from site_node.synthetic.tiny_model import ensure_tiny_model
+    from site_node.synthetic.videos import synthesize_site
+
+    model_dir = ensure_tiny_model(cache_root())
+    hub = fed.start_hub()
+    protocol = render_protocol(
+        fed.run_dir / "study.yaml",
+        template,
+        sites=[s.name for s in sites],
+        trainers=list(TRAINERS),
+        model_sha256=manifest_hash(model_dir),
+    )
+    for site in sites:
+        raw = (raw_root or fed.run_dir / "raw") / site.name
+        if (raw / "cholec80").is_dir() and raw_root is not None:  # made by the first run
+            folders = {fmt: raw / fmt for fmt in formats}
+        elif formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
+            synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
+            folders = {"cholec80": raw / "cholec80"}
+        else:
+            folders = synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
+        home = SiteHome(fed.site_home(site.name, model_dir))
+        if keys_from is not None:
+            shutil.copyfile(keys_from / "sites" / site.name / "secrets" / "site.key", home.key_file)
+        for fmt in formats:
+            # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
+            # colours, which the colour heuristic would read as out-of-body: the site declares it.
+            ingest(home, folders[fmt], fmt, out_of_body="none", profile="demo")  # synthetic: no known device
+        approve(home.approved_dir, protocol)
+        fed.serve_site(site.name)
+    return hub, protocol
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

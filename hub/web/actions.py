@@ -1,4 +1,4 @@
-"""Launch and cancel as the dashboard and the API receive them: hand over to hub.studies, log the write."""
+"""Launch, cancel, extend and rerun as the dashboard and the API receive them: hand over to hub.studies, log it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hub.accounts import Accounts, User
 from hub.home import HubHome
-from hub.studies import cancel_study, submit_study
+from hub.studies import cancel_study, extend_round, rerun_sites, submit_study
 from protocols.errors import UsageError
 
 MAX_PROTOCOL_BYTES = 1 << 20
@@ -35,3 +35,17 @@ def cancel(home: HubHome, accounts: Accounts, user: User, study_id: str) -> list
     cancelled = cancel_study(home, study_id, by=user.name)
     accounts.log(user.name, "study.cancel", study_id, ",".join(cancelled))
     return cancelled
+
+
+def extend(home: HubHome, accounts: Accounts, user: User, study_id: str, round_: int, by: str) -> list[float]:
+    deadlines = extend_round(home, study_id, round_, by, user=user.name)
+    accounts.log(user.name, "study.extend", study_id, f"round {round_} by {by}")
+    return deadlines
+
+
+def rerun(
+    home: HubHome, accounts: Accounts, user: User, study_id: str, round_: int, sites: list[str], by: str | None
+) -> dict[str, str]:
+    asked = rerun_sites(home, study_id, round_, sites, user=user.name, by=by)
+    accounts.log(user.name, "study.rerun", study_id, f"round {round_}: {','.join(asked)}")
+    return asked

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from hub.home import HubHome
 from hub.report import per_center
@@ -66,6 +67,28 @@ def rounds(request: Request, study_id: str, user: Viewer) -> dict[str, Any]:
 @router.post("/studies/{study_id}/cancel")
 def cancel(request: Request, study_id: str, user: Coordinator) -> dict[str, Any]:
     return {"study_id": study_id, "cancelled": actions.cancel(home_of(request), accounts(request), user, study_id)}
+
+
+class Extension(BaseModel):
+    by: str = Field(description="how much later the round's deadline moves: 14d, 36h or 90m")
+
+
+class Rerun(BaseModel):
+    sites: list[str] = Field(description="missing, absent or failed sites (never one whose result is stored)")
+    by: str | None = Field(None, description="the reopened round's deadline from now (default: the protocol's)")
+
+
+@router.post("/studies/{study_id}/rounds/{round_}/extend")
+def extend(request: Request, study_id: str, round_: int, body: Extension, user: Coordinator) -> dict[str, Any]:
+    deadlines = actions.extend(home_of(request), accounts(request), user, study_id, round_, body.by)
+    return {"study_id": study_id, "round": round_, "deadlines": deadlines}
+
+
+@router.post("/studies/{study_id}/rounds/{round_}/rerun")
+def rerun(request: Request, study_id: str, round_: int, body: Rerun, user: Coordinator) -> dict[str, Any]:
+    """Ask sites of an ended round again; `hub serve` runs the reopened round (a stored result is refused, 400)."""
+    asked = actions.rerun(home_of(request), accounts(request), user, study_id, round_, body.sites, body.by)
+    return {"study_id": study_id, "round": round_, "jobs": asked}
 
 
 @router.get("/studies/{study_id}/results")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,14 @@ import pandas as pd
 import pytest
 
 from hub.coordinator import Reply
+from hub.home import HubHome
 from hub.launch_runner import run_launch
 from hub.store import ResultsStore
+from hub.store_rounds import StudyRounds
+from hub.studies import rerun_sites
 from protocols import __version__
 from protocols.contract import JobState, Op, WireRecords, check_records, job_id_for
+from protocols.errors import ConfigError
 from protocols.records import config_record, job_reply, metric_record, metric_record_name, result_meta
 from protocols.states import LaunchState, SiteState
 from protocols.study import loads_protocol
@@ -40,7 +45,7 @@ class Clock:
     """Time that moves only when the coordinator sleeps, so a 10-minute deadline passes at once."""
 
     def __init__(self) -> None:
-        self.now = 1_800_000_000.0
+        self.now = time.time()  # from now: a rerun's reopened deadline is set on the wall clock
         self.slept: list[float] = []
 
     def __call__(self) -> float:
@@ -62,6 +67,7 @@ class FakeSite:
         self.ops: list[Op] = []
         self.submissions: list[str] = []
         self.protocol_hash = PROTOCOL.content_hash
+        self.asked_hash = PROTOCOL.content_hash  # what the hub must ask for
         self.extra_records: WireRecords = {}  # what a misbehaving site adds to its result
         self.status_state: str | None = None  # a state outside the vocabulary, sent raw
 
@@ -70,7 +76,7 @@ class FakeSite:
         self.ops.append(op)
         jid = records["job"]["values"]["job-id"]
         if op is Op.SUBMIT:
-            assert records["job"]["values"]["protocol-hash"] == PROTOCOL.content_hash
+            assert records["job"]["values"]["protocol-hash"] == self.asked_hash
             self.submissions.append(jid)
             self.jobs.setdefault(jid, JobState.QUEUED)
             return Reply(records=job_reply(jid, self.jobs[jid], progress=0.0))
@@ -259,3 +265,106 @@ def test_a_restart_after_the_submission_was_recorded_polls_instead(tmp_path: Pat
         assert site.submissions == [job_id(name)]
         assert site.ops[0] is Op.SUBMIT and Op.SUBMIT not in site.ops[1:]
         assert jobs(restarted)[name]["state"] == "stored"
+
+
+# -- studies that run for weeks: per-round deadlines in the store, quorum, sites that drop out, reruns ------------
+
+
+def with_round_plan(store: ResultsStore, sites: dict[str, FakeSite], round_plan: str) -> None:
+    """Register the study again with another round plan (the launch's hash follows it)."""
+    text = PROTOCOL_YAML.replace("{rounds: 1, deadline_minutes: 10, poll_seconds: 3}", round_plan)
+    protocol = loads_protocol(text, "coord.yaml")
+    store.put_study(
+        study_id=protocol.study_id,
+        version=protocol.version,
+        title=protocol.title,
+        protocol_hash=protocol.content_hash,
+        protocol_yaml=text,
+        model_hash=protocol.model_sha256,
+    )
+    with store.engine.begin() as con:
+        con.exec_driver_sql("UPDATE launches SET protocol_hash = ?", (protocol.content_hash,))
+    for site in sites.values():
+        site.protocol_hash = site.asked_hash = protocol.content_hash
+
+
+def test_the_round_deadline_is_kept_in_the_store_and_a_restart_keeps_it(
+    tmp_path: Path, sites: dict[str, FakeSite]
+) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    with_round_plan(store, sites, "{rounds: 1, deadline: 36h, poll_seconds: 600}")
+    sites["b"].connected = False
+    start = clock.now
+    with pytest.raises(HubDied):  # the hub dies in the round, a's job accepted
+        run(store, sites, clock, die_on_call=2)
+    (step,) = StudyRounds(store).rounds(LAUNCH)
+    assert step["deadline_at"] == start + 36 * 3600 and step["closed_at"] is None
+    run(ResultsStore(f"sqlite:///{tmp_path / 'hub.db'}"), sites, clock)  # restarted: the same deadline, not a new one
+    assert clock.now - start < 36 * 3600 + 600
+    (step,) = StudyRounds(store).rounds(LAUNCH)
+    assert step["close_reason"] == "deadline" and jobs(store)["b"]["state"] == "absent"
+
+
+def test_a_quorum_closes_the_round_once_enough_sites_delivered(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    with_round_plan(store, sites, "{rounds: 1, deadline: 14d, min_sites: 1, poll_seconds: 3}")
+    sites["b"].connected = False
+    start = clock.now
+    run(store, sites, clock)
+    assert clock.now - start < 60  # not two weeks: a stored, the round closed at its quorum
+    assert jobs(store)["a"]["state"] == "stored"
+    assert jobs(store)["b"]["state"] == "absent" and "quorum of 1" in jobs(store)["b"]["detail"]
+    assert StudyRounds(store).rounds(LAUNCH)[0]["close_reason"] == "quorum"
+
+
+def test_an_unreachable_engine_is_asked_again_and_the_job_resumes(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    """A site whose engine is restarting answers polls with errors; the job it holds is not given up."""
+    store, clock = new_store(tmp_path), Clock()
+    answer = sites["b"].answer
+    calls = {"n": 0}
+
+    def flaky(op: Op, records: WireRecords) -> Reply:
+        calls["n"] += 1
+        if op is Op.STATUS and calls["n"] in (2, 3):  # the engine was killed after accepting the job
+            return Reply(error="site engine refused status: [Errno 111] Connection refused")
+        return answer(op, records)
+
+    sites["b"].answer = flaky  # type: ignore[method-assign]
+    transport = run(store, sites, clock)
+    assert jobs(store)["b"]["state"] == "stored" and sites["b"].submissions == [job_id("b")]
+    assert transport.seen["b"] == [None, "queued", "running", "done"]  # the errors left its state as it was
+
+
+def test_rerun_asks_only_missing_and_failed_sites_never_a_stored_one(
+    tmp_path: Path, sites: dict[str, FakeSite]
+) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    sites["b"].connected = False
+    run(store, sites, clock)
+    assert {n: j["state"] for n, j in jobs(store).items()} == {"a": "stored", "b": "absent"}
+    rows = len(store.results_frame(LAUNCH))
+    home = HubHome(tmp_path, store_url=f"sqlite:///{tmp_path / 'hub.db'}")
+    with pytest.raises(ConfigError, match="site 'a' delivered round 0: its result is stored, and a released result"):
+        rerun_sites(home, "coord", 0, ["a", "b"], user="t")
+    assert rerun_sites(home, "coord", 0, ["b"], user="t", now=clock.now) == {
+        "b": job_id("b")
+    }  # absent: asked under its id
+    assert store.launch(LAUNCH)["state"] == "pending" and jobs(store)["b"]["state"] == "pending"
+    sites["b"].connected = True
+    sites["a"].ops.clear()
+    run(store, sites, clock)  # what `hub serve` does with the pending launch
+    assert sites["a"].ops == [] and jobs(store)["b"]["state"] == "stored"
+    assert len(store.results_frame(LAUNCH)) == rows + 2  # b's two rows, a's not stored twice
+    assert store.launch(LAUNCH)["state"] == "finished"
+
+
+def test_a_failed_site_is_asked_again_under_a_new_job_id(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    store, clock = new_store(tmp_path), Clock()
+    store.set_job(LAUNCH, 0, "b", job_id=job_id("b"), state="failed", detail="internal-error")
+    run(store, sites, clock)
+    home = HubHome(tmp_path, store_url=f"sqlite:///{tmp_path / 'hub.db'}")
+    asked = rerun_sites(home, "coord", 0, ["b"], user="t", by="2h", now=clock.now)
+    assert asked == {"b": job_id_for(LAUNCH, 0, "evaluate", "b", "a1")}
+    run(store, sites, clock)
+    assert sites["b"].submissions == [asked["b"]] and jobs(store)["b"]["attempt"] == 1
+    assert jobs(store)["b"]["state"] == "stored" and jobs(store)["b"]["job_id"] == asked["b"]

@@ -144,7 +144,7 @@ def test_only_approved_bundles_run_and_stay_sandboxed(federation, tmp_path: Path
 def test_per_frame_protocol_is_refused_and_recorded(federation) -> None:  # type: ignore[no-untyped-def]
     site = federation.sites[0].name
     protocol = federation.protocol(
-        "per-frame", [site], {"outputs: aggregate": "outputs: per_frame", "deadline_minutes: 8": "deadline_minutes: 3"}
+        "per-frame", [site], {"outputs: aggregate": "outputs: per_frame", "deadline: 8m": "deadline: 3m"}
     )
     launch_id = launch(federation.hub, protocol, echo=lambda _: None)
     job = federation.hub.store().jobs(launch_id)[0]
@@ -167,7 +167,7 @@ def test_per_frame_protocol_is_refused_and_recorded(federation) -> None:  # type
 def test_manual_release_and_small_cell_suppression(federation) -> None:  # type: ignore[no-untyped-def]
     name = federation.small
     home = SiteHome(federation.run / "sites" / name)
-    protocol = federation.protocol("manual-small", [name], {"deadline_minutes: 8": "deadline_minutes: 4"})
+    protocol = federation.protocol("manual-small", [name], {"deadline: 8m": "deadline: 4m"})
     approve(home.approved_dir, protocol)
     store = federation.hub.store()
     done: dict[str, str] = {}

@@ -133,3 +133,24 @@ def test_openapi_schema_lists_the_v1_api(hub_home: HubHome) -> None:
     assert {"/api/v1/studies", "/api/v1/studies/{study_id}/results", "/api/v1/studies/{study_id}/report.zip"} <= set(
         schema["paths"]
     )
+
+
+def test_coordinator_extends_and_reruns_viewer_cannot(hub_home: HubHome, protocol_file: Path, round_player) -> None:  # type: ignore[no-untyped-def]
+    """The buttons' API calls the same hub.studies functions as `hub study extend|rerun`, and logs each write."""
+    study_id = finished_study(hub_home, protocol_file, round_player)
+    coordinator = signed_in(hub_home, "carla", UserRole.COORDINATOR)
+    viewer = signed_in(hub_home, "vera", UserRole.VIEWER)
+    url = f"/api/v1/studies/{study_id}/rounds/0"
+    assert viewer.post(f"{url}/rerun", json={"sites": ["mercy-general"]}).status_code == 403
+    stored = coordinator.post(f"{url}/rerun", json={"sites": ["mercy-general"]})
+    assert stored.status_code == 400 and "a released result is never asked for twice" in stored.json()["error"]
+    closed = coordinator.post(f"{url}/extend", json={"by": "7d"})
+    assert closed.status_code == 400 and "hub study rerun" in closed.json()["error"]
+    launch_id = hub_home.store().launches_of(study_id)[0]["launch_id"]
+    hub_home.store().set_job(launch_id, 0, "st-elsewhere", state="absent", detail="no reply before the deadline")
+    asked = coordinator.post(f"{url}/rerun", json={"sites": ["st-elsewhere"], "by": "36h"})
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["jobs"] == {"st-elsewhere": f"{launch_id}.r0.evaluate.st-elsewhere"}  # the id it holds
+    assert viewer.get("/api/v1/studies").json()[0]["state"] == "pending"  # for `hub serve` to run
+    writes = [(e["actor"], e["action"]) for e in Accounts(hub_home.store()).audit()]
+    assert ("carla", "study.rerun") in writes and ("carla", "study.extend") not in writes  # a refusal writes nothing
