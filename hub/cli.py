@@ -30,6 +30,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         public_host=args.host,
         public_port=args.port,
         internal_port=args.internal_port,
+        bind=args.bind,
         hosts=args.san or None,
         store_url=args.db,
     )
@@ -149,10 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
     p.add_argument("--study", default="surgfed", help="name written into the study CA certificate")
     p.add_argument("--host", default="127.0.0.1", help="public host name or IP the sites dial (in the certificate)")
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="local address the Fleet proxy listens on (0.0.0.0 or the hub's interface address in production; "
+        "behind NAT, --host names the public address and --bind the local one)",
+    )
     p.add_argument("--port", type=int, default=9092, help="public Fleet-only TLS port the sites dial")
     p.add_argument("--internal-port", type=int, default=9093, help="SuperLink port on 127.0.0.1 (never public)")
     p.add_argument(
-        "--san", action="append", help="extra host name or IP in the server certificate (repeatable; default: --host)"
+        "--san", action="append", help="extra host name or IP in the server certificate, besides --host (repeatable)"
     )
     p.set_defaults(func=cmd_init)
 

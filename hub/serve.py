@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import uvicorn
 
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
+from hub.service import quiet_libraries, run_until_stopped
 from hub.superlink import start_superlink
-from protocols.procs import Child, port_open, wait_for
+from protocols.procs import port_open, wait_for
+from protocols.proctree import catch_stop_signals
 
 log = logging.getLogger(__name__)
 
 
 def serve(home: HubHome, *, insecure: bool = False) -> int:
     cfg = home.config()
+    quiet_libraries()
+    stop = catch_stop_signals("hub serve")  # from here on, a signal lets `finally` stop the SuperLink
     if insecure:
         log.warning("INSECURE: no TLS and no node authentication; anyone reaching the port can join")
     superlink = start_superlink(home, insecure)
@@ -31,7 +34,7 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host=cfg.public_host,
+                host=cfg.bind,
                 port=cfg.public_port,
                 log_level="warning",
                 timeout_keep_alive=60,
@@ -39,26 +42,14 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
                 **ssl_args,
             )
         )
-        watcher = threading.Thread(target=_watch, args=(superlink, server), daemon=True)
-        watcher.start()
         log.info(
-            "hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)",
-            cfg.public_host,
+            "hub serving Fleet API on %s:%d for %s (SuperLink on 127.0.0.1:%d)",
+            cfg.bind,
             cfg.public_port,
+            cfg.public_host,
             cfg.internal_port,
         )
-        print(f"hub: Fleet API on {'http' if insecure else 'https'}://{cfg.public_host}:{cfg.public_port}", flush=True)
-        server.run()  # handles SIGINT/SIGTERM itself
-        return 0 if superlink.alive() else 1
+        print(f"hub: Fleet API on {'http' if insecure else 'https'}://{cfg.bind}:{cfg.public_port}", flush=True)
+        return run_until_stopped(server, superlink, stop)
     finally:
         superlink.stop()
-
-
-def _watch(superlink: Child, server: uvicorn.Server) -> None:
-    """If the SuperLink dies, stop serving: a proxy to nothing would only hide the failure."""
-    while not server.should_exit:
-        if not superlink.alive():
-            log.error("the SuperLink exited:\n%s", superlink.tail())
-            server.should_exit = True
-            return
-        threading.Event().wait(1.0)

@@ -1,0 +1,156 @@
+"""`hub serve` and `site_node serve`, started for real on loopback, stop every process they started on each stop
+signal; the hub's log stays free of per-request lines; `hub init --host/--bind` split the certificate name from
+the listening address."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from protocols.procs import free_port, port_open, wait_for
+from protocols.proctree import alive, descendants, stop_all
+
+pytestmark = pytest.mark.integration
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+BIND = "127.0.0.2"  # loopback, but not the 127.0.0.1 a server falling back to the default would take
+PUBLIC_NAME = "hub.some-hospital.example"  # unresolvable: a proxy that listened on --host could not start
+
+
+def _cli(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _has(pid: int, program: str) -> bool:
+    return any(program in _cmdline(p) for p in descendants(pid))
+
+
+def _bindable(host: str, port: int) -> bool:
+    """What a restarted server does: bind with SO_REUSEADDR (a TIME_WAIT left by the test's own requests is fine)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+class Service:
+    """A server started as a new user would: its own session, output to a file; stopped by the test if it fails."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.tree: dict[int, int] = {}
+        self.programs = ""  # the command lines of `tree`, as they were when the signal went out
+
+    def signal_and_wait(self, sig: signal.Signals) -> int:
+        self.tree = descendants(self.proc.pid)  # noted before: orphans would hang off pid 1 afterwards
+        self.programs = "\n".join(map(_cmdline, self.tree))
+        os.kill(self.proc.pid, sig)
+        return self.proc.wait(timeout=60)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.tree = {**self.tree, **descendants(self.proc.pid)}
+            self.proc.kill()
+            self.proc.wait()
+        stop_all(self.tree, timeout=2)
+
+
+@pytest.fixture(scope="module")
+def hub_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int, int]]:
+    root = tmp_path_factory.mktemp("signals") / "hub"
+    public, internal = free_port(), free_port()
+    init = _cli("hub.cli", "init", "--home", str(root), "--host", PUBLIC_NAME, "--bind", BIND)
+    subprocess.run([*init, "--port", str(public), "--internal-port", str(internal)], check=True, timeout=60)
+    yield root, public, internal
+
+
+def _start_hub(root: Path, public: int, internal: int, log: Path) -> Service:
+    hub = Service(_cli("hub.cli", "serve", "--home", str(root), "--insecure"), log)
+    try:
+        wait_for(lambda: port_open(BIND, public) and port_open("127.0.0.1", internal), 90, "the hub to listen")
+        wait_for(lambda: _has(hub.proc.pid, "flower-superexec"), 60, "the SuperLink's flower-superexec")
+    except Exception:
+        hub.cleanup()
+        raise
+    return hub
+
+
+def test_init_names_the_public_host_and_serve_listens_on_bind(hub_home: tuple[Path, int, int]) -> None:
+    root, _, _ = hub_home
+    cert = x509.load_pem_x509_certificate((root / "pki" / "server.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert PUBLIC_NAME in names.get_values_for_type(x509.DNSName)
+    assert f'bind = "{BIND}"' in (root / "hub.toml").read_text()
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_hub_serve_stops_everything_it_started(
+    hub_home: tuple[Path, int, int], tmp_path: Path, sig: signal.Signals
+) -> None:
+    root, public, internal = hub_home
+    hub = _start_hub(root, public, internal, tmp_path / "hub.log")
+    try:
+        assert not port_open("127.0.0.1", public), "the proxy listens on --bind only"
+        for _ in range(20):  # what an idle site's SuperNode does all day: poll the Fleet API through the proxy
+            req = urllib.request.Request(f"http://{BIND}:{public}/v1/fleet/pull-messages", data=b"x", method="POST")
+            try:
+                urllib.request.urlopen(req, timeout=10).close()
+            except OSError:
+                pass  # the SuperLink refuses the junk body; the proxy forwarded it, which is all this needs
+        assert hub.signal_and_wait(sig) == 0
+        wait_for(lambda: not alive(hub.tree), 10, f"the hub's children to end after {sig.name}")
+        assert "flower-superlink" in hub.programs and "flower-superexec" in hub.programs
+        assert _bindable(BIND, public) and _bindable("127.0.0.1", internal), "a port is still taken"
+        lines = hub.log.read_text().splitlines()
+        assert not [line for line in lines if "HTTP Request" in line], "httpx logs each proxied request"
+        assert len(lines) < 12, "\n".join(lines)
+    finally:
+        hub.cleanup()
+
+
+@pytest.fixture(scope="module")
+def site_home(hub_home: tuple[Path, int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A site (no model: its engine starts without one) whose SuperNode dials a running insecure hub."""
+    root, public, internal = hub_home
+    hub = _start_hub(root, public, internal, tmp_path_factory.mktemp("hub-log") / "hub.log")
+    site = tmp_path_factory.mktemp("site") / "alpha"
+    init = _cli("site_node.cli", "init", "--home", str(site), "--site", "alpha", "--superlink", f"{BIND}:{public}")
+    subprocess.run(init, check=True, timeout=60, stdout=subprocess.DEVNULL)
+    try:
+        yield site
+    finally:
+        hub.signal_and_wait(signal.SIGTERM)
+        hub.cleanup()
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_site_serve_stops_everything_it_started(site_home: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    site = Service(_cli("site_node.cli", "serve", "--home", str(site_home), "--insecure"), tmp_path / "site.log")
+    try:
+        # The SuperNode starts its own flower-superexec once it reached the hub: a grandchild of `site_node serve`.
+        wait_for(lambda: _has(site.proc.pid, "flower-superexec"), 90, "the SuperNode's flower-superexec")
+        assert site.signal_and_wait(sig) == 0
+        wait_for(lambda: not alive(site.tree), 10, f"the site's children to end after {sig.name}")
+        assert "flower-supernode" in site.programs and "flower-superexec" in site.programs
+    finally:
+        site.cleanup()
