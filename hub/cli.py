@@ -87,8 +87,10 @@ def cmd_sites_anchors(args: argparse.Namespace) -> int:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from hub.launcher import launch
+    from hub.roster import check_roster, require_delivery
 
     home = _home(args).require()
+    check_roster(home, args.protocol, warn=lambda msg: print(f"hub: warning: {msg}", file=sys.stderr))
     launch_id = launch(home, args.protocol)
     store = home.store()
     for job in store.jobs(launch_id):
@@ -96,6 +98,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     study_id = store.launch(launch_id)["study_id"]
     # `hub report` takes the protocol's study.id, not this launch id: print both, and the exact command.
     print(f"study {study_id}: launch {launch_id} finished")
+    require_delivery(home, launch_id)
     print(f"write the report with: hub report --study {study_id} --out REPORT_DIR --home {home.root}")
     return 0
 
@@ -220,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
     p.set_defaults(func=cmd_demo)
 
-    from hub.commands_web import add_commands
+    from hub import commands_status, commands_web
 
-    add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
+    for commands in (commands_web, commands_status):
+        commands.add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 
 
