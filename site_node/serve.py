@@ -94,7 +94,7 @@ def serve(
     log.info("site %s engine listening on %s", cfg.name, server.address)
     supernode = None
     try:
-        if with_supernode:
+        if with_supernode and not stop.is_set():  # a signal while the model loaded: start nothing more
             token, key = prepare_clientapp_dir(home)
             port = cfg.supernode_port or free_port()
             argv, env = supernode_command(
