@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,14 @@ def _cmdline(pid: int) -> str:
 
 def _has(pid: int, program: str) -> bool:
     return any(program in _cmdline(p) for p in descendants(pid))
+
+
+def _listening(public: int, internal: int) -> bool:
+    return port_open(BIND, public) and port_open("127.0.0.1", internal)
+
+
+def _all_gone(tree: dict[int, int]) -> bool:
+    return not alive(tree)
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -75,82 +84,112 @@ class Service:
         stop_all(self.tree, timeout=2)
 
 
+Hub = tuple[Path, int, int]  # home, public port, internal port
+
+
 @pytest.fixture(scope="module")
-def hub_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int, int]]:
-    root = tmp_path_factory.mktemp("signals") / "hub"
-    public, internal = free_port(), free_port()
-    init = _cli("hub.cli", "init", "--home", str(root), "--host", PUBLIC_NAME, "--bind", BIND)
-    subprocess.run([*init, "--port", str(public), "--internal-port", str(internal)], check=True, timeout=60)
-    yield root, public, internal
+def hubs(tmp_path_factory: pytest.TempPathFactory) -> list[Hub]:
+    """One hub home per stop signal (each server started once, all at the same time: the machine has 2 cores)."""
+    from hub.home import init_hub
+
+    run = tmp_path_factory.mktemp("signals")
+    out: list[Hub] = []
+    for i in range(len(SIGNALS)):
+        public, internal = free_port(), free_port()
+        if i == 0:  # the first through the real command line, as a new user types it
+            init = _cli("hub.cli", "init", "--home", str(run / "hub0"), "--host", PUBLIC_NAME, "--bind", BIND)
+            subprocess.run([*init, "--port", str(public), "--internal-port", str(internal)], check=True, timeout=60)
+        else:
+            init_hub(run / f"hub{i}", public_host=PUBLIC_NAME, bind=BIND, public_port=public, internal_port=internal)
+        out.append((run / f"hub{i}", public, internal))
+    return out
 
 
-def _start_hub(root: Path, public: int, internal: int, log: Path) -> Service:
-    hub = Service(_cli("hub.cli", "serve", "--home", str(root), "--insecure"), log)
+def _start_hubs(hubs: list[Hub], logs: Path) -> list[Service]:
+    started = [
+        Service(_cli("hub.cli", "serve", "--home", str(h[0]), "--insecure"), logs / f"{h[0].name}.log") for h in hubs
+    ]
     try:
-        wait_for(lambda: port_open(BIND, public) and port_open("127.0.0.1", internal), 90, "the hub to listen")
-        wait_for(lambda: _has(hub.proc.pid, "flower-superexec"), 60, "the SuperLink's flower-superexec")
+        for (_, public, internal), hub in zip(hubs, started, strict=True):
+            wait_for(partial(_listening, public, internal), 90, "the hub to listen")
+            wait_for(partial(_has, hub.proc.pid, "flower-superexec"), 60, "the SuperLink's flower-superexec")
     except Exception:
-        hub.cleanup()
+        for hub in started:
+            hub.cleanup()
         raise
-    return hub
+    return started
 
 
-def test_init_names_the_public_host_and_serve_listens_on_bind(hub_home: tuple[Path, int, int]) -> None:
-    root, _, _ = hub_home
+def test_init_names_the_public_host_and_serve_listens_on_bind(hubs: list[Hub]) -> None:
+    root = hubs[0][0]
     cert = x509.load_pem_x509_certificate((root / "pki" / "server.crt").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert PUBLIC_NAME in names.get_values_for_type(x509.DNSName)
     assert f'bind = "{BIND}"' in (root / "hub.toml").read_text()
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_hub_serve_stops_everything_it_started(
-    hub_home: tuple[Path, int, int], tmp_path: Path, sig: signal.Signals
-) -> None:
-    root, public, internal = hub_home
-    hub = _start_hub(root, public, internal, tmp_path / "hub.log")
+def _poll_fleet(public: int) -> None:
+    """What an idle site's SuperNode does all day: poll the Fleet API through the proxy."""
+    for _ in range(20):
+        req = urllib.request.Request(f"http://{BIND}:{public}/v1/fleet/pull-messages", data=b"x", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+        except OSError:
+            pass  # the SuperLink refuses the junk body; the proxy forwarded it, which is all this needs
+
+
+def test_hub_serve_stops_everything_it_started(hubs: list[Hub], tmp_path: Path) -> None:
+    started = _start_hubs(hubs, tmp_path)
     try:
-        assert not port_open("127.0.0.1", public), "the proxy listens on --bind only"
-        for _ in range(20):  # what an idle site's SuperNode does all day: poll the Fleet API through the proxy
-            req = urllib.request.Request(f"http://{BIND}:{public}/v1/fleet/pull-messages", data=b"x", method="POST")
-            try:
-                urllib.request.urlopen(req, timeout=10).close()
-            except OSError:
-                pass  # the SuperLink refuses the junk body; the proxy forwarded it, which is all this needs
-        assert hub.signal_and_wait(sig) == 0
-        wait_for(lambda: not alive(hub.tree), 10, f"the hub's children to end after {sig.name}")
-        assert "flower-superlink" in hub.programs and "flower-superexec" in hub.programs
-        assert _bindable(BIND, public) and _bindable("127.0.0.1", internal), "a port is still taken"
-        lines = hub.log.read_text().splitlines()
-        assert not [line for line in lines if "HTTP Request" in line], "httpx logs each proxied request"
-        assert len(lines) < 12, "\n".join(lines)
+        for (_, public, internal), hub, sig in zip(hubs, started, SIGNALS, strict=True):
+            assert not port_open("127.0.0.1", public), "the proxy listens on --bind only"
+            _poll_fleet(public)
+            assert hub.signal_and_wait(sig) == 0, sig.name
+            wait_for(partial(_all_gone, hub.tree), 10, f"the hub's children to end after {sig.name}")
+            assert "flower-superlink" in hub.programs and "flower-superexec" in hub.programs
+            assert _bindable(BIND, public) and _bindable("127.0.0.1", internal), f"a port is taken after {sig.name}"
+            lines = hub.log.read_text().splitlines()
+            assert not [line for line in lines if "HTTP Request" in line], "httpx logs each proxied request"
+            assert len(lines) < 12, "\n".join(lines)
     finally:
-        hub.cleanup()
+        for hub in started:
+            hub.cleanup()
 
 
 @pytest.fixture(scope="module")
-def site_home(hub_home: tuple[Path, int, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A site (no model: its engine starts without one) whose SuperNode dials a running insecure hub."""
-    root, public, internal = hub_home
-    hub = _start_hub(root, public, internal, tmp_path_factory.mktemp("hub-log") / "hub.log")
-    site = tmp_path_factory.mktemp("site") / "alpha"
-    init = _cli("site_node.cli", "init", "--home", str(site), "--site", "alpha", "--superlink", f"{BIND}:{public}")
-    subprocess.run(init, check=True, timeout=60, stdout=subprocess.DEVNULL)
+def sites(hubs: list[Hub], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
+    """Sites (no model: an engine starts without one) whose SuperNodes dial a running insecure hub."""
+    run = tmp_path_factory.mktemp("sites")
+    [hub] = _start_hubs(hubs[:1], run)
+    public = hubs[0][1]
+    homes = []
+    for sig in SIGNALS:
+        home = run / sig.name.lower()
+        init = _cli(
+            "site_node.cli", "init", "--home", str(home), "--site", home.name, "--superlink", f"{BIND}:{public}"
+        )
+        subprocess.run(init, check=True, timeout=60, stdout=subprocess.DEVNULL)
+        homes.append(home)
     try:
-        yield site
+        yield homes
     finally:
         hub.signal_and_wait(signal.SIGTERM)
         hub.cleanup()
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_site_serve_stops_everything_it_started(site_home: Path, tmp_path: Path, sig: signal.Signals) -> None:
-    site = Service(_cli("site_node.cli", "serve", "--home", str(site_home), "--insecure"), tmp_path / "site.log")
+def test_site_serve_stops_everything_it_started(sites: list[Path], tmp_path: Path) -> None:
+    started = [
+        Service(_cli("site_node.cli", "serve", "--home", str(home), "--insecure"), tmp_path / f"{home.name}.log")
+        for home in sites
+    ]
     try:
-        # The SuperNode starts its own flower-superexec once it reached the hub: a grandchild of `site_node serve`.
-        wait_for(lambda: _has(site.proc.pid, "flower-superexec"), 90, "the SuperNode's flower-superexec")
-        assert site.signal_and_wait(sig) == 0
-        wait_for(lambda: not alive(site.tree), 10, f"the site's children to end after {sig.name}")
-        assert "flower-supernode" in site.programs and "flower-superexec" in site.programs
+        for site in started:
+            # The SuperNode starts its own flower-superexec once it reached the hub: a grandchild of the site.
+            wait_for(partial(_has, site.proc.pid, "flower-superexec"), 90, "the SuperNode's flower-superexec")
+        for site, sig in zip(started, SIGNALS, strict=True):
+            assert site.signal_and_wait(sig) == 0, sig.name
+            wait_for(partial(_all_gone, site.tree), 10, f"the site's children to end after {sig.name}")
+            assert "flower-supernode" in site.programs and "flower-superexec" in site.programs
     finally:
-        site.cleanup()
+        for site in started:
+            site.cleanup()
