@@ -30,6 +30,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         public_host=args.host,
         public_port=args.port,
         internal_port=args.internal_port,
+        bind=args.bind,
         hosts=args.san or None,
         store_url=args.db,
     )
@@ -85,7 +86,10 @@ def cmd_sites_anchors(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from hub.roster import check_roster, require_delivery
+
     home = _home(args).require()
+    check_roster(home, args.protocol, warn=lambda msg: print(f"hub: warning: {msg}", file=sys.stderr))
     if not args.follow:
         from hub.studies import submit_study
         from hub.study_runner import runner_active
@@ -106,6 +110,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     study_id = store.launch(launch_id)["study_id"]
     # `hub report` takes the protocol's study.id, not this launch id: print both, and the exact command.
     print(f"study {study_id}: launch {launch_id} finished")
+    require_delivery(home, launch_id)
     print(f"write the report with: hub report --study {study_id} --out REPORT_DIR --home {home.root}")
     return 0
 
@@ -167,10 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the hub home, study CA and server certificate")
     p.add_argument("--study", default="surgfed", help="name written into the study CA certificate")
     p.add_argument("--host", default="127.0.0.1", help="public host name or IP the sites dial (in the certificate)")
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="local address the Fleet proxy listens on (0.0.0.0 or the hub's interface address in production; "
+        "behind NAT, --host names the public address and --bind the local one)",
+    )
     p.add_argument("--port", type=int, default=9092, help="public Fleet-only TLS port the sites dial")
     p.add_argument("--internal-port", type=int, default=9093, help="SuperLink port on 127.0.0.1 (never public)")
     p.add_argument(
-        "--san", action="append", help="extra host name or IP in the server certificate (repeatable; default: --host)"
+        "--san", action="append", help="extra host name or IP in the server certificate, besides --host (repeatable)"
     )
     p.set_defaults(func=cmd_init)
 
@@ -244,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from hub import commands_studies, commands_web
+    from hub import commands_status, commands_studies, commands_web
 
-    for module in (commands_web, commands_studies):
+    for module in (commands_web, commands_studies, commands_status):
         module.add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 

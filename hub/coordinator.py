@@ -53,6 +53,7 @@ class NodeDirectory:
         self.transport = transport
         self.names = dict(registered)
         self.self_declared = not registered
+        self.online: set[str] = set()  # sites connected at the last look, to log who came and went
         if self.self_declared:
             log.warning("no registered site keys: trusting the names sites declare (insecure mode)")
 
@@ -70,7 +71,13 @@ class NodeDirectory:
                         log.error("ignoring node %s: %s", node, exc)
                         continue
                     self.names[node] = str(values.get("site-name", ""))
-        return {self.names[n]: n for n in ids if n in self.names}
+        now = {self.names[n]: n for n in ids if n in self.names}
+        for site in sorted(now.keys() - self.online):
+            log.info("site %s connected (node %s)", site, now[site])
+        for site in sorted(self.online - now.keys()):
+            log.info("site %s disconnected", site)
+        self.online = set(now)
+        return now
 
 
 @dataclass
@@ -205,6 +212,9 @@ class StepRunner:
                 self.l.protocol_text,
                 adapter_digest(self.step.adapter) if self.step.adapter else None,
             )
+            log.info(
+                "round %d %s %s: submitting job %s", self.step.round, self.step.kind.value, track.center, track.job_id
+            )
             return Op.SUBMIT, {**job, **self.step.adapter}
         return (Op.FETCH if track.state is SiteState.DONE else Op.STATUS), job_request(track.job_id)
 
@@ -265,7 +275,14 @@ class StepRunner:
         rows = list(self._rows(track.center, records))
         job = {"job_id": track.job_id, "attempt": track.attempt, "software_version": version}
         self.rounds.store_result(self.l.launch_id, self.step.round, track.center, self.step.kind.value, rows, **job)
-        log.info("round %d %s %s: stored", self.step.round, self.step.kind.value, track.center)
+        log.info(
+            "round %d %s %s: %d result rows stored (site software %s)",
+            self.step.round,
+            self.step.kind.value,
+            track.center,
+            len(rows),
+            version,
+        )
         track.state, track.detail = SiteState.STORED, None
 
     def _rows(self, center: str, records: WireRecords) -> list[ResultRow]:

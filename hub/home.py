@@ -27,8 +27,12 @@ url = "{store_url}"
 port = {internal_port}
 
 [fleet]
-# The public, Fleet-only port the sites dial (TLS terminated by the hub's filtering proxy).
+# The public, Fleet-only port the sites dial (TLS terminated by the hub's filtering proxy). `host` is the address
+# the sites dial (named in the server certificate); `bind` is the local address the proxy listens on: 0.0.0.0 or
+# the hub's own interface address in production (behind NAT, `host` is the router's public name), 127.0.0.1 for
+# a hub on one machine.
 host = "{public_host}"
+bind = "{bind}"
 port = {public_port}
 
 [web]
@@ -47,6 +51,7 @@ class HubConfig:
     internal_port: int
     public_host: str
     public_port: int
+    bind: str = "127.0.0.1"
     web_host: str = "127.0.0.1"
     web_port: int = 8780
     web_public_url: str = ""
@@ -77,14 +82,16 @@ class HubHome:
         self.require()
         try:
             data: dict[str, Any] = tomllib.loads(self.config_file.read_text(encoding="utf-8"))
-            web = data.get("web", {})
+            web, fleet = data.get("web", {}), data["fleet"]
             return HubConfig(
                 study_name=str(data["hub"]["study_name"]),
                 # [store] url; hub homes made before it name the store in [hub] store_url
                 store_url=str(data["store"]["url"] if "store" in data else data["hub"]["store_url"]),
                 internal_port=int(data["superlink"]["port"]),
-                public_host=str(data["fleet"]["host"]),
-                public_port=int(data["fleet"]["port"]),
+                public_host=str(fleet["host"]),
+                public_port=int(fleet["port"]),
+                # hub homes made before `bind` listened on their public host
+                bind=str(fleet.get("bind", fleet["host"])),
                 web_host=str(web.get("host", "127.0.0.1")),
                 web_port=int(web.get("port", 8780)),
                 web_public_url=str(web.get("public_url", "")),
@@ -106,6 +113,7 @@ def init_hub(
     public_host: str = "127.0.0.1",
     public_port: int = 9092,
     internal_port: int = 9093,
+    bind: str = "127.0.0.1",
     hosts: list[str] | None = None,
     store_url: str | None = None,
 ) -> HubHome:
@@ -116,7 +124,8 @@ def init_hub(
         d.mkdir(parents=True, exist_ok=True)
     home.ca_cert.parent.chmod(0o700)
     make_ca(home.ca_cert, home.ca_key, study)
-    make_server_cert(home.ca_cert, home.ca_key, home.server_cert, home.server_key, hosts or [public_host])
+    # The address the sites dial is always in the certificate; --san adds more (e.g. an internal name).
+    make_server_cert(home.ca_cert, home.ca_key, home.server_cert, home.server_key, [public_host, *(hosts or [])])
     home.config_file.write_text(
         HUB_TOML.format(
             study=study,
@@ -124,6 +133,7 @@ def init_hub(
             internal_port=internal_port,
             public_host=public_host,
             public_port=public_port,
+            bind=bind,
         )
     )
     home.config()

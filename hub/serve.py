@@ -10,15 +10,19 @@ import uvicorn
 
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
+from hub.service import quiet_libraries, run_until_stopped
 from hub.study_runner import StudyRunner
 from hub.superlink import start_superlink
-from protocols.procs import Child, port_open, wait_for
+from protocols.procs import port_open, wait_for
+from protocols.proctree import catch_stop_signals
 
 log = logging.getLogger(__name__)
 
 
 def serve(home: HubHome, *, insecure: bool = False, web_port: int | None = None) -> int:
     cfg = home.config()
+    quiet_libraries()
+    stop = catch_stop_signals("hub serve")  # from here on, a signal lets `finally` stop the SuperLink
     if insecure:
         log.warning("INSECURE: no TLS and no node authentication; anyone reaching the port can join")
     runner = StudyRunner(home)
@@ -35,7 +39,7 @@ def serve(home: HubHome, *, insecure: bool = False, web_port: int | None = None)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host=cfg.public_host,
+                host=cfg.bind,
                 port=cfg.public_port,
                 log_level="warning",
                 timeout_keep_alive=60,
@@ -43,19 +47,17 @@ def serve(home: HubHome, *, insecure: bool = False, web_port: int | None = None)
                 **ssl_args,
             )
         )
-        watcher = threading.Thread(target=_watch, args=(superlink, server), daemon=True)
-        watcher.start()
         runner.start()
         background.append(_start_dashboard(home, cfg.web_host, cfg.web_port if web_port is None else web_port))
         log.info(
-            "hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)",
-            cfg.public_host,
+            "hub serving Fleet API on %s:%d for %s (SuperLink on 127.0.0.1:%d)",
+            cfg.bind,
             cfg.public_port,
+            cfg.public_host,
             cfg.internal_port,
         )
-        print(f"hub: Fleet API on {'http' if insecure else 'https'}://{cfg.public_host}:{cfg.public_port}", flush=True)
-        server.run()  # handles SIGINT/SIGTERM itself
-        return 0 if superlink.alive() else 1
+        print(f"hub: Fleet API on {'http' if insecure else 'https'}://{cfg.bind}:{cfg.public_port}", flush=True)
+        return run_until_stopped(server, superlink, stop)
     finally:
         for web in background:
             web.should_exit = True
@@ -71,13 +73,3 @@ def _start_dashboard(home: HubHome, host: str, port: int) -> uvicorn.Server:
     threading.Thread(target=web.run, name="dashboard", daemon=True).start()
     print(f"hub: dashboard on http://{host}:{port}/ (sign in with a `hub users add` link)", flush=True)
     return web
-
-
-def _watch(superlink: Child, server: uvicorn.Server) -> None:
-    """If the SuperLink dies, stop serving: a proxy to nothing would only hide the failure."""
-    while not server.should_exit:
-        if not superlink.alive():
-            log.error("the SuperLink exited:\n%s", superlink.tail())
-            server.should_exit = True
-            return
-        threading.Event().wait(1.0)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from protocols.proctree import descendants, stop_all
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,9 @@ class Child:
         (os.killpg if self.own_group else os.kill)(self.proc.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> None:
+        # Noted before the leader goes: once it is gone, its orphans hang off pid 1 and no longer look like ours
+        # (flower-superlink leaves its flower-superexec running when it gets SIGTERM).
+        started = descendants(self.proc.pid) if self.proc.poll() is None else {}
         if self.proc.poll() is None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -77,6 +82,7 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        stop_all(started, timeout=min(timeout, 5.0))
         self._log.close()
 
     def tail(self, n: int = 20) -> str:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from protocols.errors import ConfigError
 from protocols.procs import Child, free_port
+from protocols.proctree import catch_stop_signals
 from site_node.audit_events import on_start
 from site_node.confinement import supernode_command
 from site_node.engine import SiteEngine
@@ -94,13 +93,11 @@ def setup_logging(home: SiteHome) -> None:
 def serve(
     home: SiteHome, *, insecure: bool = False, with_supernode: bool = True, allow_weak_sandbox: bool = False
 ) -> int:
-    """Run until SIGINT/SIGTERM or until the SuperNode dies; always stops what it started."""
+    """Run until SIGTERM, SIGINT or SIGHUP, or until the SuperNode dies; always stops what it started."""
     cfg = home.config()
     cfg_insecure = insecure or cfg.insecure
     setup_logging(home)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = catch_stop_signals("site_node serve")  # SIGTERM, SIGINT, SIGHUP: leave the loop, stop the children
     engine = SiteEngine(home)
     on_start(engine.audit, home.approved_dir, cfg.policy.as_dict())
     server = engine_server(home, cfg, engine)
@@ -110,7 +107,7 @@ def serve(
     log.info("site %s engine listening on %s", cfg.name, server.address)
     supernode = None
     try:
-        if with_supernode:
+        if with_supernode and not stop.is_set():  # a signal while the model loaded: start nothing more
             token, key = prepare_clientapp_dir(home)
             pin_app_bundles(home)
             port = cfg.supernode_port or free_port()

@@ -48,13 +48,13 @@ def test_site_example_is_what_init_writes(tmp_path: Path) -> None:
 def test_hub_example_is_what_init_writes(tmp_path: Path) -> None:
     argv, body = _split(EXAMPLES / "hub.toml")
     assert argv[:2] == ["hub", "init"], argv
-    home = init_hub(tmp_path / "hub", public_host=_option(argv, "--host"))
+    home = init_hub(tmp_path / "hub", public_host=_option(argv, "--host"), bind=_option(argv, "--bind"))
     written = home.config_file.read_text().replace(str(home.root), _option(argv, "--home"))
     assert body == written, "regenerate deploy/examples/hub.toml (see deploy/README.md)"
     (tmp_path / "loaded").mkdir()
     (tmp_path / "loaded" / "hub.toml").write_text(body)
     config = HubHome(tmp_path / "loaded").config()
-    assert config.public_host == _option(argv, "--host")
+    assert (config.public_host, config.bind) == (_option(argv, "--host"), _option(argv, "--bind"))
     assert config.store_url == f"sqlite:///{_option(argv, '--home')}/state/results.db"
 
 

@@ -368,3 +368,23 @@ def test_a_failed_site_is_asked_again_under_a_new_job_id(tmp_path: Path, sites: 
     run(store, sites, clock)
     assert sites["b"].submissions == [asked["b"]] and jobs(store)["b"]["attempt"] == 1
     assert jobs(store)["b"]["state"] == "stored" and jobs(store)["b"]["job_id"] == asked["b"]
+
+
+def test_study_events_are_logged_at_info(
+    tmp_path: Path, sites: dict[str, FakeSite], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a coordinator reads in the hub's log: who connected, what was submitted, each state, what was stored."""
+    sites["b"].connected = False
+    with caplog.at_level("INFO", logger="hub.coordinator"):
+        run(new_store(tmp_path), sites, Clock())
+    lines = [r.getMessage() for r in caplog.records if r.name == "hub.coordinator" and r.levelname == "INFO"]
+    expected = [
+        "site a connected (node 11)",
+        f"round 0 evaluate a: submitting job {job_id('a')}",
+        "round 0 evaluate a: queued",
+        "round 0 evaluate a: running",
+        "round 0 evaluate a: done",
+        f"round 0 evaluate a: 2 result rows stored (site software {__version__})",
+        "round 0 evaluate b: absent no reply before the deadline",
+    ]
+    assert [line.strip() for line in lines] == expected
