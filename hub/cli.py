@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.commands_web import add_commands
 
     add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
+    from hub.commands_keys import add_commands as add_key_commands
+
+    add_key_commands(sub, sites, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 
 

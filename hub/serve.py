@@ -8,6 +8,7 @@ from typing import Any
 
 import uvicorn
 
+from hub.cert_reload import CertificateReloader
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
 from hub.superlink import start_superlink
@@ -41,6 +42,8 @@ def serve(home: HubHome, *, insecure: bool = False) -> int:
         )
         watcher = threading.Thread(target=_watch, args=(superlink, server), daemon=True)
         watcher.start()
+        if not insecure:  # `hub pki renew` takes effect on the public port without a restart
+            CertificateReloader(lambda: getattr(server.config, "ssl", None), home.server_cert, home.server_key).start()
         log.info(
             "hub serving Fleet API on %s:%d (SuperLink on 127.0.0.1:%d)",
             cfg.public_host,

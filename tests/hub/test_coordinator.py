@@ -259,3 +259,23 @@ def test_a_restart_after_the_submission_was_recorded_polls_instead(tmp_path: Pat
         assert site.submissions == [job_id(name)]
         assert site.ops[0] is Op.SUBMIT and Op.SUBMIT not in site.ops[1:]
         assert jobs(restarted)[name]["state"] == "stored"
+
+
+def test_a_key_rotated_mid_study_is_followed_by_the_registered_name(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    """`hub sites rotate` mid-study: the site reconnects as a new node; the launch re-reads the registrations."""
+    store, clock = new_store(tmp_path), Clock()
+    old = next(n for n, name in NODES.items() if name == "a")
+    new = max(NODES) + 100
+
+    class Rotating(FakeTransport):
+        def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]:
+            replies = super().request(requests, timeout)
+            if self.calls == 1:  # after the submit: the old key is gone, the new one registered under the name
+                self.sites[new] = self.sites.pop(old)
+                store.add_site("a", new, None)
+            return replies
+
+    transport = Rotating({node: sites[name] for node, name in NODES.items()}, store)
+    run_launch(transport, store, LAUNCH, sleep=clock.sleep, clock=clock)
+    assert sites["a"].ops == [Op.SUBMIT, Op.STATUS, Op.STATUS, Op.FETCH]
+    assert jobs(store)["a"]["state"] == jobs(store)["b"]["state"] == "stored"
