@@ -47,11 +47,12 @@ def cmd_sites_rotate(args: argparse.Namespace, home: HubHome) -> int:
     key = args.pubkey.read_text().strip()
     print(f"site {args.name}: new node key {fingerprint(key)} registered as node {new}")
     if old is not None:
-        print(f"old node {old} unregistered: the site's old key no longer connects")
+        print(f"old node {old} unregistered: the site's old key is refused from now on")
     print(
         f"tell {args.name}'s operator the key is confirmed (read them the fingerprint above); they run:\n"
-        "  site_node keys activate --home SITE_HOME   and restart `site_node serve`\n"
-        "jobs already running at the site go on; the study waits for the site until its deadline"
+        f"  site_node keys activate --home SITE_HOME --fingerprint {fingerprint(key)}\n"
+        "and restart `site_node serve`; until then the site is offline, and an open study waits for it until "
+        "its deadline"
     )
     return 0
 

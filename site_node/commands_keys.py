@@ -44,8 +44,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         f"  hub sites rotate {r.site} node.key.next.pub\n"
         "and reads you the fingerprint it prints; it must be the one above. Then run here\n"
         f"  site_node keys activate --home {home.root} --fingerprint {r.fingerprint}\n"
-        "and restart `site_node serve` (systemctl restart surgfed-site). Between the two steps the hub does not\n"
-        "reach this site; jobs already running here go on."
+        "and restart `site_node serve` (systemctl restart surgfed-site). Agree on a time with the coordinator: from\n"
+        "their `hub sites rotate` until your restart the hub refuses the old key and `site_node serve` stops;\n"
+        "jobs then resume where they were (video by video)."
     )
     return 0
 
