@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune demo-faults test lint venv clean chromium postgresql
+.PHONY: demo demo-finetune demo-faults test lint venv clean chromium postgresql systemd nginx
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,12 +36,19 @@ chromium:
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The deploy tests run `systemd-analyze verify` on deploy/systemd/ and Debian's nginx with deploy/nginx/.
+systemd:
+	@command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; }
+
+nginx:
+	@test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv chromium postgresql
+test: venv chromium postgresql systemd nginx
 	$(BIN)/python -m pytest -q --durations=30 tests
 
 clean:

@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (commands_web, commands_studies, commands_status):
         module.add_commands(sub, common, lambda fn: lambda args: fn(args, _home(args).require()))
+    from hub.commands_keys import add_commands as add_key_commands
+
+    add_key_commands(sub, sites, common, lambda fn: lambda args: fn(args, _home(args).require()))
     return use_defaults_formatter(parser)
 
 

@@ -49,9 +49,15 @@ class Transport(Protocol):
 class NodeDirectory:
     """Which connected node is which site: from the hub's key registrations, or (insecure mode only) from hello."""
 
-    def __init__(self, transport: Transport, registered: dict[int, str]) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        registered: dict[int, str],
+        reload: Callable[[], dict[int, str]] | None = None,
+    ) -> None:
         self.transport = transport
         self.names = dict(registered)
+        self.reload = reload  # the store's registrations again: a key rotated mid-study (`hub sites rotate`)
         self.self_declared = not registered
         self.online: set[str] = set()  # sites connected at the last look, to log who came and went
         if self.self_declared:
@@ -60,7 +66,9 @@ class NodeDirectory:
     def connected(self) -> dict[str, int]:
         ids = self.transport.node_ids()
         unknown = [n for n in ids if n not in self.names]
-        if self.self_declared and unknown:
+        if unknown and self.reload is not None and not self.self_declared:
+            self.names = dict(self.reload())
+        elif self.self_declared and unknown:
             replies = self.transport.request({n: (Op.HELLO, {}) for n in unknown}, timeout=60)
             for node, reply in replies.items():
                 if reply.records and "site" in reply.records:

@@ -42,7 +42,7 @@ def run_launch(
         protocol,
         launch_id,
         study["protocol_yaml"],
-        NodeDirectory(transport, store.site_nodes()),
+        NodeDirectory(transport, store.site_nodes(), store.site_nodes),
         protocol.round_plan.deadline_minutes * 60,
         sleep,
         clock,

@@ -8,6 +8,7 @@ from typing import Any
 
 import uvicorn
 
+from hub.cert_reload import CertificateReloader
 from hub.fleet_proxy import make_app
 from hub.home import HubHome
 from hub.service import quiet_libraries, run_until_stopped
@@ -49,6 +50,8 @@ def serve(home: HubHome, *, insecure: bool = False, web_port: int | None = None)
         )
         runner.start()
         background.append(_start_dashboard(home, cfg.web_host, cfg.web_port if web_port is None else web_port))
+        if not insecure:  # `hub pki renew` takes effect on the public port without a restart
+            CertificateReloader(lambda: getattr(server.config, "ssl", None), home.server_cert, home.server_key).start()
         log.info(
             "hub serving Fleet API on %s:%d for %s (SuperLink on 127.0.0.1:%d)",
             cfg.bind,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -50,3 +52,15 @@ def read_public_key(path: Path) -> str:
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         raise ConfigError(f"{path}: expected an ECDSA P-384 key (ssh-keygen -t ecdsa -b 384), got {text.split()[0]}")
     return text
+
+
+def fingerprint(public_key: str) -> str:
+    """SHA256:... of an OpenSSH public key's blob, as `ssh-keygen -lf` prints it: what a site and the
+    coordinator read to each other to confirm a rotated key."""
+    try:
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"expected an OpenSSH public key line 'TYPE BASE64 [COMMENT]', got {public_key[:40]!r}"
+        ) from exc
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

@@ -254,6 +254,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
     from site_node.commands_apps import register as register_apps
     from site_node.commands_eval import register as register_eval
+    from site_node.commands_keys import register as register_keys
     from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
     from site_node.policy_command import register as register_policy
@@ -262,6 +263,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     register_protocols(sub, common)
     register_policy(sub, common)
     register_apps(sub, common)
+    register_keys(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

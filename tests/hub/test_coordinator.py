@@ -388,3 +388,23 @@ def test_study_events_are_logged_at_info(
         "round 0 evaluate b: absent no reply before the deadline",
     ]
     assert [line.strip() for line in lines] == expected
+
+
+def test_a_key_rotated_mid_study_is_followed_by_the_registered_name(tmp_path: Path, sites: dict[str, FakeSite]) -> None:
+    """`hub sites rotate` mid-study: the site reconnects as a new node; the launch re-reads the registrations."""
+    store, clock = new_store(tmp_path), Clock()
+    old = next(n for n, name in NODES.items() if name == "a")
+    new = max(NODES) + 100
+
+    class Rotating(FakeTransport):
+        def request(self, requests: dict[int, tuple[Op, WireRecords]], timeout: float) -> dict[int, Reply]:
+            replies = super().request(requests, timeout)
+            if self.calls == 1:  # after the submit: the old key is gone, the new one registered under the name
+                self.sites[new] = self.sites.pop(old)
+                store.add_site("a", new, None)
+            return replies
+
+    transport = Rotating({node: sites[name] for node, name in NODES.items()}, store)
+    run_launch(transport, store, LAUNCH, sleep=clock.sleep, clock=clock)
+    assert sites["a"].ops == [Op.SUBMIT, Op.STATUS, Op.STATUS, Op.FETCH]
+    assert jobs(store)["a"]["state"] == jobs(store)["b"]["state"] == "stored"
