@@ -108,9 +108,11 @@ def cmd_releases_list(args: argparse.Namespace) -> int:
 
 
 def cmd_releases_show(args: argparse.Namespace) -> int:
+    from site_node.release_table import render
     from site_node.releases import show
 
-    print(show(_home(args).require(), args.job_id))
+    home = _home(args).require()
+    print(show(home, args.job_id) if args.json else render(home, args.job_id))
     return 0
 
 
@@ -216,12 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     releases = sub.add_parser("releases", help="manual release queue").add_subparsers(dest="rcmd", required=True)
     releases.add_parser("list", parents=[common], help="results awaiting approval").set_defaults(func=cmd_releases_list)
     for name, help_text in (
-        ("show", "print the exact payload"),
+        ("show", "print what would leave as a table (--json: the exact payload)"),
         ("approve", "release it"),
         ("reject", "never release it"),
     ):
         p = releases.add_parser(name, parents=[common], help=help_text)
         p.add_argument("job_id", help="a job id from `site_node releases list`")
+        if name == "show":
+            p.add_argument("--json", action="store_true", help="the exact records that would leave, as JSON")
         if name == "reject":
             p.add_argument(
                 "--note", default="", help="reason recorded in the audit log (the hub sees only rejected-by-owner)"
@@ -245,11 +249,13 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     from site_node.commands_eval import register as register_eval
     from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
+    from site_node.doctor import register as register_doctor
     from site_node.policy_command import register as register_policy
 
     register_eval(sub, common)
     register_protocols(sub, common)
     register_policy(sub, common)
+    register_doctor(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]
@@ -263,6 +269,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # what any site command writes (site home, de-identified copies, logs) is owner-only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()

@@ -159,7 +159,7 @@ def test_manual_release_and_small_cell_suppression(federation) -> None:  # type:
     assert store.results_frame(job["launch_id"]).empty
     listed = _site_cli("releases", "list", "--home", str(home.root))
     assert job_id in listed.stdout
-    shown = json.loads(_site_cli("releases", "show", job_id, "--home", str(home.root)).stdout)
+    shown = json.loads(_site_cli("releases", "show", job_id, "--json", "--home", str(home.root)).stdout)
     assert all(rec["values"] == {"suppressed": 1} for n, rec in shown.items() if n.startswith("metric."))
     approved = _site_cli("releases", "approve", job_id, "--home", str(home.root))
     assert approved.returncode == 0, approved.stderr
