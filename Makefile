@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune test lint venv clean chromium postgresql
+.PHONY: demo demo-finetune test lint venv clean chromium postgresql tinyproxy
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,12 +32,16 @@ chromium:
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The proxy test routes a site through a real forward proxy on 127.0.0.1; install it when it is missing.
+tinyproxy:
+	@command -v tinyproxy >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv chromium postgresql
+test: venv chromium postgresql tinyproxy
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -15,7 +15,7 @@ from site_node.audit import AuditLog
 from site_node.audit_events import ingest_run
 from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
-from site_node.home import SiteHome
+from site_node.home import SiteHome, owner_only
 from site_node.store import DatasetEntry, DataStore, VideoEntry
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def ingest(
     home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour", profile: str = "basic"
 ) -> IngestResult:
     """De-identify first (nothing else touches the files before), then list what the engine may read."""
+    with owner_only():
+        return _ingest(home, source, fmt, out_of_body, profile)
+
+
+def _ingest(home: SiteHome, source: Path, fmt: str, out_of_body: str, profile: str) -> IngestResult:
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
     if not Path(source).is_dir():
