@@ -69,8 +69,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from site_node.ingest import ingest
 
-    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body, profile=args.profile)
-    print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
+    result = ingest(
+        _home(args),
+        args.source,
+        args.format,
+        out_of_body=args.out_of_body,
+        profile=args.profile,
+        max_blank_share=args.max_blank_share,
+    )
+    print(
+        f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested, "
+        f"{result.blank_share:.1%} of {result.frames} frames blanked as out-of-body ({result.detector})"
+    )
+    if warning := result.blank_warning():
+        print(f"warning: {warning}", file=sys.stderr)
     for video_id, reason in result.skipped.items():
         print(f"  skipped {video_id}: {reason}", file=sys.stderr)
     return 0
@@ -203,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="de-identification profile: built-in name or the site profile YAML path (default: basic, which "
         "quarantines videos from devices that match no recorder rule)",
+    )
+    p.add_argument(
+        "--max-blank-share",
+        type=float,
+        metavar="SHARE",
+        help="fail when the detector blanks more than this share of the frames, in [0, 1] "
+        "(default: site.toml [ingest] max_blank_share; unset: warn above 10%% only)",
     )
     p.set_defaults(func=cmd_ingest)
 

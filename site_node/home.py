@@ -47,7 +47,7 @@ class SiteConfig:
     devices: tuple[str, ...] = ()  # [model] devices: one model copy per device (empty: the one `device`)
     frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
     https_proxy: str | None = None  # [hub] https_proxy: the hospital's outbound proxy, http://HOST:PORT
-    max_blank_share: float = 0.5  # [ingest] max_blank_share: an ingest blanking more of a dataset's frames fails
+    max_blank_share: float | None = None  # [ingest] max_blank_share: an ingest blanking more of its frames fails
 
 
 @contextlib.contextmanager
@@ -152,7 +152,7 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         devices=_devices(data, source),
         frame_workers=_frame_workers(data, source),
         https_proxy=_https_proxy(data, source),
-        max_blank_share=_share(data, "ingest", "max_blank_share", 0.5, source),
+        max_blank_share=_share(data, "ingest", "max_blank_share", source),
     )
 
 
@@ -165,13 +165,15 @@ def _https_proxy(data: dict[str, Any], source: Path) -> str | None:
         port = parts.port
     except ValueError:
         port, parts = None, urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/"):
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
         raise ConfigError(f"{source}: [hub] https_proxy must be http://HOST:PORT (the outbound proxy), got {value!r}")
     return str(value)
 
 
-def _share(data: dict[str, Any], section: str, key: str, default: float, source: Path) -> float:
-    value = data.get(section, {}).get(key, default)
+def _share(data: dict[str, Any], section: str, key: str, source: Path) -> float | None:
+    value = data.get(section, {}).get(key)
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ConfigError(f"{source}: [{section}] {key} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -223,9 +225,9 @@ insecure = false
 # https_proxy = "http://proxy.hospital.example:3128"
 
 [ingest]
-# An ingest whose out-of-body detector blanks more than this share of a dataset's frames fails
-# (`site_node ingest --max-blank-share` overrides it for one run).
-max_blank_share = 0.5
+# An ingest whose out-of-body detector blanks more than this share of a dataset's frames fails (unset: it
+# only warns above 10%); `site_node ingest --max-blank-share` sets it for one run.
+# max_blank_share = 0.5
 
 [privacy]
 # The most differential-privacy epsilon (per video) this site spends on one fine-tuning study;

@@ -37,12 +37,12 @@ def test_https_proxy(hub: dict[str, object], expected: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "ok"), [(0.5, True), (0, True), (1, True), (1.5, False), (-0.1, False), (True, False)]
+    ("value", "ok"), [(None, True), (0.5, True), (0, True), (1, True), (1.5, False), (-0.1, False), (True, False)]
 )
 def test_max_blank_share(value: object, ok: bool) -> None:
-    data = {**BASE, "ingest": {"max_blank_share": value}}
+    data = {**BASE, "ingest": {} if value is None else {"max_blank_share": value}}
     if ok:
-        assert parse_site_config(data, Path("site.toml")).max_blank_share == float(value)  # type: ignore[arg-type]
+        assert parse_site_config(data, Path("site.toml")).max_blank_share == value
     else:
         with pytest.raises(ConfigError, match=r"\[ingest\] max_blank_share must be a number in \[0, 1\]"):
             parse_site_config(data, Path("site.toml"))
