@@ -23,7 +23,9 @@ from site_node.home import SiteConfig, SiteHome
 
 log = logging.getLogger(__name__)
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Scheme-qualified (httpx reads them so): the plain-HTTP runtime API on loopback never goes through a proxy,
+# while HTTPS to the hub still does, even to a hub on loopback.
+_LOOPBACK = ("http://127.0.0.1", "http://localhost")
 
 
 def _port(address: str, what: str) -> int:
@@ -46,7 +48,7 @@ def outbound_ports(cfg: SiteConfig, env: dict[str, str]) -> list[int]:
 
 
 def proxy_env(cfg: SiteConfig, env: dict[str, str]) -> dict[str, str]:
-    """`[hub] https_proxy` for the SuperNode's httpx; loopback (its runtime API, the engine) never via a proxy."""
+    """`[hub] https_proxy` for the SuperNode's httpx; its plain-HTTP runtime API on loopback never via a proxy."""
     out = dict(env)
     if cfg.https_proxy:
         out["HTTPS_PROXY"] = out["https_proxy"] = cfg.https_proxy
