@@ -67,7 +67,19 @@ def check_home(home: SiteHome) -> Check:
     mode = _mode(home.root)
     if mode & 0o077:
         return Check("home", Level.FAIL, f"{home.root} has mode {mode:04o}, expected 0700", f"chmod 700 {home.root}")
-    return ok("home", f"{home.root} (0700)")
+    loose = [p for p in _tree(home.root) if _mode(p) & 0o077]
+    if loose:  # inside a 0700 home nobody else can reach them, but a copy or a backup keeps the modes
+        first = loose[0].relative_to(home.root)
+        detail = f"{len(loose)} file(s) or folder(s) others may read, e.g. {first} ({_mode(loose[0]):04o})"
+        return Check("home", Level.WARN, detail, f"chmod -R go-rwx {home.root}")
+    return ok("home", f"{home.root}: owner-only (0700 folders, 0600 files)")
+
+
+def _tree(root: Path) -> list[Path]:
+    out = []
+    for folder, dirs, files in os.walk(root):
+        out += [Path(folder, name) for name in dirs + files if not Path(folder, name).is_symlink()]
+    return out
 
 
 def check_secrets(home: SiteHome) -> Check:

@@ -20,6 +20,11 @@ def home(tmp_path: Path, tiny_model_dir: Path) -> SiteHome:
 
 CASES = {
     "home-mode": (lambda h: h.root.chmod(0o755), check_home, "has mode 0755, expected 0700"),
+    "job-file-mode": (
+        lambda h: ((h.jobs_dir / "j.json").write_text("{}"), (h.jobs_dir / "j.json").chmod(0o644)),
+        check_home,
+        "1 file(s) or folder(s) others may read, e.g. jobs/j.json (0644)",
+    ),
     "node-key-mode": (lambda h: h.node_key.chmod(0o640), check_secrets, "secrets/node.key has mode 0640"),
     "token-missing": (lambda h: h.token_file.unlink(), check_secrets, "secrets/engine.token is missing"),
     "reid-map-mode": (
@@ -36,7 +41,8 @@ def test_local_check_fails_with_its_line(home: SiteHome, case: str) -> None:
     assert check(home).level is Level.OK
     breaks(home)
     result = check(home)
-    assert result.level is Level.FAIL and text in result.detail and result.fix, result
+    expected = Level.WARN if case == "job-file-mode" else Level.FAIL  # a loose file inside the 0700 home warns
+    assert result.level is expected and text in result.detail and result.fix, result
 
 
 def test_model_dir_missing_and_present(home: SiteHome, tmp_path: Path) -> None:
