@@ -14,6 +14,7 @@ import pytest
 from hub.launcher import launch
 from protocols.procs import Child, free_port, port_open, wait_for
 from site_node.approvals import approve
+from site_node.doctor import Level, run_checks
 from site_node.home import SiteHome
 from site_node.ingest import ingest
 from site_node.synthetic.videos import synthesize_site
@@ -107,3 +108,14 @@ def test_every_file_in_the_site_home_is_owner_only(proxied: ProxiedStudy) -> Non
         if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077
     }
     assert not loose, loose
+
+
+def test_doctor_takes_the_same_route(proxied: ProxiedStudy) -> None:
+    def connects() -> int:
+        return proxied.proxy_log.read_text().count(f"CONNECT 127.0.0.1:{proxied.hub_port} HTTP/1.1")
+
+    before = connects()
+    checks = {c.name: c for c in run_checks(proxied.home)}
+    assert checks["hub"].level is Level.OK and "through the proxy http://127.0.0.1:" in checks["hub"].detail
+    assert checks["node-key"].level is Level.OK and checks["clock"].level is Level.OK
+    assert connects() == before + 1  # one tunnel: handshake, clock and key question
