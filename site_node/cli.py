@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protocols.cli_help import use_defaults_formatter
 from protocols.errors import SurgFedError, UsageError
-from site_node.home import HOME_ENV, SiteHome
+from site_node.home import HOME_ENV, SiteHome, owner_only
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -288,13 +288,13 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.umask(0o077)  # what any site command writes (site home, de-identified copies, logs) is owner-only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with owner_only():  # what any site command writes (site home, de-identified copies, logs) is owner-only
+            return int(args.func(args))
     except SurgFedError as exc:
         print(f"site_node: error: {exc}", file=sys.stderr)
         return exc.exit_code
