@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from protocols.errors import ConfigError
-from site_node.home import SiteConfig
+from site_node.home import SiteConfig, proxy_shown
 
 # What Flower's Fleet API answers to an activation with an out-of-range heartbeat interval: a known key is
 # refused for the interval (nothing changes at the hub), an unknown key for itself.
@@ -66,13 +66,17 @@ def _connection(cfg: SiteConfig, timeout: float) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
     proxy = urlsplit(cfg.https_proxy)
     conn = http.client.HTTPSConnection(str(proxy.hostname), proxy.port, context=ctx, timeout=timeout)
-    conn.set_tunnel(host, port)  # CONNECT host:port, then TLS with the hub itself, as the SuperNode does
+    headers = {}
+    if proxy.username:  # as httpx sends it for a proxy URL with credentials
+        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode("ascii")
+    conn.set_tunnel(host, port, headers)  # CONNECT host:port, then TLS with the hub itself, as the SuperNode does
     return conn
 
 
 def probe_hub(cfg: SiteConfig, node_key: Path, timeout: float = 10.0) -> HubProbe:
     """Handshake, read the hub's clock from a refused GET, and ask whether it knows this node key."""
-    base = HubProbe(cfg.superlink, cfg.https_proxy)
+    base = HubProbe(cfg.superlink, proxy_shown(cfg.https_proxy) if cfg.https_proxy else None)
     try:
         conn = _connection(cfg, timeout)
         conn.connect()

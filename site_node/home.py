@@ -170,6 +170,12 @@ def _https_proxy(data: dict[str, Any], source: Path) -> str | None:
     return str(value)
 
 
+def proxy_shown(url: str) -> str:
+    """The proxy as logs and reports name it: without any user name or password in the URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
 def _share(data: dict[str, Any], section: str, key: str, source: Path) -> float | None:
     value = data.get(section, {}).get(key)
     if value is None:

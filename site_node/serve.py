@@ -15,7 +15,7 @@ from site_node.audit_events import on_start
 from site_node.confinement import supernode_command
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
-from site_node.home import SiteConfig, SiteHome, owner_only
+from site_node.home import SiteConfig, SiteHome, owner_only, proxy_shown
 from site_node.serve_events import SupernodeWatch
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _serve(home: SiteHome, insecure: bool, with_supernode: bool, allow_weak_sand
     supernode, watch = None, None
     try:
         if with_supernode:
-            via = f" through the proxy {cfg.https_proxy}" if cfg.https_proxy else ""
+            via = f" through the proxy {proxy_shown(cfg.https_proxy)}" if cfg.https_proxy else ""
             watch = SupernodeWatch(home.logs_dir / "supernode.log", cfg.superlink + via)
             token, key = prepare_clientapp_dir(home)
             port = cfg.supernode_port or free_port()

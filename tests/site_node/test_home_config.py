@@ -9,7 +9,7 @@ import pytest
 
 from hub.pki import make_ca
 from protocols.errors import ConfigError
-from site_node.home import SiteHome, init_home, parse_site_config
+from site_node.home import SiteHome, init_home, parse_site_config, proxy_shown
 
 BASE = {"site": {"name": "site-a"}}
 
@@ -64,3 +64,9 @@ def test_init_refuses_a_ca_that_is_no_certificate(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a PEM certificate"):
         init_home(tmp_path / "site", "site-a", root_certificates=tmp_path / "ca.crt")
     assert not (tmp_path / "site" / "site.toml").exists()
+
+
+def test_proxy_credentials_stay_out_of_logs() -> None:
+    data = {**BASE, "hub": {"https_proxy": "http://ward:s3cret@proxy.example:3128"}}
+    url = parse_site_config(data, Path("site.toml")).https_proxy
+    assert url is not None and proxy_shown(url) == "http://proxy.example:3128"
