@@ -207,6 +207,8 @@ def _key_check(home: SiteHome, cfg: SiteConfig, probe: HubProbe) -> Check:
         return Check("node-key", Level.FAIL, "not checked: the hub is unreachable", "fix the hub check first")
     if probe.key_state is KeyState.REGISTERED:
         return ok("node-key", probe.key_detail)
+    if probe.key_state is KeyState.UNCLEAR:  # another Flower version may answer otherwise: not proof of a fault
+        return Check("node-key", Level.WARN, probe.key_detail, "compare the site's and the hub's Flower versions")
     fix = f"send {home.node_pub} to the coordinator for `hub sites add {cfg.name} FILE`"
     return Check("node-key", Level.FAIL, probe.key_detail, fix)
 
