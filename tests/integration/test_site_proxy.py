@@ -43,6 +43,7 @@ class ProxiedStudy:
     launch_id: str
     proxy_log: Path
     hub_port: int
+    proxy: Child
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def proxied(federation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         protocol = federation.protocol("via-proxy", [NAME], {"deadline_minutes: 8": "deadline_minutes: 4"})
         approve(home.approved_dir, protocol)
         launch_id = launch(federation.hub, protocol, echo=lambda _: None)
-        yield ProxiedStudy(home, launch_id, d / "tinyproxy.log", hub_port)
+        yield ProxiedStudy(home, launch_id, d / "tinyproxy.log", hub_port, proxy)
     finally:
         federation.fed.stop_site(NAME)
         proxy.stop()
@@ -77,21 +78,23 @@ def test_study_completes_through_the_proxy(federation, proxied: ProxiedStudy) ->
     (job,) = store.jobs(proxied.launch_id)
     assert job["center"] == NAME and job["state"] == "stored", job
     frame = store.results_frame(proxied.launch_id)
-    assert "phase" in set(frame.task) and frame.n_videos.eq(5).all()
+    phase = frame[frame.task == "phase"]
+    assert len(phase) > 0 and phase.n_videos.eq(5).all() and phase.suppressed.eq(False).all()
 
 
 def test_the_proxy_saw_only_connect_to_the_hub(proxied: ProxiedStudy) -> None:
     requests = re.findall(r"Request \(file descriptor \d+\): (.*)", proxied.proxy_log.read_text())
     assert requests, "the SuperNode did not use the proxy"
-    assert set(requests) == {f"CONNECT 127.0.0.1:{proxied.hub_port} HTTP/1.1"}, set(requests)
+    tunnel = re.compile(rf"CONNECT 127\.0\.0\.1:{proxied.hub_port} HTTP/1\.[01]")
+    assert all(tunnel.fullmatch(r) for r in requests), set(requests)
 
 
 def test_the_engine_log_tells_the_operator(proxied: ProxiedStudy) -> None:
     log = (proxied.home.logs_dir / "engine.log").read_text()
     for line in (
         f"connected to the hub at 127.0.0.1:{proxied.hub_port} through the proxy http://127.0.0.1:",
-        "job received: evaluate round 1 of study via-proxy",
-        "job finished: evaluate round 1 of study via-proxy",
+        "job received: evaluate round 0 of study via-proxy",
+        "job finished: evaluate round 0 of study via-proxy",
     ):
         assert line in log, line
     for private in (".mp4", "video0", "ds-", "phase.txt"):  # no file names or data identifiers
@@ -111,11 +114,17 @@ def test_every_file_in_the_site_home_is_owner_only(proxied: ProxiedStudy) -> Non
 
 
 def test_doctor_takes_the_same_route(proxied: ProxiedStudy) -> None:
+    """Through the proxy it passes; with the proxy stopped (the hub still up) it cannot reach the hub."""
+
     def connects() -> int:
-        return proxied.proxy_log.read_text().count(f"CONNECT 127.0.0.1:{proxied.hub_port} HTTP/1.1")
+        return len(re.findall(rf"CONNECT 127\.0\.0\.1:{proxied.hub_port} HTTP/1\.[01]", proxied.proxy_log.read_text()))
 
     before = connects()
     checks = {c.name: c for c in run_checks(proxied.home)}
     assert checks["hub"].level is Level.OK and "through the proxy http://127.0.0.1:" in checks["hub"].detail
     assert checks["node-key"].level is Level.OK and checks["clock"].level is Level.OK
     assert connects() == before + 1  # one tunnel: handshake, clock and key question
+    proxied.proxy.stop()
+    failed = {c.name: c.detail for c in run_checks(proxied.home) if c.level is Level.FAIL}
+    assert set(failed) == {"hub", "node-key"}, failed
+    assert f"cannot reach the hub at 127.0.0.1:{proxied.hub_port} through the proxy http://127.0.0.1:" in failed["hub"]
