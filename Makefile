@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune demo-faults test lint venv clean chromium postgresql systemd nginx
+.PHONY: demo demo-finetune demo-faults test lint venv clean chromium postgresql systemd nginx tinyproxy
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,12 +43,16 @@ systemd:
 nginx:
 	@test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 
+# The proxy test routes a site through a real forward proxy on 127.0.0.1; install it when it is missing.
+tinyproxy:
+	@command -v tinyproxy >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv chromium postgresql systemd nginx
+test: venv chromium postgresql systemd nginx tinyproxy
 	$(BIN)/python -m pytest -q --durations=30 tests
 
 clean:

@@ -43,7 +43,8 @@ class Child:
         self.own_group = own_group
         self.log_file = log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_file.open("ab")
+        # Owner-only: a service's log can name files and hosts.
+        self._log = os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self.proc = subprocess.Popen(
             list(argv),
             stdout=self._log,

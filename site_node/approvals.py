@@ -53,6 +53,7 @@ def approve(approved_dir: Path, protocol_file: Path) -> StudyProtocol:
     dest = approved_dir / f"{protocol.content_hash}.yaml"
     tmp = dest.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o600)  # like everything in the site home: owner-only, whoever calls
     tmp.replace(dest)
     pending_file(approved_dir, protocol.content_hash).unlink(missing_ok=True)
     return protocol
@@ -109,6 +110,7 @@ def keep_pending(approved_dir: Path, claimed_hash: str, text: str) -> str:
     if len(list(path.parent.glob("*.yaml"))) >= MAX_PENDING:
         return "queue-full"
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
     return "kept"
 
 
@@ -125,7 +127,9 @@ def snapshot_file(approved_dir: Path, content_hash: str) -> Path:
 
 
 def approve_snapshot(approved_dir: Path, content_hash: str, digest: str) -> None:
-    snapshot_file(approved_dir, content_hash).write_text(json.dumps({"digest": digest, "time": time.time()}))
+    path = snapshot_file(approved_dir, content_hash)
+    path.write_text(json.dumps({"digest": digest, "time": time.time()}))
+    path.chmod(0o600)
 
 
 def approved_snapshot(approved_dir: Path, content_hash: str) -> str | None:

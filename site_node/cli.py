@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protocols.cli_help import use_defaults_formatter
 from protocols.errors import SurgFedError, UsageError
-from site_node.home import HOME_ENV, SiteHome
+from site_node.home import HOME_ENV, SiteHome, owner_only
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -73,8 +73,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from site_node.ingest import ingest
 
-    result = ingest(_home(args), args.source, args.format, out_of_body=args.out_of_body, profile=args.profile)
-    print(f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested")
+    result = ingest(
+        _home(args),
+        args.source,
+        args.format,
+        out_of_body=args.out_of_body,
+        profile=args.profile,
+        max_blank_share=args.max_blank_share,
+    )
+    print(
+        f"dataset {result.dataset.dataset_id}: {len(result.dataset.videos)} videos ingested, "
+        f"{result.blank_share:.1%} of {result.frames} frames blanked as out-of-body ({result.detector})"
+    )
+    if warning := result.blank_warning():
+        print(f"warning: {warning}", file=sys.stderr)
     for video_id, reason in result.skipped.items():
         print(f"  skipped {video_id}: {reason}", file=sys.stderr)
     return 0
@@ -112,9 +124,11 @@ def cmd_releases_list(args: argparse.Namespace) -> int:
 
 
 def cmd_releases_show(args: argparse.Namespace) -> int:
+    from site_node.release_table import render
     from site_node.releases import show
 
-    print(show(_home(args).require(), args.job_id))
+    home = _home(args).require()
+    print(show(home, args.job_id) if args.json else render(home, args.job_id))
     return 0
 
 
@@ -212,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="de-identification profile: built-in name or the site profile YAML path (default: basic, which "
         "quarantines videos from devices that match no recorder rule)",
     )
+    p.add_argument(
+        "--max-blank-share",
+        type=float,
+        metavar="SHARE",
+        help="fail when the detector blanks more than this share of the frames, in [0, 1] "
+        "(default: site.toml [ingest] max_blank_share; unset: warn above 10%% only)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("serve", parents=[common], help="run the site engine and the SuperNode")
@@ -226,12 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     releases = sub.add_parser("releases", help="manual release queue").add_subparsers(dest="rcmd", required=True)
     releases.add_parser("list", parents=[common], help="results awaiting approval").set_defaults(func=cmd_releases_list)
     for name, help_text in (
-        ("show", "print the exact payload"),
+        ("show", "print what would leave as a table (--json: the exact payload)"),
         ("approve", "release it"),
         ("reject", "never release it"),
     ):
         p = releases.add_parser(name, parents=[common], help=help_text)
         p.add_argument("job_id", help="a job id from `site_node releases list`")
+        if name == "show":
+            p.add_argument("--json", action="store_true", help="the exact records that would leave, as JSON")
         if name == "reject":
             p.add_argument(
                 "--note", default="", help="reason recorded in the audit log (the hub sees only rejected-by-owner)"
@@ -257,6 +280,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     from site_node.commands_keys import register as register_keys
     from site_node.commands_protocols import register as register_protocols
     from site_node.deid.command import register as register_deid
+    from site_node.doctor import register as register_doctor
     from site_node.policy_command import register as register_policy
 
     register_eval(sub, common)
@@ -264,6 +288,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     register_policy(sub, common)
     register_apps(sub, common)
     register_keys(sub, common)
+    register_doctor(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]
@@ -282,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with owner_only():  # what any site command writes (site home, de-identified copies, logs) is owner-only
+            return int(args.func(args))
     except SurgFedError as exc:
         print(f"site_node: error: {exc}", file=sys.stderr)
         return exc.exit_code

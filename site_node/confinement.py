@@ -24,6 +24,9 @@ from site_node.home import SiteConfig, SiteHome
 
 log = logging.getLogger(__name__)
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# Scheme-qualified (httpx reads them so): the plain-HTTP runtime API on loopback never goes through a proxy,
+# while HTTPS to the hub still does, even to a hub on loopback.
+_LOOPBACK = ("http://127.0.0.1", "http://localhost")
 
 
 def _port(address: str, what: str) -> int:
@@ -43,6 +46,18 @@ def outbound_ports(cfg: SiteConfig, env: dict[str, str]) -> list[int]:
         if env.get(var):
             ports.add(_port(env[var], var))
     return sorted(ports)
+
+
+def proxy_env(cfg: SiteConfig, env: dict[str, str]) -> dict[str, str]:
+    """`[hub] https_proxy` for the SuperNode's httpx; its plain-HTTP runtime API on loopback never via a proxy."""
+    out = dict(env)
+    if cfg.https_proxy:
+        out["HTTPS_PROXY"] = out["https_proxy"] = cfg.https_proxy
+    if any(out.get(var) for var in _PROXY_VARS):
+        current = [h for h in (out.get("NO_PROXY") or out.get("no_proxy") or "").split(",") if h.strip()]
+        local = [h for h in _LOOPBACK if h not in current]
+        out["NO_PROXY"] = out["no_proxy"] = ",".join(current + local)
+    return out
 
 
 def _engine_ports(engine_address: str) -> list[int]:
@@ -90,7 +105,7 @@ def supernode_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The SuperNode's command line and environment: inside the sandbox unless the site turned it off."""
     d = home.clientapp_dir
-    env = {**flower_env(d / "flwr", site_env()), "TMPDIR": str(d / "tmp"), "HOME": str(d)}
+    env = proxy_env(cfg, {**flower_env(d / "flwr", site_env()), "TMPDIR": str(d / "tmp"), "HOME": str(d)})
     if not cfg.sandbox:
         log.warning(
             "the SuperNode runs WITHOUT the sandbox ([supernode] sandbox = false): "

@@ -120,7 +120,7 @@ class SiteEngine:
             self.model_hash = manifest_hash(model_dir, cache_dir=self.home.logs_dir)
             self.model = load_model(model_dir, device=self.config.device)
             self.prefetcher, self.pool = start_helpers(model_dir, self.config.devices, self.config.frame_workers)
-            log.info("model loaded from %s (manifest %s)", model_dir, self.model_hash[:16])
+            log.info("model loaded (manifest %s)", self.model_hash[:16])
         except SurgFedError as exc:
             self.model_error = str(exc)
             log.error("model not loaded: %s", exc)
@@ -198,7 +198,8 @@ class SiteEngine:
             )
         except (JobRefused, SurgFedError) as exc:
             job.state, job.detail, job.reason = JobState.REFUSED, str(exc)[:2000], reason_for(exc).value
-            log.info("job %s refused (%s): %s", job.job_id, job.reason, job.detail[:500])
+            # The reason code only: the detail (which may name files) stays in the job folder.
+            log.info("job refused: %s (%s round %s of study %s)", job.reason, job.kind.value, job.round, job.study)
             self.audit.append("refused", job_id=job.job_id, protocol_hash=job.protocol_hash, reason=job.reason)
             self.jobs.save(job)
             return job
@@ -207,6 +208,7 @@ class SiteEngine:
         )
         self.jobs.save(job)
         self._queue.put(job.job_id)
+        log.info("job received: %s round %s of study %s", job.kind.value, job.round, job.study)
         return job
 
     # -- the worker ------------------------------------------------------------------------------
@@ -220,7 +222,9 @@ class SiteEngine:
                 if reason is Reason.INTERNAL_ERROR:
                     log.exception("job %s crashed", job_id)
                 else:
-                    log.error("job %s failed: %s", job_id, exc)
+                    log.error(
+                        "job failed: %s (%s round %s of study %s)", reason.value, job.kind.value, job.round, job.study
+                    )
                 detail = f"{type(exc).__name__}: {exc}"[:2000]
                 self.jobs.update(job_id, state=JobState.FAILED, detail=detail, reason=reason.value)
                 job_failed(self.audit, job_id, reason)
@@ -229,6 +233,9 @@ class SiteEngine:
             state = JobState.AWAITING_APPROVAL if manual else JobState.DONE
             self.jobs.update(job_id, state=state, payload=payload, progress=1.0)
             self.audit.append("job-finished", job_id=job_id, state=state.value)
+            log.info("job finished: %s round %s of study %s", job.kind.value, job.round, job.study)
+            if manual:
+                log.info("a result awaits approval: `site_node releases list`, then `releases show` / `approve`")
         for helper in (self.prefetcher, self.pool):
             if helper is not None:
                 helper.close()

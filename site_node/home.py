@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from protocols.errors import ConfigError
 from protocols.keys import new_node_key, new_secret, write_private
@@ -43,6 +46,18 @@ class SiteConfig:
     policy: SitePolicy
     devices: tuple[str, ...] = ()  # [model] devices: one model copy per device (empty: the one `device`)
     frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
+    https_proxy: str | None = None  # [hub] https_proxy: the hospital's outbound proxy, http://HOST:PORT
+    max_blank_share: float | None = None  # [ingest] max_blank_share: an ingest blanking more of its frames fails
+
+
+@contextlib.contextmanager
+def owner_only() -> Iterator[None]:
+    """Everything created inside is 0600/0700 (umask 077): a site home holds patient data and secrets."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 class SiteHome:
@@ -60,6 +75,7 @@ class SiteHome:
     store_dir = property(lambda self: self.root / "store")
     manifest_file = property(lambda self: self.root / "store" / "manifest.json")
     reid_map = property(lambda self: self.root / "secrets" / "reid-map.json")
+    ca_file = property(lambda self: self.root / "study-ca.crt")  # copied in by `init --ca`
     approved_dir = property(lambda self: self.root / "protocols")
     jobs_dir = property(lambda self: self.root / "jobs")
     audit_log = property(lambda self: self.root / "audit" / "audit.jsonl")
@@ -135,7 +151,38 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         policy=parse_policy(data.get("policy"), f"{source}: [policy]"),
         devices=_devices(data, source),
         frame_workers=_frame_workers(data, source),
+        https_proxy=_https_proxy(data, source),
+        max_blank_share=_share(data, "ingest", "max_blank_share", source),
     )
+
+
+def _https_proxy(data: dict[str, Any], source: Path) -> str | None:
+    value = _get(data, "hub", "https_proxy", str, None, source)
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        port, parts = None, urlsplit("")
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ConfigError(f"{source}: [hub] https_proxy must be http://HOST:PORT (the outbound proxy), got {value!r}")
+    return str(value)
+
+
+def proxy_shown(url: str) -> str:
+    """The proxy as logs and reports name it: without any user name or password in the URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
+def _share(data: dict[str, Any], section: str, key: str, source: Path) -> float | None:
+    value = data.get(section, {}).get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{source}: [{section}] {key} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _devices(data: dict[str, Any], source: Path) -> tuple[str, ...]:
@@ -180,6 +227,13 @@ port = 0
 superlink = "{superlink}"
 {certs_line}
 insecure = false
+# The hospital's outbound HTTPS proxy (the SuperNode then dials the hub through it, CONNECT only), e.g.
+# https_proxy = "http://proxy.hospital.example:3128"
+
+[ingest]
+# An ingest whose out-of-body detector blanks more than this share of a dataset's frames fails (unset: it
+# only warns above 10%); `site_node ingest --max-blank-share` sets it for one run.
+# max_blank_share = 0.5
 
 [privacy]
 # The most differential-privacy epsilon (per video) this site spends on one fine-tuning study;
@@ -214,7 +268,18 @@ def init_home(
     home = SiteHome(root)
     if home.config_file.exists():
         raise ConfigError(f"{home.config_file} already exists; refusing to overwrite a site home")
+    with owner_only():
+        _create(home, name, model_dir, superlink, root_certificates, release)
+    home.config()  # what we wrote must load
+    return home
+
+
+def _create(
+    home: SiteHome, name: str, model_dir: Path | None, superlink: str, root_certificates: Path | None, release: str
+) -> None:
     home.root.mkdir(parents=True, exist_ok=True)
+    if root_certificates is not None:  # the home keeps its own copy: the given path may be a download folder
+        _copy_ca(Path(root_certificates), home.ca_file)
     for d in (
         home.store_dir,
         home.approved_dir,
@@ -234,11 +299,26 @@ def init_home(
         release=ReleaseMode(release).value,
         model_line=f'dir = "{Path(model_dir).resolve()}"' if model_dir else '# dir = "/path/to/surg-r1"',
         superlink=superlink,
-        certs_line=f'root_certificates = "{Path(root_certificates).resolve()}"'
+        certs_line=f'root_certificates = "{home.ca_file.name}"  # the study CA, copied here by `site_node init --ca`'
         if root_certificates
         else '# root_certificates = "/path/to/ca.crt"',
     )
     home.config_file.write_text(text, encoding="utf-8")
+    home.config_file.chmod(0o600)
+    home.node_pub.chmod(0o600)
     os.chmod(home.root, 0o700)
-    home.config()  # what we wrote must load
-    return home
+
+
+def _copy_ca(source: Path, dest: Path) -> None:
+    """The study CA, checked to be a PEM certificate, copied into the home (the given path may be a download)."""
+    from cryptography import x509
+
+    try:
+        data = source.read_bytes()
+        x509.load_pem_x509_certificate(data)
+    except OSError as exc:
+        raise ConfigError(f"--ca {source}: cannot read the study CA: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"--ca {source}: expected a PEM certificate (the hub's pki/ca.crt), got: {exc}") from exc
+    dest.write_bytes(data)
+    dest.chmod(0o600)

@@ -15,16 +15,44 @@ from site_node.audit import AuditLog
 from site_node.audit_events import ingest_run
 from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
-from site_node.home import SiteHome
+from site_node.home import SiteHome, owner_only
 from site_node.store import DatasetEntry, DataStore, VideoEntry
 
 log = logging.getLogger(__name__)
+
+
+BLANK_WARN_SHARE = 0.10  # above this, the detector probably mistakes this site's footage for room scenes
 
 
 @dataclass(frozen=True)
 class IngestResult:
     dataset: DatasetEntry
     skipped: dict[str, str]
+    frames: int = 0  # frames written to the store
+    frames_blanked: int = 0  # of those, blanked as out-of-body
+    detector: str = ""
+
+    @property
+    def blank_share(self) -> float:
+        return self.frames_blanked / self.frames if self.frames else 0.0
+
+    def blank_warning(self) -> str | None:
+        """Most frames blanked usually means the detector does not fit this site's footage: say what to do."""
+        if self.blank_share <= BLANK_WARN_SHARE:
+            return None
+        return (
+            f"the out-of-body detector ({self.detector}) blanked {self.blank_share:.0%} of the frames; if this "
+            "footage holds no room scenes, ingest again with `--out-of-body none`, or use the site's own "
+            "out-of-body classifier (site_node/deid/outofbody.py, OutOfBodyDetector)"
+        )
+
+
+@dataclass(frozen=True)
+class _Staged:
+    statuses: Counter[str]
+    frames: int
+    blanked: int
+    detector: str
 
 
 def dataset_id(key: bytes, source: Path, fmt: str) -> str:
@@ -32,9 +60,7 @@ def dataset_id(key: bytes, source: Path, fmt: str) -> str:
     return "ds-" + hmac.new(key, f"{fmt}:{source.resolve()}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _stage(
-    source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str
-) -> Counter[str]:
+def _stage(source: Path, fmt: str, dest: Path, key: bytes, home: SiteHome, out_of_body: str, profile: str) -> _Staged:
     """Write the de-identified copy of `source` (same layout, pseudonymous names) under `dest`."""
     from site_node.deid.dataset import deidentify_dataset
     from site_node.deid.outofbody import detector_named
@@ -49,7 +75,13 @@ def _stage(
     for entry in report.entries:
         if entry.status != "ok":
             log.warning("quarantined %s (%s): %s", entry.pseudo_id, entry.kind, entry.reason)
-    return Counter(str(entry.status) for entry in report.entries)
+    ok = [entry for entry in report.entries if entry.status == "ok"]
+    return _Staged(
+        Counter(str(entry.status) for entry in report.entries),
+        sum(entry.actions.get("frames", 0) for entry in ok),
+        sum(entry.actions.get("frames_blanked", 0) for entry in ok),
+        detector.name,
+    )
 
 
 def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], dict[str, str]]:
@@ -58,21 +90,41 @@ def _entries(root: Path, fmt: str, store: DataStore) -> tuple[list[VideoEntry], 
 
 
 def ingest(
-    home: SiteHome, source: Path, fmt: str, *, out_of_body: str = "colour", profile: str = "basic"
+    home: SiteHome,
+    source: Path,
+    fmt: str,
+    *,
+    out_of_body: str = "colour",
+    profile: str = "basic",
+    max_blank_share: float | None = None,
 ) -> IngestResult:
-    """De-identify first (nothing else touches the files before), then list what the engine may read."""
+    """De-identify first (nothing else touches the files before), then list what the engine may read.
+
+    `max_blank_share` (default: the site's `[ingest] max_blank_share`, unset: no limit): an ingest that blanks
+    more of the dataset's frames adds nothing to the store."""
+    with owner_only():
+        return _ingest(home, source, fmt, out_of_body, profile, max_blank_share)
+
+
+def _ingest(
+    home: SiteHome, source: Path, fmt: str, out_of_body: str, profile: str, max_blank_share: float | None
+) -> IngestResult:
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
     if not Path(source).is_dir():
         raise UsageError(f"--source {source} is not a folder")
-    home.require()
+    if max_blank_share is not None and not 0 <= max_blank_share <= 1:
+        raise UsageError(f"--max-blank-share must be in [0, 1], got {max_blank_share}")
+    limit = home.config().max_blank_share if max_blank_share is None else max_blank_share
     store = DataStore(home.store_dir)
     key = home.key_file.read_bytes()
     ds_id = dataset_id(key, Path(source), fmt)
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    statuses = _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
+    staged = _stage(Path(source), fmt, staging, key, home, out_of_body, profile)
+    statuses = staged.statuses
+    _check_blank_share(staged, limit, staging)
     videos, skipped = _entries(staging, fmt, store)
     if not videos:
         shutil.rmtree(staging, ignore_errors=True)
@@ -98,4 +150,19 @@ def ingest(
     entry = DatasetEntry(ds_id, fmt, tuple(videos), skipped)
     store.add(entry)
     ingest_run(AuditLog(home.audit_log), ds_id, fmt, len(videos), statuses + Counter({"skipped": len(skipped)}))
-    return IngestResult(entry, skipped)
+    result = IngestResult(entry, skipped, staged.frames, staged.blanked, staged.detector)
+    if warning := result.blank_warning():
+        log.warning("dataset %s: %s", ds_id, warning)
+    return result
+
+
+def _check_blank_share(staged: _Staged, limit: float | None, staging: Path) -> None:
+    share = staged.blanked / staged.frames if staged.frames else 0.0
+    if limit is None or share <= limit:
+        return
+    shutil.rmtree(staging, ignore_errors=True)
+    raise DataError(
+        f"the out-of-body detector ({staged.detector}) blanked {share:.0%} of the frames ({staged.blanked} of "
+        f"{staged.frames}), above the site's max_blank_share {limit:g}; nothing was added to the store. If this "
+        "footage holds no room scenes, use `--out-of-body none`, or the site's own out-of-body classifier"
+    )

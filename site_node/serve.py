@@ -14,7 +14,8 @@ from site_node.audit_events import on_start
 from site_node.confinement import supernode_command
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
-from site_node.home import SiteConfig, SiteHome
+from site_node.home import SiteConfig, SiteHome, owner_only, proxy_shown
+from site_node.serve_events import SupernodeWatch
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,11 @@ def setup_logging(home: SiteHome) -> None:
     home.logs_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(home.logs_dir / "engine.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = logging.StreamHandler()  # the operator who started `serve` in a terminal sees the same events
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.addHandler(handler)
+    root.addHandler(console)
     root.setLevel(logging.INFO)
 
 
@@ -94,6 +98,11 @@ def serve(
     home: SiteHome, *, insecure: bool = False, with_supernode: bool = True, allow_weak_sandbox: bool = False
 ) -> int:
     """Run until SIGTERM, SIGINT or SIGHUP, or until the SuperNode dies; always stops what it started."""
+    with owner_only():  # job folders, logs and the SuperNode's own files (it inherits the umask)
+        return _serve(home, insecure, with_supernode, allow_weak_sandbox)
+
+
+def _serve(home: SiteHome, insecure: bool, with_supernode: bool, allow_weak_sandbox: bool) -> int:
     cfg = home.config()
     cfg_insecure = insecure or cfg.insecure
     setup_logging(home)
@@ -105,9 +114,11 @@ def serve(
     server.start()
     (home.logs_dir / "engine.address").write_text(server.address)
     log.info("site %s engine listening on %s", cfg.name, server.address)
-    supernode = None
+    supernode, watch = None, None
     try:
         if with_supernode and not stop.is_set():  # a signal while the model loaded: start nothing more
+            via = f" through the proxy {proxy_shown(cfg.https_proxy)}" if cfg.https_proxy else ""
+            watch = SupernodeWatch(home.logs_dir / "supernode.log", cfg.superlink + via)
             token, key = prepare_clientapp_dir(home)
             pin_app_bundles(home)
             port = cfg.supernode_port or free_port()
@@ -121,6 +132,8 @@ def serve(
             )
             supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
         while not stop.wait(1.0):
+            if watch is not None:
+                watch.poll()
             if supernode is not None and not supernode.alive():
                 log.error("the SuperNode exited with %s:\n%s", supernode.proc.returncode, supernode.tail())
                 return 1

@@ -52,7 +52,10 @@ def _merge_reid(reid_map: Path, entries: dict[str, dict[str, str]]) -> None:
     current["entries"].update(entries)
     reid_map.parent.mkdir(parents=True, exist_ok=True)
     tmp = reid_map.with_name(f".{reid_map.name}.tmp")
-    tmp.write_text(json.dumps(current, indent=1, sort_keys=True), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the key back to patients: owner only
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(current, indent=1, sort_keys=True))
     os.replace(tmp, reid_map)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.home import HubHome, init_hub
+from hub.pki import make_ca
 from site_node.home import SiteHome, init_home, parse_site_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,12 +50,13 @@ def test_every_setting_is_commented(example: str) -> None:
 def test_site_example_is_what_init_writes(tmp_path: Path) -> None:
     argv, body = _split(EXAMPLES / "site.toml")
     assert argv[:2] == ["site_node", "init"], argv
+    make_ca(tmp_path / Path(_option(argv, "--ca")).name, tmp_path / "ca.key", "example study")  # init copies it in
     home = init_home(
         tmp_path / "site",
         _option(argv, "--site"),
         model_dir=Path(_option(argv, "--model")),
         superlink=_option(argv, "--superlink"),
-        root_certificates=Path(_option(argv, "--ca")),
+        root_certificates=tmp_path / Path(_option(argv, "--ca")).name,
     )
     written = tomllib.loads(home.config_file.read_text())
     assert tomllib.loads(body) == written, "deploy/examples/site.toml differs from what init writes (deploy/README.md)"

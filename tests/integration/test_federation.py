@@ -82,7 +82,7 @@ def test_hub_database_holds_only_aggregates(federation, study) -> None:  # type:
 def test_one_model_load_per_site(federation, study) -> None:  # type: ignore[no-untyped-def]
     for site in federation.sites:
         log = (federation.run / "sites" / site.name / "logs" / "engine.log").read_text()
-        assert log.count("model loaded from") == 1
+        assert log.count("model loaded (manifest") == 1
 
 
 def test_relaunching_an_answered_study_is_refused_by_every_site(federation, study) -> None:  # type: ignore[no-untyped-def]

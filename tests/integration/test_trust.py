@@ -76,8 +76,7 @@ def test_site_without_the_study_ca_cannot_connect(federation) -> None:  # type: 
     other = federation.run / "other-ca"
     other.mkdir()
     make_ca(other / "ca.crt", other / "ca.key", "someone else")
-    toml = home.config_file.read_text().replace(str(federation.hub.ca_cert), str(other / "ca.crt"))
-    home.config_file.write_text(toml)
+    home.ca_file.write_bytes((other / "ca.crt").read_bytes())  # init copied the study CA into the home
     log = _serve_until_exit(federation, "wrong-ca")
     assert "certificate" in log.lower() or "ssl" in log.lower()
 
@@ -187,7 +186,7 @@ def test_manual_release_and_small_cell_suppression(federation) -> None:  # type:
     assert store.results_frame(job["launch_id"]).empty
     listed = _site_cli("releases", "list", "--home", str(home.root))
     assert job_id in listed.stdout
-    shown = json.loads(_site_cli("releases", "show", job_id, "--home", str(home.root)).stdout)
+    shown = json.loads(_site_cli("releases", "show", job_id, "--json", "--home", str(home.root)).stdout)
     assert all(rec["values"] == {"suppressed": 1} for n, rec in shown.items() if n.startswith("metric."))
     approved = _site_cli("releases", "approve", job_id, "--home", str(home.root))
     assert approved.returncode == 0, approved.stderr

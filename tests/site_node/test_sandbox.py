@@ -128,3 +128,18 @@ def test_network_rules_alone(tmp_path: Path, listeners: dict[str, object]) -> No
 def test_grants_are_described() -> None:
     text = sandbox.grants().describe()
     assert (f"ABI {ABI}" in text) if ABI else ("unavailable" in text)
+
+
+@needs[4]
+def test_site_proxy_setting_reaches_the_supernode(tmp_path: Path, listeners: dict[str, object]) -> None:
+    """`[hub] https_proxy`: the SuperNode gets HTTPS_PROXY, loopback in NO_PROXY, and may dial the proxy's port."""
+    home = _site(tmp_path, int(listeners["allowed"]))
+    text = home.config_file.read_text().replace(
+        '# https_proxy = "http://proxy.hospital.example:3128"', f'https_proxy = "http://127.0.0.1:{listeners["other"]}"'
+    )
+    home.config_file.write_text(text)
+    argv, env = supernode_command(home, home.config(), [], supernode_port=free_port(), engine_address="unix:/x")
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == f"http://127.0.0.1:{listeners['other']}"
+    assert set(env["NO_PROXY"].split(",")) >= {"http://127.0.0.1", "http://localhost"}
+    out = _probe(argv, env, {**listeners, "clientapp": str(home.clientapp_dir)})
+    assert out["allowed_port"] == "ok" and out["other_port"] == "ok"  # the hub and the proxy
