@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -117,7 +118,13 @@ def cmd_releases_show(args: argparse.Namespace) -> int:
 def cmd_releases_decide(args: argparse.Namespace) -> int:
     from site_node.releases import decide
 
-    job = decide(_home(args).require(), args.job_id, approve=args.approve, note=getattr(args, "note", "") or "")
+    job = decide(
+        _home(args).require(),
+        args.job_id,
+        approve=args.approve,
+        note=getattr(args, "note", "") or "",
+        by=getpass.getuser(),
+    )
     print(f"{job.job_id}: {job.state.value}")
     return 0
 
@@ -244,12 +251,14 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     """Commands that live beside their modules register themselves (they add `--home` from `common`)."""
     from site_node.commands_eval import register as register_eval
     from site_node.commands_protocols import register as register_protocols
+    from site_node.console.commands import register as register_console
     from site_node.deid.command import register as register_deid
     from site_node.policy_command import register as register_policy
 
     register_eval(sub, common)
     register_protocols(sub, common)
     register_policy(sub, common)
+    register_console(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

@@ -16,6 +16,7 @@ from protocols.keys import new_node_key, new_secret, write_private
 from site_node.policy import POLICY_TOML, SitePolicy, parse_policy
 
 HOME_ENV = "SURGFED_SITE_HOME"
+DEFAULT_CONSOLE_PORT = 8790
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -43,6 +44,9 @@ class SiteConfig:
     policy: SitePolicy
     devices: tuple[str, ...] = ()  # [model] devices: one model copy per device (empty: the one `device`)
     frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
+    console_port: int = DEFAULT_CONSOLE_PORT  # [console] port: the data owner's console, on 127.0.0.1
+    console_with_serve: bool = True  # [console] with_serve: `site_node serve` runs the console too
+    console_public_url: str = ""  # [console] public_url: the base of login links behind a reverse proxy
 
 
 class SiteHome:
@@ -64,6 +68,7 @@ class SiteHome:
     jobs_dir = property(lambda self: self.root / "jobs")
     audit_log = property(lambda self: self.root / "audit" / "audit.jsonl")
     logs_dir = property(lambda self: self.root / "logs")
+    console_dir = property(lambda self: self.root / "console")  # console operators' login tokens and sessions
     # The only folder the SuperNode and its ClientApps may read: a token copy, the node key and FLWR_HOME.
     clientapp_dir = property(lambda self: self.root / "clientapp")
 
@@ -135,7 +140,22 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         policy=parse_policy(data.get("policy"), f"{source}: [policy]"),
         devices=_devices(data, source),
         frame_workers=_frame_workers(data, source),
+        **_console(data, source),
     )
+
+
+def _console(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    port = _get(data, "console", "port", int, DEFAULT_CONSOLE_PORT, source)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{source}: [console] port must be in [1, 65535], got {port}")
+    url = _get(data, "console", "public_url", str, "", source)
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: [console] public_url must start with http:// or https://, got {url!r}")
+    return {
+        "console_port": port,
+        "console_with_serve": _get(data, "console", "with_serve", bool, True, source),
+        "console_public_url": url.rstrip("/"),
+    }
 
 
 def _devices(data: dict[str, Any], source: Path) -> tuple[str, ...]:
@@ -189,6 +209,15 @@ insecure = false
 """
     + POLICY_TOML
     + """
+[console]
+# The data owner's console (`site_node console`): status, data, protocols, releases, audit, policy.
+# It listens on 127.0.0.1 only; sign in with a link from `site_node console login`.
+port = {console_port}
+# `site_node serve` runs the console too (false: run `site_node console` on its own).
+with_serve = true
+# Behind a reverse proxy, the address login links should use, e.g. "https://console.hospital.example".
+# public_url = ""
+
 [supernode]
 port = 0
 # The SuperNode and every ClientApp it starts run in a Landlock sandbox that cannot read this site home
@@ -233,6 +262,7 @@ def init_home(
         release=ReleaseMode(release).value,
         model_line=f'dir = "{Path(model_dir).resolve()}"' if model_dir else '# dir = "/path/to/surg-r1"',
         superlink=superlink,
+        console_port=DEFAULT_CONSOLE_PORT,
         certs_line=f'root_certificates = "{Path(root_certificates).resolve()}"'
         if root_certificates
         else '# root_certificates = "/path/to/ca.crt"',
