@@ -128,7 +128,7 @@ def cmd_adapters_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from hub.demo.study import run_demo
 
-    report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
+    report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure, keep_serving=args.keep_serving)
     print(f"demo report: {report_dir}")
     return 0
 
@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", choices=["evaluate", "finetune"], default="evaluate", help="evaluation study or federated fine-tuning"
     )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
+    p.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the report, keep the federation running and print a site console login link (Ctrl-C stops)",
+    )
     p.set_defaults(func=cmd_demo)
 
     from hub.commands_web import add_commands
