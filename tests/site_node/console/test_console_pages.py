@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from hub.demo.loopback import render_protocol
 from protocols.contract import JobKind, JobState
 from protocols.model_ref import manifest_hash
 from protocols.records import job_reply, metric_record, result_meta
@@ -43,11 +43,11 @@ def site(tmp_path: Path) -> tuple[SiteHome, str]:
     JobStore(home.jobs_dir).save(
         Job(JOB, JobKind.EVALUATE, "console-study", 0, "a" * 64, state=JobState.AWAITING_APPROVAL, payload=payload)
     )
-    text = render_protocol(
-        tmp_path / "p.yaml", "demo.yaml.tmpl", sites=["north"], trainers=[], model_sha256=manifest_hash(model)
-    )
-    digest = load_protocol(text).content_hash
-    assert keep_pending(home.approved_dir, digest, text.read_text()) == "kept"
+    template = resources.files("protocols.studies").joinpath("demo.yaml.tmpl").read_text(encoding="utf-8")
+    text = template.replace("{sites}", '["north"]').replace("{model_sha256}", manifest_hash(model))
+    (tmp_path / "p.yaml").write_text(text)
+    digest = load_protocol(tmp_path / "p.yaml").content_hash
+    assert keep_pending(home.approved_dir, digest, text) == "kept"
     return home, digest
 
 
