@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,13 @@ def _task_data(home: SiteHome, protocol: StudyProtocol) -> list[dict[str, Any]]:
 def protocol_detail(home: SiteHome, target: str) -> dict[str, Any]:
     """One protocol as the operator reviews it: the CLI's description, the data it reads, the exact fields."""
     protocol, lines, problems = review(home, target)
-    described = [line.split(None, 1) if " " in line else [line, ""] for line in lines]
+    described = [re.split(r"\s{2,}", line, maxsplit=1) + [""] for line in lines]  # "label   text", as the CLI prints
     return {
         "hash": protocol.content_hash,
         "study": protocol.study_id,
         "version": protocol.version,
         "title": protocol.title,
-        "lines": [{"label": k, "text": v.strip()} for k, v in described],
+        "lines": [{"label": parts[0], "text": parts[1].strip()} for parts in described],
         "problems": problems,
         "tasks": _task_data(home, protocol),
         "fields": released_fields(protocol),

@@ -71,6 +71,9 @@ def test_data_owner_approves_protocol_and_decides_releases(federation: Any) -> N
     launch(federation.hub, protocol, echo=lambda _: None)  # refused by hash: the site has not approved it
     refused = _hub_job(store, "console-study", 0)
     assert refused is not None and refused["state"] == "refused", refused
+    status = json.loads(_site_cli("status", "--home", str(home.root), "--json"))
+    assert status["serve_running"] and status["engine_up"] and status["supernode_running"], status
+    assert status["last_contact"] and status["pending_protocols"] >= 1 and status["console_url"] == base
     link = _site_cli("console", "login", "--home", str(home.root), "--user", "dora").split()[-1]
     assert link.startswith(base + "/login?token=")
 
@@ -85,7 +88,7 @@ def test_data_owner_approves_protocol_and_decides_releases(federation: Any) -> N
             page.goto(link)
             assert page.url == base + "/" and "Site " + name in page.inner_text("h1")
             assert page.locator("#engine-up").count() == 1  # serve's engine answers
-            page.click("text=Protocols")
+            page.click("nav a[href='/protocols']")
             page.click(f"a[href='/protocols/{digest}']")
             assert "metric.phase." in page.inner_text("#released-fields")
             assert "2 evaluate round(s)" in page.inner_text("main")
@@ -110,7 +113,7 @@ def test_data_owner_approves_protocol_and_decides_releases(federation: Any) -> N
                     assert rec_name in shown
                     for key, value in record["values"].items():
                         assert f"{key}\t{json.dumps(value)}" in shown, (rec_name, key)
-                assert json.loads(card.locator("pre.payload-json").inner_text()) == payload
+                assert json.loads(card.locator("pre.payload-json").text_content() or "") == payload
                 if round_ == 0:
                     assert store.results_frame(job["launch_id"]).empty  # nothing left before the decision
                     page.screenshot(path=str(SCREENSHOTS / "console-release.png"), full_page=True)

@@ -99,6 +99,7 @@ def test_protocol_page_names_the_exact_fields_and_approve_pins_it(site: tuple[Si
     owner = signed_in(home, "dora")
     page = owner.get(f"/protocols/{digest}").text
     assert "metric.phase." in page and "ci_low" in page and "approve-protocol" in page
+    assert "<th>what leaves</th>" in page and "<th>fine-tuning</th>" in page
     assert owner.post(f"/protocols/{digest}/approve").status_code == 200  # redirected to the list
     assert is_approved(home.approved_dir, digest)
     entry = [e for e in AuditLog(home.audit_log).entries() if e["event"] == "protocol-approved"][-1]
@@ -157,3 +158,14 @@ def test_status_command_and_login_link(site: tuple[SiteHome, str], capsys: pytes
     assert link.startswith("http://127.0.0.1:8790/login?token=")
     client = TestClient(create_app(home), base_url=BASE)
     assert client.get(link.removeprefix(BASE), follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize(("good", "expected"), [(True, "anchors match"), (False, "anchors do not match")])
+def test_anchor_check_on_an_uploaded_hub_export(site: tuple[SiteHome, str], good: bool, expected: str) -> None:
+    home, _ = site
+    client = signed_in(home, "ivan", Role.VIEWER)  # the sign-in itself is audit entry 1
+    first = AuditLog(home.audit_log).entries()[0]
+    head = first["hash"] if good else "f" * 64
+    anchors = json.dumps({"seq": first["seq"], "head": head}) + "\n"
+    reply = client.post("/audit/anchors", files={"anchors": ("anchors.jsonl", anchors.encode(), "application/json")})
+    assert reply.status_code == 200 and expected in reply.text
