@@ -135,5 +135,6 @@ def test_data_owner_approves_protocol_and_decides_releases(federation: Any) -> N
         for e in AuditLog(home.audit_log).entries()
         if e.get("protocol_hash") == digest or str(e.get("job_id", "")).startswith(done["id"])
     ]
-    by = {e["event"]: e.get("operator") for e in mine if e["event"].startswith(("release-", "protocol-"))}
+    decisions = ("protocol-approved", "release-approved", "release-rejected")
+    by = {e["event"]: e.get("operator") for e in mine if e["event"] in decisions}
     assert by == {"protocol-approved": "dora", "release-approved": "dora", "release-rejected": "dora"}
