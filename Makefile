@@ -18,8 +18,10 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 venv: $(BIN)/.installed
 
+# `make demo DEMO_FLAGS=--keep-serving` keeps the federation up and prints a site console login link.
+DEMO_FLAGS ?=
 demo: venv
-	$(BIN)/hub demo --out out/demo
+	$(BIN)/hub demo --out out/demo $(DEMO_FLAGS)
 
 demo-finetune: venv
 	$(BIN)/hub demo --mode finetune --out out/demo-finetune

@@ -151,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     from hub.demo.study import run_demo
 
-    report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure)
+    report_dir = run_demo(args.out, mode=args.mode, insecure=args.insecure, keep_serving=args.keep_serving)
     print(f"demo report: {report_dir}")
     return 0
 
@@ -252,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--faults",
         action="store_true",
         help="run the study clean, then again killing a site engine and `hub serve` mid-study; compare the tables",
+    )
+    p.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the report, keep the federation running and print a site console login link (Ctrl-C stops)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -135,7 +136,13 @@ def cmd_releases_show(args: argparse.Namespace) -> int:
 def cmd_releases_decide(args: argparse.Namespace) -> int:
     from site_node.releases import decide
 
-    job = decide(_home(args).require(), args.job_id, approve=args.approve, note=getattr(args, "note", "") or "")
+    job = decide(
+        _home(args).require(),
+        args.job_id,
+        approve=args.approve,
+        note=getattr(args, "note", "") or "",
+        by=getpass.getuser(),
+    )
     print(f"{job.job_id}: {job.state.value}")
     return 0
 
@@ -279,6 +286,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     from site_node.commands_eval import register as register_eval
     from site_node.commands_keys import register as register_keys
     from site_node.commands_protocols import register as register_protocols
+    from site_node.console.commands import register as register_console
     from site_node.deid.command import register as register_deid
     from site_node.doctor import register as register_doctor
     from site_node.policy_command import register as register_policy
@@ -289,6 +297,7 @@ def _register_optional(sub: argparse._SubParsersAction, common: argparse.Argumen
     register_apps(sub, common)
     register_keys(sub, common)
     register_doctor(sub, common)
+    register_console(sub, common)
 
     register_deid(sub)
     deid = sub.choices["deid"]

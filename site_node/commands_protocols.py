@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import time
 
 from protocols.errors import UsageError
@@ -48,8 +49,18 @@ def cmd_approve(args: argparse.Namespace) -> int:
         raise UsageError('--force needs --reason "..." (recorded in the audit log)')
     _, lines, _ = review(home, args.target)
     print("\n".join(lines))
-    protocol = approve_reviewed(home, args.target, force_reason=args.reason if args.force else None)
+    protocol = approve_reviewed(
+        home, args.target, force_reason=args.reason if args.force else None, by=getpass.getuser()
+    )
     print(f"approved {protocol.study_id} v{protocol.version}: {protocol.content_hash}")
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from site_node.protocol_review import reject_pending
+
+    reject_pending(_home(args), args.target, note=args.note or "", by=getpass.getuser())
+    print(f"rejected protocol request {args.target[:16]}...; the hub's jobs for it stay refused")
     return 0
 
 
@@ -93,6 +104,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--force", action="store_true", help="approve despite the problems found (needs --reason)")
     p.add_argument("--reason", help="why, recorded in the audit log")
     p.set_defaults(func=cmd_approve)
+    p = psub.add_parser("reject", parents=[common], help="drop a pending protocol request (HASH) unapproved")
+    p.add_argument("target", help="the hash of a pending request")
+    p.add_argument("--note", help="why, recorded in the audit log")
+    p.set_defaults(func=cmd_reject)
     p = psub.add_parser("show", parents=[common], help="what a protocol (FILE or pending HASH) asks of this site")
     p.add_argument("target", help="protocol file, or the hash of a pending request")
     p.set_defaults(func=cmd_show)

@@ -19,6 +19,7 @@ from protocols.keys import new_node_key, new_secret, write_private
 from site_node.policy import POLICY_TOML, SitePolicy, parse_policy
 
 HOME_ENV = "SURGFED_SITE_HOME"
+DEFAULT_CONSOLE_PORT = 8790
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -48,6 +49,10 @@ class SiteConfig:
     frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
     https_proxy: str | None = None  # [hub] https_proxy: the hospital's outbound proxy, http://HOST:PORT
     max_blank_share: float | None = None  # [ingest] max_blank_share: an ingest blanking more of its frames fails
+
+    console_port: int = DEFAULT_CONSOLE_PORT  # [console] port: the data owner's console, on 127.0.0.1
+    console_with_serve: bool = True  # [console] with_serve: `site_node serve` runs the console too
+    console_public_url: str = ""  # [console] public_url: the base of login links behind a reverse proxy
 
 
 @contextlib.contextmanager
@@ -80,6 +85,7 @@ class SiteHome:
     jobs_dir = property(lambda self: self.root / "jobs")
     audit_log = property(lambda self: self.root / "audit" / "audit.jsonl")
     logs_dir = property(lambda self: self.root / "logs")
+    console_dir = property(lambda self: self.root / "console")  # console operators' login tokens and sessions
     # The only folder the SuperNode and its ClientApps may read: a token copy, the node key and FLWR_HOME.
     clientapp_dir = property(lambda self: self.root / "clientapp")
 
@@ -153,6 +159,7 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         frame_workers=_frame_workers(data, source),
         https_proxy=_https_proxy(data, source),
         max_blank_share=_share(data, "ingest", "max_blank_share", source),
+        **_console(data, source),
     )
 
 
@@ -183,6 +190,20 @@ def _share(data: dict[str, Any], section: str, key: str, source: Path) -> float 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ConfigError(f"{source}: [{section}] {key} must be a number in [0, 1], got {value!r}")
     return float(value)
+
+
+def _console(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    port = _get(data, "console", "port", int, DEFAULT_CONSOLE_PORT, source)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{source}: [console] port must be in [1, 65535], got {port}")
+    url = _get(data, "console", "public_url", str, "", source)
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: [console] public_url must start with http:// or https://, got {url!r}")
+    return {
+        "console_port": port,
+        "console_with_serve": _get(data, "console", "with_serve", bool, True, source),
+        "console_public_url": url.rstrip("/"),
+    }
 
 
 def _devices(data: dict[str, Any], source: Path) -> tuple[str, ...]:
@@ -243,6 +264,15 @@ insecure = false
 """
     + POLICY_TOML
     + """
+[console]
+# The data owner's console (`site_node console`): status, data, protocols, releases, audit, policy.
+# It listens on 127.0.0.1 only; sign in with a link from `site_node console login`.
+port = {console_port}
+# `site_node serve` runs the console too (false: run `site_node console` on its own).
+with_serve = true
+# Behind a reverse proxy, the address login links should use, e.g. "https://console.hospital.example".
+# public_url = ""
+
 [supernode]
 port = 0
 # The SuperNode and every ClientApp it starts run in a Landlock sandbox that cannot read this site home
@@ -299,6 +329,7 @@ def _create(
         release=ReleaseMode(release).value,
         model_line=f'dir = "{Path(model_dir).resolve()}"' if model_dir else '# dir = "/path/to/surg-r1"',
         superlink=superlink,
+        console_port=DEFAULT_CONSOLE_PORT,
         certs_line=f'root_certificates = "{home.ca_file.name}"  # the study CA, copied here by `site_node init --ca`'
         if root_certificates
         else '# root_certificates = "/path/to/ca.crt"',

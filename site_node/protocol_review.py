@@ -94,7 +94,7 @@ def review(home: SiteHome, target: str) -> tuple[StudyProtocol, list[str], list[
     return protocol, describe(protocol, config, model_hash), problems(protocol, config.name, model_hash)
 
 
-def approve_reviewed(home: SiteHome, target: str, *, force_reason: str | None = None) -> StudyProtocol:
+def approve_reviewed(home: SiteHome, target: str, *, force_reason: str | None = None, by: str = "") -> StudyProtocol:
     """Approve after the checks; a protocol with problems only with a reason, which the audit log keeps."""
     protocol, _, found = review(home, target)
     if found and not force_reason:
@@ -107,8 +107,20 @@ def approve_reviewed(home: SiteHome, target: str, *, force_reason: str | None = 
         forced=bool(found),
         problems=[p[:200] for p in found],
         reason=(force_reason or "")[:500] or None,
+        operator=by or None,
     )
     return pinned
+
+
+def reject_pending(home: SiteHome, content_hash: str, *, note: str = "", by: str = "") -> None:
+    """Drop a protocol request the hub sent (its jobs stay refused); the decision goes to the audit log."""
+    path = pending_file(home.approved_dir, content_hash)
+    if not path.is_file():
+        raise ProtocolError(f"no pending protocol request {content_hash[:16]}...; see `site_node protocols pending`")
+    path.unlink()
+    AuditLog(home.audit_log).append(
+        "protocol-rejected", protocol_hash=content_hash, note=note[:500] or None, operator=by or None
+    )
 
 
 def approve_new_snapshot(home: SiteHome, content_hash: str) -> tuple[str, int]:

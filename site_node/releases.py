@@ -32,7 +32,8 @@ def show(home: SiteHome, job_id: str) -> str:
     return json.dumps(job.payload, indent=2, sort_keys=True)
 
 
-def decide(home: SiteHome, job_id: str, approve: bool, note: str = "") -> Job:
+def decide(home: SiteHome, job_id: str, approve: bool, note: str = "", *, by: str = "") -> Job:
+    """Release or reject a waiting job; `by` is the operator (the console's login name, or the OS account)."""
     job = _awaiting(home, job_id)
     state = JobState.DONE if approve else JobState.REJECTED
     # The note stays at the site (job file, audit log); the hub sees only the code rejected-by-owner.
@@ -40,6 +41,10 @@ def decide(home: SiteHome, job_id: str, approve: bool, note: str = "") -> Job:
     reason = "" if approve else Reason.REJECTED_BY_OWNER.value
     job = JobStore(home.jobs_dir).update(job_id, state=state, detail=detail, reason=reason)
     AuditLog(home.audit_log).append(
-        "release-approved" if approve else "release-rejected", job_id=job_id, digest=payload_digest(job.payload)
+        "release-approved" if approve else "release-rejected",
+        job_id=job_id,
+        digest=payload_digest(job.payload),
+        operator=by or None,
+        note=note or None,
     )
     return job

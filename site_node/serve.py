@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from protocols.errors import ConfigError
 from protocols.procs import Child, free_port
 from protocols.proctree import catch_stop_signals
+from site_node import sandbox
 from site_node.audit_events import on_start
 from site_node.confinement import supernode_command
+from site_node.console import heartbeat
+from site_node.console.runner import ConsoleThread
 from site_node.engine import SiteEngine
 from site_node.engine_server import EngineServer
 from site_node.home import SiteConfig, SiteHome, owner_only, proxy_shown
@@ -94,6 +99,29 @@ def setup_logging(home: SiteHome) -> None:
     root.setLevel(logging.INFO)
 
 
+def _state(
+    cfg: SiteConfig,
+    engine: SiteEngine,
+    server: EngineServer,
+    supernode: Child | None,
+    console: ConsoleThread | None,
+    started: float,
+) -> heartbeat.ServeState:
+    """What this serve runs, for the console's Status page and `site_node status`."""
+    return heartbeat.ServeState(
+        pid=os.getpid(),
+        started_at=started,
+        updated_at=time.time(),
+        engine_address=server.address,
+        supernode_running=supernode is not None and supernode.alive(),
+        supernode_pid=supernode.proc.pid if supernode is not None else None,
+        sandbox=sandbox.grants().describe() if cfg.sandbox else "OFF ([supernode] sandbox = false)",
+        model_hash=engine.model_hash,
+        model_error=engine.model_error,
+        console_url=console.url if console is not None else None,
+    )
+
+
 def serve(
     home: SiteHome, *, insecure: bool = False, with_supernode: bool = True, allow_weak_sandbox: bool = False
 ) -> int:
@@ -114,7 +142,7 @@ def _serve(home: SiteHome, insecure: bool, with_supernode: bool, allow_weak_sand
     server.start()
     (home.logs_dir / "engine.address").write_text(server.address)
     log.info("site %s engine listening on %s", cfg.name, server.address)
-    supernode, watch = None, None
+    supernode, watch, console = None, None, ConsoleThread.start_for(home, cfg)
     try:
         if with_supernode and not stop.is_set():  # a signal while the model loaded: start nothing more
             via = f" through the proxy {proxy_shown(cfg.https_proxy)}" if cfg.https_proxy else ""
@@ -131,14 +159,21 @@ def _serve(home: SiteHome, insecure: bool, with_supernode: bool, allow_weak_sand
                 allow_weak=allow_weak_sandbox,
             )
             supernode = Child("supernode", argv, home.logs_dir / "supernode.log", env=env, own_group=False)
+        started, beat = time.time(), 0.0
         while not stop.wait(1.0):
             if watch is not None:
                 watch.poll()
             if supernode is not None and not supernode.alive():
                 log.error("the SuperNode exited with %s:\n%s", supernode.proc.returncode, supernode.tail())
                 return 1
+            if time.time() - beat >= heartbeat.STALE_AFTER_S / 4:
+                beat = time.time()
+                heartbeat.write(home.logs_dir, _state(cfg, engine, server, supernode, console, started))
         return 0
     finally:
+        heartbeat.clear(home.logs_dir)
+        if console is not None:
+            console.stop()
         if supernode is not None:
             supernode.stop()
         server.stop()

@@ -84,6 +84,7 @@ class LoopbackFederation:
         )
         _state_demo_policy(home.config_file)
         approve_shipped(home)  # what `site_node init` does: this release's own ClientApp bundle
+        _own_console_port(home.config_file)
         if register and not self.insecure:
             self.register(name, home.node_pub)
         return home.root
@@ -113,6 +114,24 @@ class LoopbackFederation:
             child = self.children.pop(name, None)
             if child is not None:
                 child.stop()
+
+
+def _own_console_port(config_file: Path) -> None:
+    """Several sites share this machine: each site's console gets a free port of its own."""
+    from site_node.home import DEFAULT_CONSOLE_PORT
+
+    text = config_file.read_text()
+    line = f"port = {DEFAULT_CONSOLE_PORT}"
+    if line not in text:
+        raise ConfigError(f"{config_file}: expected the default console line {line!r}")
+    config_file.write_text(text.replace(line, f"port = {free_port()}", 1))
+
+
+def console_port(site_home: Path) -> int:
+    """The console port a loopback site was given (its site.toml [console] port)."""
+    from site_node.home import SiteHome
+
+    return SiteHome(site_home).config().console_port
 
 
 def _state_demo_policy(config_file: Path) -> None:

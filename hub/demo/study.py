@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -14,6 +15,7 @@ from hub.home import HubHome
 from hub.launcher import launch
 from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
+from protocols.procs import port_open, wait_for
 
 STUDIES = {"evaluate": ("demo-phase", "demo.yaml.tmpl"), "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl")}
 
@@ -42,8 +44,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("SURGFED_CACHE", Path.cwd() / ".cache")).resolve() / "models"
 
 
-def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites: tuple[DemoSite, ...] = SITES) -> Path:
-    """Synthesise, ingest, serve, launch, report; every process started here is stopped, also on Ctrl-C or failure."""
+def run_demo(
+    out: Path,
+    *,
+    mode: str = "evaluate",
+    insecure: bool = False,
+    sites: tuple[DemoSite, ...] = SITES,
+    keep_serving: bool = False,
+) -> Path:
+    """Synthesise, ingest, serve, launch, report; every process started here is stopped, also on Ctrl-C or failure.
+
+    `keep_serving`: after the report, keep the federation up and print a console login link for the first site.
+    """
     out = Path(out).resolve()
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
@@ -58,6 +70,8 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
         report(hub, study_id, report_dir)
         if mode == "finetune":
             export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
+        if keep_serving:
+            _keep_serving(fed, sites[0].name, report_dir)
     return report_dir
 
 
@@ -110,6 +124,26 @@ def start_study_sites(
         approve(home.approved_dir, protocol)
         fed.serve_site(site.name)
     return hub, protocol
+
+
+def _keep_serving(fed: LoopbackFederation, site: str, report_dir: Path) -> None:
+    """Print the first site's console login link and wait for Ctrl-C (or SIGTERM)."""
+    from site_node.console.commands import login_link
+    from site_node.home import SiteHome
+
+    home = SiteHome(fed.run_dir / "sites" / site)
+    port = home.config().console_port
+    wait_for(lambda: port_open("127.0.0.1", port), 60, f"the site console of {site}", fed.children.get(f"site:{site}"))
+    print(f"demo report: {report_dir}")
+    print(f"site console of {site} (the data owner's view; one-time link, valid 24 hours):")
+    print(f"  {login_link(home, 'data-owner', 'owner')}")
+    print(f"  more links: site_node console login --home {home.root}")
+    print("the federation keeps running; Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the demo federation")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
