@@ -63,8 +63,12 @@ class Rewarder:
         return self.runtime.parse(Answer(text)) if self.task.reward is kind else None
 
     def format(self, text: str, levels: Levels, truth: FrameTruth) -> float:
-        """1 when all three levels and the final answer are present and readable."""
-        return float(levels.valid and self.runtime.parse(Answer(text)) is not None)
+        """1 when the levels and the final answer are present and readable. L2 is required where the frame has
+        triplet labels: the answer format writes a level only when labels support it (answer_format.py)."""
+        l2 = levels.relations is not None or truth.triplets is None
+        return float(
+            levels.instruments is not None and l2 and levels.l3_read and self.runtime.parse(Answer(text)) is not None
+        )
 
     def phase(self, text: str, levels: Levels, truth: FrameTruth) -> float | None:
         if truth.phase is None:

@@ -41,6 +41,12 @@ def test_format(text: str, expected: float) -> None:
     assert components("phase", text)[RewardKind.FORMAT] == expected
 
 
+def test_format_asks_for_l2_only_where_triplets_are_labelled() -> None:
+    text = "<think>L1: grasper. L3: Preparation.</think><answer>Preparation</answer>"
+    assert components("phase", text, FrameTruth(phase="Preparation", tools=("grasper",)))[RewardKind.FORMAT] == 1.0
+    assert components("phase", text)[RewardKind.FORMAT] == 0.0  # TRUTH has triplets
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
