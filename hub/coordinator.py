@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -222,7 +223,9 @@ class StepRunner:
                 self._record(track, SiteState.ERROR, f"adapter refused: {exc}")
                 return
             epsilon = records.get("train", {}).get("values", {}).get("epsilon")
-            self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon)
+            grpo = records.get("grpo", {}).get("values")  # contract-checked numbers only (GRPO_RECORD)
+            rewards = None if grpo is None else json.dumps(grpo, sort_keys=True)
+            self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon, rewards=rewards)
             return
         self.l.store.add_results(self.l.launch_id, list(self._rows(track.center, records)))
         self._record(track, SiteState.STORED, None, software_version=version)
