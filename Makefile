@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune test lint venv clean chromium postgresql
+.PHONY: demo demo-finetune demo-grpo test lint venv clean chromium postgresql
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: venv
 
 demo-finetune: venv
 	$(BIN)/hub demo --mode finetune --out out/demo-finetune
+
+demo-grpo: venv
+	$(BIN)/hub demo --mode grpo --out out/demo-grpo
 
 # The report test renders report.html in Debian's headless Chromium; install it when it is missing.
 chromium:

@@ -14,7 +14,11 @@ from hub.launcher import launch
 from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
 
-STUDIES = {"evaluate": ("demo-phase", "demo.yaml.tmpl"), "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl")}
+STUDIES = {
+    "evaluate": ("demo-phase", "demo.yaml.tmpl"),
+    "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl"),
+    "grpo": ("demo-grpo", "demo-grpo.yaml.tmpl"),
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def run_demo(out: Path, *, mode: str = "evaluate", insecure: bool = False, sites
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
         report(hub, study_id, report_dir)
-        if mode == "finetune":
+        if mode in ("finetune", "grpo"):
             export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
     return report_dir
 
