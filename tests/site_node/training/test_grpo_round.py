@@ -37,12 +37,12 @@ def initial_adapter(lm: LoadedModel, p: FinetunePlan) -> dict[str, torch.Tensor]
 
 def test_constant_rewards_leave_the_adapter_unchanged_and_are_counted(lm: LoadedModel, store: DataStore) -> None:
     # The store has no CVS labels: a CVS-only reward is absent for every completion, so every group is constant.
-    p = plan(reward_weights={"cvs": 1.0}, beta=0.04)
+    p = plan(reward_weights={"cvs": 1.0}, beta=0.04, local_steps=1)
     result = grpo_round(lm, store, p, None, seed=1)
     start = initial_adapter(lm, p)
     assert all(torch.equal(result.state[k], start[k]) for k in start)
     assert result.grpo_stats is not None and result.grpo_stats["zero-spread-share"] == 1.0
-    assert result.grpo_stats["frames"] == 4.0 and "reward-cvs" not in result.grpo_stats
+    assert result.grpo_stats["frames"] == 2.0 and "reward-cvs" not in result.grpo_stats
 
 
 def test_kl_is_zero_at_the_first_step(lm: LoadedModel, store: DataStore) -> None:
