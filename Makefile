@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: demo demo-finetune demo-faults test lint venv clean chromium postgresql systemd nginx tinyproxy
+.PHONY: demo demo-finetune demo-faults demo-grpo test lint venv clean chromium postgresql systemd nginx tinyproxy
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ demo-finetune: venv
 # The demo study clean, then with a site engine and `hub serve` killed mid-study; the tables must be equal.
 demo-faults: venv
 	$(BIN)/hub demo --faults --out out/demo-faults
+
+demo-grpo: venv
+	$(BIN)/hub demo --mode grpo --out out/demo-grpo
 
 # The report test renders report.html in Debian's headless Chromium; install it when it is missing.
 chromium:

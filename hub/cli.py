@@ -245,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole study on loopback: tiny model, three synthetic centers, report")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="run folder (the report goes to OUT/report)")
     p.add_argument(
-        "--mode", choices=["evaluate", "finetune"], default="evaluate", help="evaluation study or federated fine-tuning"
+        "--mode",
+        choices=["evaluate", "finetune", "grpo"],
+        default="evaluate",
+        help="evaluation study, federated LoRA fine-tuning (SFT) or federated GRPO",
     )
     p.add_argument("--insecure", action="store_true", help="run without TLS and node authentication")
     p.add_argument(

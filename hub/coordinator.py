@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -278,7 +279,9 @@ class StepRunner:
                 self._record(track, SiteState.ERROR, f"adapter refused: {exc}")
                 return
             epsilon = records.get("train", {}).get("values", {}).get("epsilon")
-            self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon)
+            grpo = records.get("grpo", {}).get("values")  # contract-checked numbers only (GRPO_RECORD)
+            rewards = None if grpo is None else json.dumps(grpo, sort_keys=True)
+            self._record(track, SiteState.STORED, None, software_version=version, epsilon=epsilon, rewards=rewards)
             return
         rows = list(self._rows(track.center, records))
         job = {"job_id": track.job_id, "attempt": track.attempt, "software_version": version}

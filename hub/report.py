@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from protocols import __version__
 from protocols.errors import DataError
 from reports import Blinder, per_center_frame, write_report
 from reports.meta import SiteInfo, StudyMeta
+from reports.rewards import rewards_frame, write_rewards
 
 
 def _iso(ts: float | None) -> str:
@@ -102,12 +104,29 @@ def report(
     paths = write_report(frame, Path(out_dir), meta, round=round_, formats=formats, blind=blind)
     # The same first-seen order as write_report's, so a center gets the same pseudonym in every file.
     blinder = Blinder([*dict.fromkeys(frame["center"]), *[s.center for s in meta.sites]], enabled=blind)
-    privacy = _privacy_table(store.jobs(launch["launch_id"]), blinder)
+    jobs = store.jobs(launch["launch_id"])
+    rewards = rewards_frame(_reward_rows(jobs, blinder))
+    paths += write_rewards(rewards, Path(out_dir), f"{study_id}: GRPO rewards at the trainers")
+    privacy = _privacy_table(jobs, blinder)
     if privacy is not None:
         path = Path(out_dir) / "privacy.csv"
         privacy.to_csv(path, index=False)
         paths.append(path)
     return paths
+
+
+def _reward_rows(jobs: list[dict], blinder: Blinder) -> list[dict[str, object]]:
+    """Each GRPO trainer's released reward statistics per round (suppressed rounds carry none)."""
+    rows: list[dict[str, object]] = []
+    for j in jobs:
+        if j["kind"] != "train" or not j.get("rewards"):
+            continue
+        values = json.loads(j["rewards"])
+        for key, value in sorted(values.items()):
+            if key != "suppressed":
+                rows.append({"round": j["round"], "center": blinder.center(j["center"]), "component": key,
+                             "value": float(value)})  # fmt: skip
+    return rows
 
 
 def _privacy_table(jobs: list[dict], blinder: Blinder) -> pd.DataFrame | None:

@@ -77,6 +77,7 @@ site_jobs = Table(
     Column("detail", Text, nullable=True),
     Column("software_version", String(32), nullable=True),
     Column("epsilon", Float, nullable=True),  # a DP trainer's spent epsilon for the study, as it reported
+    Column("rewards", Text, nullable=True),  # a GRPO trainer's released reward statistics (JSON of the grpo record)
     Column("updated_at", Float, nullable=False),
     Column("attempt", Integer, nullable=True),  # 0 (None) first; a rerun after a failure asks under a new job id
     UniqueConstraint("launch_id", "round", "center", "kind"),

@@ -10,6 +10,7 @@ from typing import Any
 
 from protocols.arrays import check_wire
 from protocols.errors import ContractError, ContractVersionError
+from protocols.grpo import RewardKind
 
 # The version of this contract. Hub and site refuse each other when it differs (a hub pooling with se_pooling must
 # not read a site that never sends it as if it did). History: 1 the seven metric numbers; 2 adds se_pooling,
@@ -195,6 +196,22 @@ TRAIN_RECORD = RecordSpec(
     "train", RecordKind.METRIC, _spec(("num-examples", I, True), ("epsilon", F, False)), required=False
 )
 
+# A GRPO round adds aggregate reward statistics (never completions or per-frame rewards); a round that sampled
+# fewer videos than the cell floor sends only the flag.
+GRPO_STAT_KEYS = (
+    "reward-mean",
+    *(f"reward-{kind.value}" for kind in RewardKind),
+    "zero-spread-share",
+    "kl-mean",
+    "clip-fraction",
+)
+GRPO_RECORD = RecordSpec(
+    "grpo",
+    RecordKind.METRIC,
+    _spec(*((key, F, False) for key in GRPO_STAT_KEYS), ("suppressed", B, True)),
+    required=False,
+)
+
 # Every released reply carries the site's audit-log anchor (the entry that logged it); the hub keeps them.
 ANCHOR_RECORD = RecordSpec("audit", RecordKind.CONFIG, _spec(("seq", I, True), ("head", S, True)), required=False)
 
@@ -215,6 +232,7 @@ REPLIES: dict[Op, tuple[RecordSpec, ...]] = {
         METRIC_RECORD,
         *ADAPTER_RECORDS,
         TRAIN_RECORD,
+        GRPO_RECORD,
     ),
 }
 

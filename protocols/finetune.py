@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 from protocols.errors import ProtocolError
+from protocols.grpo import FinetuneMethod, GrpoPlan, parse_grpo
 from protocols.mapping import E, check_mapping, enum_value, integer, number
 
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -164,8 +165,11 @@ class FinetunePlan:
     # no update whose L2 norm from the round's global adapter exceeds the bound.
     max_site_share: float = 0.5
     max_update_norm: float | None = None
+    method: FinetuneMethod = FinetuneMethod.SFT
+    grpo: GrpoPlan | None = None  # GRPO's own steps, lr and frames per step (method grpo only)
 
     def __post_init__(self) -> None:
+        self._check_method()
         if not 0 < _number(self.max_site_share, "finetune.max_site_share") <= 1:
             raise ProtocolError(f"finetune.max_site_share must be in (0, 1], got {self.max_site_share!r}")
         bound = self.max_update_norm
@@ -179,7 +183,7 @@ class FinetunePlan:
             or not all(isinstance(s, str) and _SITE.fullmatch(s) for s in t)
         ):
             raise ProtocolError(f"finetune.trainers must be a non-empty list of unique site names, got {t!r}")
-        if (self.local_steps is None) == (self.epochs is None):
+        if self.method is FinetuneMethod.SFT and (self.local_steps is None) == (self.epochs is None):
             raise ProtocolError(
                 f"finetune needs exactly one of local_steps or epochs, got "
                 f"local_steps={self.local_steps!r}, epochs={self.epochs!r}"
@@ -202,6 +206,28 @@ class FinetunePlan:
         if self.dp is not None and not isinstance(self.dp, DpPlan):
             raise ProtocolError(f"finetune.dp must be a DpPlan or absent, got {self.dp!r}")
 
+    def _check_method(self) -> None:
+        if not isinstance(self.method, FinetuneMethod):
+            raise ProtocolError(f"finetune.method must be a FinetuneMethod, got {self.method!r}")
+        if self.grpo is not None and not isinstance(self.grpo, GrpoPlan):
+            raise ProtocolError(f"finetune.grpo must be a GrpoPlan or absent, got {self.grpo!r}")
+        if (self.method is FinetuneMethod.GRPO) != (self.grpo is not None):
+            raise ProtocolError(
+                f"finetune.method {self.method.value!r} and finetune.grpo "
+                f"({'set' if self.grpo else 'absent'}) disagree: the grpo block is required with method grpo only"
+            )
+        if self.grpo is not None and (self.local_steps is not None or self.epochs is not None):
+            raise ProtocolError(
+                f"finetune.local_steps/epochs ({self.local_steps!r}/{self.epochs!r}) are SFT settings; "
+                "with method grpo set finetune.grpo.local_steps"
+            )
+
+    def step_plan(self) -> tuple[int | None, float | None, int]:
+        """(local steps, epochs, units per step) of this method: what the DP schedule and FedAvg weight use."""
+        if self.grpo is not None:
+            return self.grpo.local_steps, None, self.grpo.frames_per_step
+        return self.local_steps, self.epochs, self.batch_size
+
     def check_sites(self, sites: tuple[str, ...] | list[str], source: str = "<protocol>") -> None:
         """Every trainer must be a site of the study."""
         unknown = [s for s in self.trainers if s not in sites]
@@ -213,7 +239,11 @@ class FinetunePlan:
         return tuple(s for s in sites if s not in self.trainers)
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical, JSON-ready form (hashed into the protocol)."""
+        """Canonical, JSON-ready form (hashed into the protocol); GRPO's leaves out the SFT settings it does not use."""
+        out = self._to_dict()
+        return out if self.grpo is None else {k: v for k, v in out.items() if k not in _SFT_ONLY}
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "trainers": list(self.trainers),
             "local_steps": self.local_steps,
@@ -230,7 +260,13 @@ class FinetunePlan:
             # Only when set away from the defaults, so that protocols written before these keys keep their hash.
             **({"max_site_share": float(self.max_site_share)} if self.max_site_share != 0.5 else {}),
             **({"max_update_norm": float(self.max_update_norm)} if self.max_update_norm is not None else {}),
+            # Only for GRPO, so that SFT protocols keep their hash.
+            **({"method": self.method.value, "grpo": self.grpo.to_dict()} if self.grpo is not None else {}),
         }
+
+
+# What GRPO sets in its own block (finetune.grpo) or does not use (augmentation of supervised targets).
+_SFT_ONLY = frozenset({"local_steps", "epochs", "batch_size", "lr", "augment"})
 
 
 def _names(value: Any, where: str) -> tuple[str, ...]:
@@ -262,9 +298,17 @@ def parse_finetune(data: Any, source: str = "<protocol>") -> FinetunePlan:
     if "trainers" not in raw:
         raise ProtocolError(f"{source}: finetune.trainers is required (the sites that train)")
     raw["trainers"] = _names(raw["trainers"], f"{source}: finetune.trainers")
-    if "local_steps" not in raw and "epochs" not in raw:
+    method = _enum(FinetuneMethod, raw.get("method", "sft"), f"{source}: finetune.method")
+    if method is FinetuneMethod.GRPO:
+        sft_only = sorted(set(raw) & _SFT_ONLY)
+        if sft_only:
+            raise ProtocolError(f"{source}: finetune {sft_only} are SFT settings; GRPO takes them from finetune.grpo")
+    elif "local_steps" not in raw and "epochs" not in raw:
         raise ProtocolError(f"{source}: finetune needs local_steps or epochs")
+    raw["method"] = method
     try:
+        if "grpo" in raw:
+            raw["grpo"] = parse_grpo(raw["grpo"], source)
         if "lora" in raw:
             raw["lora"] = _parse_lora(raw["lora"], source)
         if raw.get("dp") is not None:

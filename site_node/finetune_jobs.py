@@ -14,11 +14,13 @@ from protocols.arrays import from_wire, to_wire
 from protocols.contract import WireRecords
 from protocols.errors import ContractError, ProtocolError
 from protocols.finetune import FinetunePlan
+from protocols.grpo import FinetuneMethod
 from protocols.study import StudyProtocol
 from site_node.home import SiteConfig, SiteHome
 from site_node.model.loading import LoadedModel
-from site_node.release_gate import train_payload
+from site_node.release_gate import grpo_record, train_payload
 from site_node.store import DataStore
+from site_node.training.grpo_round import grpo_round
 from site_node.training.guard import PrivacyContext
 from site_node.training.ledger import AuditSink, SiteLedger
 from site_node.training.lora import TrainResult, applied_adapter, precheck_round, train_round
@@ -65,7 +67,8 @@ def fedavg_weight(plan: FinetunePlan, result: TrainResult) -> int:
     an equal-weight mean): the exact count would move by one video's frames when a video is added. Without
     DP the count rounded down to a power of two."""
     if plan.dp is not None:
-        return plan.batch_size * (plan.local_steps or 1)
+        local_steps, _, per_step = plan.step_plan()
+        return per_step * (local_steps or 1)
     return 1 << max(0, int(result.num_examples).bit_length() - 1)
 
 
@@ -96,10 +99,18 @@ def run_train(
     # Batch order, dropout and augmentation from the site's own entropy, never from values the hub chose
     # (a known seed would let the hub replay which frames trained); DP sampling and noise draw their own.
     seed = secrets.randbits(63)
-    result = train_round(lm, store, plan, global_state, seed=seed, progress=progress, privacy=privacy)
+    extra = None
+    if plan.method is FinetuneMethod.GRPO:
+        result = grpo_round(lm, store, plan, global_state, seed=seed, progress=progress, privacy=privacy)
+        stats = result.grpo_stats or {}
+        floor = max(privacy.policy.min_videos, protocol.privacy.min_videos)
+        extra = grpo_record(stats, int(stats.get("videos", 0)), floor)
+    else:
+        result = train_round(lm, store, plan, global_state, seed=seed, progress=progress, privacy=privacy)
     arrays, meta = encode_state(result.state, plan.wire_dtype)
     weight = fedavg_weight(plan, result)
-    return train_payload(job_id, protocol, {k: to_wire(v) for k, v in arrays.items()}, meta, weight, result.epsilon)
+    wire = {k: to_wire(v) for k, v in arrays.items()}
+    return train_payload(job_id, protocol, wire, meta, weight, result.epsilon, extra)
 
 
 @contextlib.contextmanager

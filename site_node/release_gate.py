@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import JobState, Op, WireRecords, check_records
+from protocols.contract import GRPO_STAT_KEYS, JobState, Op, WireRecords, check_records
 from protocols.errors import ContractError
 from protocols.records import adapter_records, job_reply, metric_record, metric_record_name, result_meta, train_record
 from protocols.study import StudyProtocol
@@ -53,16 +53,28 @@ def train_payload(
     meta: dict[str, str],
     num_examples: int,
     epsilon: float | None,
+    extra: WireRecords | None = None,
 ) -> WireRecords:
-    """The fetch reply of a finished training round: the adapter, its metadata, the FedAvg weight (and epsilon)."""
+    """The fetch reply of a finished training round: the adapter, its metadata, the FedAvg weight (and epsilon);
+    `extra`: a GRPO round's reward statistics (grpo_record)."""
     records = {
         **job_reply(job_id, JobState.DONE),
         **result_meta(__version__, protocol.content_hash),
         **adapter_records(arrays, meta),
         **train_record(num_examples, epsilon),
+        **(extra or {}),
     }
     check_records(Op.FETCH, records)
     return records
+
+
+def grpo_record(stats: dict[str, float], n_videos: int, min_videos: int) -> WireRecords:
+    """A GRPO round's aggregate reward statistics, or only the flag when fewer videos than the cell floor
+    were sampled (the statistics would then describe a handful of cases)."""
+    if n_videos < min_videos:
+        return {"grpo": metric_record({"suppressed": 1})}
+    values: dict[str, Any] = {k: float(stats[k]) for k in GRPO_STAT_KEYS if k in stats and math.isfinite(stats[k])}
+    return {"grpo": metric_record({**values, "suppressed": 0})}
 
 
 def _summary(records: WireRecords) -> dict[str, Any]:

@@ -17,7 +17,11 @@ from hub.report import export_adapter, report
 from protocols.model_ref import manifest_hash
 from protocols.procs import port_open, wait_for
 
-STUDIES = {"evaluate": ("demo-phase", "demo.yaml.tmpl"), "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl")}
+STUDIES = {
+    "evaluate": ("demo-phase", "demo.yaml.tmpl"),
+    "finetune": ("demo-finetune", "demo-finetune.yaml.tmpl"),
+    "grpo": ("demo-grpo", "demo-grpo.yaml.tmpl"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def run_demo(
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
         report(hub, study_id, report_dir)
-        if mode == "finetune":
+        if mode in ("finetune", "grpo"):
             export_adapter(hub.store().adapters(launch_id)[-1], out / "global-adapter")
         if keep_serving:
             _keep_serving(fed, sites[0].name, report_dir)

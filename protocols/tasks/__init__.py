@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from protocols.errors import ConfigError
+from protocols.grpo import RewardKind
 from protocols.mapping import check_mapping, enum_value
 
 
@@ -82,8 +83,11 @@ class TaskDefinition:
     headline_fallback: tuple[str, ...] = ()  # leads instead, in order, where the headline was not computed
     arena: str = ""  # the task's Arena Score component (the published definition); empty: the headline
     sensitivity: tuple[str, ...] = ()  # metrics also computed on parseable frames only, as <metric>_parseable
+    reward: RewardKind | None = None  # the GRPO reward that checks this task's answers against a frame's labels
 
     def __post_init__(self) -> None:
+        if self.reward is not None and not isinstance(self.reward, RewardKind):
+            raise ConfigError(f"task {self.name}: reward must be a RewardKind or absent, got {self.reward!r}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigError(f"task name must be lower_snake_case, got {self.name!r}")
         for key in ("title", "prompt", "headline"):
@@ -154,6 +158,7 @@ class TaskDefinition:
             "arena": self.arena_metric,
             "sensitivity": list(self.sensitivity),
             "extra": self.extra,
+            **({} if self.reward is None else {"reward": self.reward.value}),
         }
 
 
@@ -183,7 +188,9 @@ def _metric(data: Any, where: str) -> MetricSpec:
 
 def parse_task(data: Any, source: str) -> TaskDefinition:
     """Validate a task mapping (from YAML); errors name `source`, the field, the value and what was expected."""
-    check_mapping(data, source, set(_REQUIRED) | {"labels", "extra", "headline_fallback", "arena", "sensitivity"})
+    check_mapping(
+        data, source, set(_REQUIRED) | {"labels", "extra", "headline_fallback", "arena", "sensitivity", "reward"}
+    )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ConfigError(f"{source}: missing keys {missing}")
@@ -203,6 +210,7 @@ def parse_task(data: Any, source: str) -> TaskDefinition:
             headline_fallback=_names(data.get("headline_fallback"), source, "headline_fallback"),
             arena=data.get("arena") or "",
             sensitivity=_names(data.get("sensitivity"), source, "sensitivity"),
+            reward=None if data.get("reward") is None else enum_value(RewardKind, data["reward"], "reward"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

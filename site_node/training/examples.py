@@ -43,6 +43,11 @@ class TrainingExample:
     video_id: str
     frame: int  # in the phase labels' numbering, as evaluation selects frames
     target: str
+    # The frame's own labels (what GRPO's rewards check); None where the site has no such label.
+    phase: str | None = None
+    tools: tuple[str, ...] | None = None
+    triplets: frozenset[str] | None = None
+    cvs: tuple[bool, ...] | None = None
 
 
 @dataclass
@@ -118,7 +123,18 @@ def _video_examples(
         vf = phases.video_frame(f, video.fps)
         if video.n_frames and not 0 <= vf < video.n_frames:
             continue
-        examples.append(TrainingExample(video.video_id, f, _target(phases.labels[f], tools(vf), triplets(vf), cvs(vf))))
+        phase, tool, trip, crit = phases.labels[f], tools(vf), triplets(vf), cvs(vf)
+        examples.append(
+            TrainingExample(
+                video.video_id,
+                f,
+                _target(phase, tool, trip, crit),
+                phase,
+                tool,
+                trip,
+                None if crit is None else tuple(bool(c) for c in crit),
+            )
+        )
     return phases, examples
 
 

@@ -38,12 +38,13 @@ def _schedule(plan: FinetunePlan, ctx: PrivacyContext, n_units: int) -> DpSchedu
         plan.dp.check_delta(n_units)
     except ProtocolError as exc:
         raise PolicyRefused(str(exc)) from None
+    local_steps, epochs, per_step = plan.step_plan()  # SFT's steps and batch, or GRPO's steps and frames per step
     return dp_schedule(
         plan.dp,
         n_videos=n_units,
-        batch_size=plan.batch_size,
-        local_steps=plan.local_steps,
-        epochs=plan.epochs,
+        batch_size=per_step,
+        local_steps=local_steps,
+        epochs=epochs,
         total_rounds=ctx.total_rounds,
     )
 

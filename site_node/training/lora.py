@@ -50,6 +50,7 @@ class TrainResult:
     empty_steps: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    grpo_stats: dict[str, float] | None = None  # GRPO rounds: aggregate rewards, zero-spread share, KL, clipping
 
     def reply_metrics(self) -> dict[str, float | int | str]:
         """What a train reply may carry beside the adapter. Under DP the loss stays home: it is computed
@@ -183,10 +184,12 @@ def sequence_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], labe
     return (ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def _optimizer(params: list[torch.nn.Parameter], plan: FinetunePlan) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], plan: FinetunePlan) -> torch.optim.Optimizer:
+    """The plan's optimiser at its learning rate (GRPO's own, for a GRPO round)."""
+    lr = plan.grpo.lr if plan.grpo is not None else plan.lr
     if plan.optimizer is OptimizerKind.SGD:
-        return torch.optim.SGD(params, lr=plan.lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[list[int]]:
@@ -197,12 +200,14 @@ def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Genera
     return [order[s * batch_size : (s + 1) * batch_size] for s in range(steps)]
 
 
-def _plan_batches(ts: TrainingSet, plan: FinetunePlan, schedule: DpSchedule | None, seed: int) -> list[list[int]]:
+def plan_batches(ts: TrainingSet, plan: FinetunePlan, schedule: DpSchedule | None, seed: int) -> list[list[int]]:
+    """Example indices per step: Poisson over videos (one frame each) under DP, else epoch-wise shuffles."""
     if schedule is not None:
         return poisson_video_batches(ts.indices_by_unit(), schedule.sample_rate, schedule.steps, private_rng())
     n = len(ts.examples)
-    steps = plan.local_steps or max(1, math.ceil(float(plan.epochs or 0) * n / plan.batch_size))
-    return _shuffled_batches(n, min(plan.batch_size, n), steps, np.random.default_rng([seed, 0x7A1]))
+    local_steps, epochs, per_step = plan.step_plan()
+    steps = local_steps or max(1, math.ceil(float(epochs or 0) * n / per_step))
+    return _shuffled_batches(n, min(per_step, n), steps, np.random.default_rng([seed, 0x7A1]))
 
 
 def precheck_round(store: DataStore, plan: FinetunePlan, privacy: PrivacyContext | None) -> DpSchedule | None:
@@ -242,7 +247,7 @@ class _Loop:
 
 def _run_plain(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, progress: Progress | None) -> list[float]:
     params = [p for p in loop.model.parameters() if p.requires_grad]
-    optim = _optimizer(params, plan)
+    optim = make_optimizer(params, plan)
     losses = []
     for step, idx in enumerate(batches):
         loss = loop.losses(loop.model, idx).mean()
@@ -261,7 +266,7 @@ def _run_private(
 ) -> tuple[list[float], int]:
     assert plan.dp is not None
     params = [p for p in loop.model.parameters() if p.requires_grad]
-    trainer = DpTrainer(loop.model, _optimizer(params, plan), plan.dp, schedule)
+    trainer = DpTrainer(loop.model, make_optimizer(params, plan), plan.dp, schedule)
     losses, empty = [], 0
     try:
         for step, idx in enumerate(batches):
@@ -360,7 +365,7 @@ def train_round(
     ts = build_training_set(store, plan.sample_every_s)
     require_context(plan, privacy)
     schedule = None if privacy is None else reserve_round(plan, privacy, ts.units())  # may refuse: nothing touched
-    batches = _plan_batches(ts, plan, schedule, seed)
+    batches = plan_batches(ts, plan, schedule, seed)
     frames = load_frames(
         store,
         ts,

@@ -47,6 +47,8 @@ def test_launch_registers_and_returns_and_list_shows_it(
 ) -> None:
     path = tmp_path / "study.yaml"
     path.write_text(PROTOCOL)
+    for node, site in enumerate("abc", start=1):  # registered (the roster check), none connected: a warning
+        home.store().add_site(site, node, f"key-{site}")
     assert cli(home, "launch", "--protocol", str(path)) == 0
     out = capsys.readouterr().out
     assert "study weeks: launch weeks-" in out and "registered" in out
