@@ -24,7 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from hub.migrate import upgrade_schema
 from protocols.errors import ConfigError
@@ -346,18 +346,7 @@ class ResultsStore:
     # -- results --------------------------------------------------------------------------------
     def add_results(self, launch_id: str, rows: Iterable[ResultRow]) -> None:
         with self.engine.begin() as con:
-            for row in rows:
-                values = asdict(row)
-                con.execute(
-                    delete(results).where(
-                        (results.c.launch_id == launch_id)
-                        & (results.c.round == row.round)
-                        & (results.c.center == row.center)
-                        & (results.c.task == row.task)
-                        & (results.c.metric == row.metric)
-                    )
-                )
-                con.execute(insert(results).values(launch_id=launch_id, **values))
+            write_results(con, launch_id, rows)
 
     def results_frame(self, launch_id: str) -> pd.DataFrame:
         with self.engine.connect() as con:
@@ -367,3 +356,18 @@ class ResultsStore:
                 .order_by(results.c.round, results.c.center, results.c.task, results.c.metric)
             ).all()
         return pd.DataFrame([dict(r._mapping) for r in rows], columns=list(COLUMNS))
+
+
+def write_results(con: Connection, launch_id: str, rows: Iterable[ResultRow]) -> None:
+    """Insert result rows, replacing any row of the same (launch, round, center, task, metric): idempotent."""
+    for row in rows:
+        con.execute(
+            delete(results).where(
+                (results.c.launch_id == launch_id)
+                & (results.c.round == row.round)
+                & (results.c.center == row.center)
+                & (results.c.task == row.task)
+                & (results.c.metric == row.metric)
+            )
+        )
+        con.execute(insert(results).values(launch_id=launch_id, **asdict(row)))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, insert, select, update
 
-from hub.store import ResultsStore, launches, results, site_jobs, study_rounds
+from hub.store import ResultsStore, launches, site_jobs, study_rounds, write_results
 from protocols.errors import ConfigError
 from protocols.results import ResultRow
 from protocols.states import LaunchState, SiteState
@@ -94,18 +93,7 @@ class StudyRounds:
         """A site's rows and its job's `stored` state in one transaction: a hub killed in between stores neither."""
         key = _job(launch_id, round_, center, kind)
         with self.engine.begin() as con:
-            for row in rows:
-                values = asdict(row)
-                con.execute(
-                    delete(results).where(
-                        (results.c.launch_id == launch_id)
-                        & (results.c.round == row.round)
-                        & (results.c.center == row.center)
-                        & (results.c.task == row.task)
-                        & (results.c.metric == row.metric)
-                    )
-                )
-                con.execute(insert(results).values(launch_id=launch_id, **values))
+            write_results(con, launch_id, rows)
             values = {**job, "state": SiteState.STORED.value, "detail": None, "updated_at": time.time()}
             if con.execute(update(site_jobs).where(key).values(**values)).rowcount == 0:
                 con.execute(
