@@ -186,17 +186,20 @@ def install(bundle: AppBundle, apps: Path) -> Path:
     target = apps / bundle.folder
     if _matches(target, bundle):
         return target
-    apps.mkdir(parents=True, exist_ok=True)
+    apps.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in (apps.parent, apps):  # FLWR_HOME and its apps/: inside the owner-only site home
+        folder.chmod(0o700)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.folder}.", dir=apps))
+    # Read-only for the owner (the SuperNode and its ClientApps run as the site's account), nothing for others.
     for name, content in bundle.files.items():
         path = staging / name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.write_bytes(content)
-        path.chmod(0o444)
+        path.chmod(0o400)
     for root, dirs, _ in os.walk(staging, topdown=False):
         for d in dirs:
-            os.chmod(Path(root) / d, 0o555)
-    os.chmod(staging, 0o555)
+            os.chmod(Path(root) / d, 0o500)
+    os.chmod(staging, 0o500)
     if target.exists() or target.is_symlink():
         remove_tree(target)
     staging.rename(target)
@@ -236,8 +239,10 @@ def approve(home: SiteHome, data: bytes, source: str) -> AppBundle:
     folder = approvals_dir(home)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     (folder / f"{bundle.sha256}.fab").write_bytes(data)
+    (folder / f"{bundle.sha256}.fab").chmod(0o600)
     record = ApprovedApp(bundle.sha256, bundle.fab_id, bundle.version, bundle.folder, source[:200], time.time())
     (folder / f"{bundle.sha256}.json").write_text(json.dumps(record.__dict__, indent=1), encoding="utf-8")
+    (folder / f"{bundle.sha256}.json").chmod(0o600)
     install(bundle, installed_dir(home))
     AuditLog(home.audit_log).append(
         "app-approved", app_hash=bundle.sha256, app=bundle.fab_id, version=bundle.version, how=source[:200]

@@ -104,8 +104,9 @@ class AuditLog:
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created owner-only whoever writes first (the CLI runs under umask 077; library callers may not).
+            with open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8") as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # released when the file closes
                 self._catch_up()
                 entry = {

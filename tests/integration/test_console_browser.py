@@ -62,9 +62,7 @@ def test_data_owner_approves_protocol_and_decides_releases(federation: Any) -> N
     home = SiteHome(federation.run / "sites" / name)
     base = f"http://127.0.0.1:{console_port(home.root)}"
     wait_for(lambda: port_open("127.0.0.1", console_port(home.root)), 60, "the console `site_node serve` runs")
-    protocol = federation.protocol(
-        "console-study", [name], {"rounds: 1": "rounds: 2", "deadline_minutes: 8": "deadline_minutes: 4"}
-    )
+    protocol = federation.protocol("console-study", [name], {"rounds: 1": "rounds: 2", "deadline: 8m": "deadline: 4m"})
     protocol.write_text(PHASE_ONLY.sub("tasks:\n  - {name: phase, sample_every_s: 2.0, max_new_tokens: 48}\n",
                                        protocol.read_text()))  # fmt: skip
     digest = load_protocol(protocol).content_hash

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 SITE = "rotating-site"
 # Phase recognition only, on five 12-second videos: the rotation, not the tasks, is under test here.
 PHASE_ONLY = {
-    "deadline_minutes: 8": "deadline_minutes: 5",
+    "deadline: 8m": "deadline: 5m",
     "  - {name: triplet, sample_every_s: 6.0, max_new_tokens: 64}\n": "",
     "  - {name: action, sample_every_s: 6.0, max_new_tokens: 48}\n": "",
     "  - {name: cvs, sample_every_s: 6.0, max_new_tokens: 64}\n": "",

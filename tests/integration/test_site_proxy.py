@@ -63,7 +63,7 @@ def proxied(federation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         synthesize_site(raw, NAME, 5, 0.3, 55, seconds=12.0)
         ingest(home, raw, "cholec80", out_of_body="none", profile="demo")  # synthetic: no room scenes
         federation.fed.serve_site(NAME)
-        protocol = federation.protocol("via-proxy", [NAME], {"deadline_minutes: 8": "deadline_minutes: 4"})
+        protocol = federation.protocol("via-proxy", [NAME], {"deadline: 8m": "deadline: 4m"})
         approve(home.approved_dir, protocol)
         launch_id = launch(federation.hub, protocol, echo=lambda _: None)
         yield ProxiedStudy(home, launch_id, d / "tinyproxy.log", hub_port, proxy)
