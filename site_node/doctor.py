@@ -15,12 +15,13 @@ from enum import Enum
 from importlib import metadata
 from pathlib import Path
 
+from protocols.cert_expiry import WARN_DAYS  # one warning horizon for doctor, `hub status` and `hub pki status`
 from protocols.errors import SurgFedError, UsageError
 from site_node.doctor_hub import HubProbe, KeyState, probe_hub
 from site_node.home import HOME_ENV, SiteConfig, SiteHome
 
 PACKAGES = ("torch", "transformers", "peft", "flwr", "av", "pydicom", "surgfed")
-EXPIRY_WARN_DAYS = 30
+
 GIB = 1024**3
 FAIL_FREE, WARN_FREE = 1 * GIB, 10 * GIB
 # Flower's node authentication accepts a signature up to 5 s ahead of the hub's clock and 300 s behind it.
@@ -226,8 +227,8 @@ def _cert_check(cfg: SiteConfig, probe: HubProbe) -> Check:
         if end is not None and end <= now:
             return Check("certificates", Level.FAIL, f"{what} expired on {end:%Y-%m-%d %H:%M} UTC", fix)
     for what, end in ends:
-        if end is not None and end - now < dt.timedelta(days=EXPIRY_WARN_DAYS):
-            return Check("certificates", Level.WARN, f"{what} expires on {end:%Y-%m-%d} (< 30 days)", fix)
+        if end is not None and end - now < dt.timedelta(days=WARN_DAYS):
+            return Check("certificates", Level.WARN, f"{what} expires on {end:%Y-%m-%d} (< {WARN_DAYS} days)", fix)
     return ok("certificates", detail)
 
 
