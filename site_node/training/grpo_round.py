@@ -30,17 +30,16 @@ from site_node.training.grpo import (
 )
 from site_node.training.guard import PrivacyContext, require_context, reserve_round, spent_epsilon
 from site_node.training.lora import (
-    Progress,
     TrainResult,
     adapter_state,
     attach_lora,
     detach_lora,
     load_global_adapter,
-    make_optimizer,
     plan_batches,
     training_mode,
 )
 from site_node.training.rewards import FrameTruth, Rewarder
+from site_node.training.steps import Progress, make_optimizer, plain_steps
 
 TASK = "phase"  # the prompt GRPO answers, as SFT trains it; its definition names its reward
 
@@ -71,23 +70,13 @@ class _Grpo:
 
 
 def _run_plain(run: _Grpo, batches: list[list[int]], plan: FinetunePlan, progress: Progress | None) -> list[float]:
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    optim = make_optimizer(params, plan)
-    losses = []
-    for step, idx in enumerate(batches):
+    def step_loss(idx: list[int]) -> torch.Tensor | None:
         data = run.scored(idx)
         if bool(data.zero_spread.all()) and run.grpo.beta == 0.0:
-            losses.append(0.0)  # no group has a reward spread and nothing pulls to the reference: no gradient
-        else:
-            loss = plain_loss(step_terms(run.model, run.model, data, run.grpo, run.reference), data, run.stats)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
-            losses.append(float(loss.detach()))
-        if progress:
-            progress("train", step + 1, len(batches))
-    return losses
+            return None  # no group has a reward spread and nothing pulls to the reference: no gradient
+        return plain_loss(step_terms(run.model, run.model, data, run.grpo, run.reference), data, run.stats)
+
+    return plain_steps(run.model, plan, batches, step_loss, progress)
 
 
 def private_step(trainer: DpTrainer, per_video: torch.Tensor, group_size: int) -> None:

@@ -7,7 +7,7 @@ import math
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +22,15 @@ from PIL import Image
 
 from protocols.adapters import write_peft_dir
 from protocols.errors import ConfigError, ContractError, EngineError
-from protocols.finetune import FinetunePlan, LoraPlan, OptimizerKind
+from protocols.finetune import FinetunePlan, LoraPlan
 from protocols.tasks import load_task
 from site_node.model.loading import LoadedModel
 from site_node.store import DataStore
 from site_node.training.dp import PRIVACY_UNIT, DpSchedule, DpTrainer, poisson_video_batches, private_rng
 from site_node.training.examples import IGNORE, FrameAugment, TrainingSet, build_training_set, encode_batch, load_frames
 from site_node.training.guard import PrivacyContext, check_round, require_context, reserve_round, spent_epsilon
+from site_node.training.steps import Progress, make_optimizer, plain_steps
 
-Progress = Callable[[str, int, int], None]  # stage ("frames" | "train"), done, total
 _ADAPTER = "default"
 
 
@@ -184,14 +184,6 @@ def sequence_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], labe
     return (ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], plan: FinetunePlan) -> torch.optim.Optimizer:
-    """The plan's optimiser at its learning rate (GRPO's own, for a GRPO round)."""
-    lr = plan.grpo.lr if plan.grpo is not None else plan.lr
-    if plan.optimizer is OptimizerKind.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-
-
 def _shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[list[int]]:
     """Epoch-wise shuffles, cut into `steps` batches (every example once per pass)."""
     order: list[int] = []
@@ -246,19 +238,7 @@ class _Loop:
 
 
 def _run_plain(loop: _Loop, batches: list[list[int]], plan: FinetunePlan, progress: Progress | None) -> list[float]:
-    params = [p for p in loop.model.parameters() if p.requires_grad]
-    optim = make_optimizer(params, plan)
-    losses = []
-    for step, idx in enumerate(batches):
-        loss = loop.losses(loop.model, idx).mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        losses.append(float(loss.detach()))
-        if progress:
-            progress("train", step + 1, len(batches))
-    return losses
+    return plain_steps(loop.model, plan, batches, lambda idx: loop.losses(loop.model, idx).mean(), progress)
 
 
 def _run_private(
