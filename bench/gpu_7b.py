@@ -55,39 +55,10 @@ assert _spec and _spec.loader
 gpu_engine = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gpu_engine)
 
-# Qwen2.5-VL-7B-Instruct's published configuration (config.json), minus token ids (ours come from the
-# local tokenizer). LoRA r=16 on the language model's q,k,v,o,gate,up,down = 40,370,176 parameters.
-TEXT_7B = dict(
-    vocab_size=152064,
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_hidden_layers=28,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    max_position_embeddings=128000,
-    rms_norm_eps=1e-6,
-    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-    use_sliding_window=False,
-    sliding_window=32768,
-    max_window_layers=28,
-    tie_word_embeddings=False,
-    hidden_act="silu",
-)
-VISION_7B = dict(
-    depth=32,
-    hidden_size=1280,
-    intermediate_size=3420,
-    num_heads=16,
-    out_hidden_size=3584,
-    patch_size=14,
-    spatial_merge_size=2,
-    temporal_patch_size=2,
-    window_size=112,
-    fullatt_block_indexes=[7, 15, 23, 31],
-    in_chans=3,
-    hidden_act="silu",
-    tokens_per_second=2,
-)
+# Qwen2.5-VL-7B-Instruct's published configuration (its config.json, in qwen2_5_vl_7b.json), minus token ids
+# (ours come from the local tokenizer). LoRA r=16 on the language model's q,k,v,o,gate,up,down = 40,370,176 parameters.
+_CONFIG_7B = json.loads(Path(__file__).with_name("qwen2_5_vl_7b.json").read_text(encoding="utf-8"))
+TEXT_7B, VISION_7B = _CONFIG_7B["text_config"], _CONFIG_7B["vision_config"]
 LORA_7B_PARAMS = 40_370_176
 FRAME_7B = (854, 480)  # Cholec80's frame size
 FRAME_TINY = (112, 84)

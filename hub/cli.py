@@ -125,6 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         round_=args.round,
         blind=args.blind,
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+        hartung_knapp=args.hartung_knapp,
     )
     for path in paths:
         print(path)
@@ -228,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="report folder to write")
     p.add_argument("--round", type=int, help="report this round (default: the last round with results)")
     p.add_argument("--blind", action="store_true", help="replace institution names by Center A, B, ...")
+    p.add_argument(
+        "--hartung-knapp",
+        action="store_true",
+        help="pooled CIs by Hartung-Knapp-Sidik-Jonkman with the max(1, q) safeguard (default: DerSimonian-Laird, "
+        "normal CI)",
+    )
     p.add_argument(
         "--formats", default="csv,md,tex,html", help="comma-separated output formats, any of csv, md, tex, html"
     )

@@ -74,6 +74,7 @@ def _server_cert(
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # mypy: the loader's type admits keys that cannot sign (X25519); the study CA's is an EC key
         .sign(signer, hashes.SHA384())  # type: ignore[arg-type]
     )
     return key, cert

@@ -13,6 +13,7 @@ import pandas as pd
 from hub.home import HubHome
 from protocols import __version__
 from protocols.errors import DataError
+from protocols.study import loads_protocol
 from reports import Blinder, per_center_frame, write_report
 from reports.meta import SiteInfo, StudyMeta
 from reports.rewards import rewards_frame, write_rewards
@@ -44,6 +45,7 @@ def study_meta(home: HubHome, study_id: str, launch: dict) -> StudyMeta:
             for c in sorted({j["center"] for j in jobs})
         ],
         package_version=__version__,
+        bootstrap_replicates=loads_protocol(study["protocol_yaml"], f"study {study_id}").privacy.bootstrap_replicates,
     )
 
 
@@ -97,11 +99,14 @@ def report(
     round_: int | None = None,
     blind: bool = False,
     formats: Sequence[str] = ("csv", "md", "tex", "html"),
+    hartung_knapp: bool = False,
 ) -> list[Path]:
     store = home.store()
     launch, frame = latest_results(home, study_id)
     meta = study_meta(home, study_id, launch)
-    paths = write_report(frame, Path(out_dir), meta, round=round_, formats=formats, blind=blind)
+    paths = write_report(
+        frame, Path(out_dir), meta, round=round_, formats=formats, blind=blind, hartung_knapp=hartung_knapp
+    )
     # The same first-seen order as write_report's, so a center gets the same pseudonym in every file.
     blinder = Blinder([*dict.fromkeys(frame["center"]), *[s.center for s in meta.sites]], enabled=blind)
     jobs = store.jobs(launch["launch_id"])

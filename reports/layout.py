@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import SupportsFloat, cast
 
 import pandas as pd
 
@@ -34,21 +35,26 @@ def missing(x: object) -> bool:
     return x is None or bool(pd.isna(x))
 
 
+def _float(x: object) -> float:
+    """A table cell's number (a float, int, numpy or pandas scalar) as a float."""
+    return float(cast(SupportsFloat, x))
+
+
 def num(x: object, digits: int = 3) -> str:
     """A number with a fixed number of decimals, or a dash when missing."""
-    return DASH if missing(x) else f"{float(x):.{digits}f}"  # type: ignore[arg-type]
+    return DASH if missing(x) else f"{_float(x):.{digits}f}"
 
 
 def small(x: object) -> str:
     """tau-squared: 3 decimals, but '<0.001' rather than a misleading 0.000 for tiny positive values."""
     if missing(x):
         return DASH
-    value = float(x)  # type: ignore[arg-type]
+    value = _float(x)
     return "<0.001" if 0.0 < value < 0.0005 else f"{value:.3f}"
 
 
 def pct(x: object) -> str:
-    return DASH if missing(x) else f"{100.0 * float(x):.1f}%"  # type: ignore[arg-type]
+    return DASH if missing(x) else f"{100.0 * _float(x):.1f}%"
 
 
 def interval(est: object, lo: object, hi: object) -> str:
@@ -64,7 +70,7 @@ def span(lo: object, hi: object) -> str:
     """'0.880–0.940'; 'a to b' once a bound is negative, where a dash would read as a minus sign."""
     if missing(lo) or missing(hi):
         return DASH
-    sep = " to " if float(lo) < 0 or float(hi) < 0 else "–"  # type: ignore[arg-type]
+    sep = " to " if _float(lo) < 0 or _float(hi) < 0 else "–"
     return f"{num(lo)}{sep}{num(hi)}"
 
 
@@ -77,7 +83,7 @@ def cell(row: pd.Series | None) -> str:
 
 
 def count(x: object) -> str:
-    return DASH if missing(x) else str(int(x))  # type: ignore[call-overload]
+    return DASH if missing(x) else str(int(_float(x)))
 
 
 def _lookup(df: pd.DataFrame, center: str, metric: str) -> pd.Series | None:
@@ -102,7 +108,7 @@ SENSITIVITY_SUFFIX = "_parseable"
 
 
 def _videos_cell(x: object) -> str:
-    return f"{count(x)}†" if not missing(x) and int(x) < SMALL_N else count(x)  # type: ignore[call-overload]
+    return f"{count(x)}†" if not missing(x) and _float(x) < SMALL_N else count(x)
 
 
 def task_table(df: pd.DataFrame, task: str, info: TaskInfo, method: str) -> Table:

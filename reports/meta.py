@@ -27,3 +27,4 @@ class StudyMeta:
     round_dates: dict[int, str] = field(default_factory=dict)
     sites: list[SiteInfo] = field(default_factory=list)
     package_version: str = ""
+    bootstrap_replicates: int | None = None  # the protocol's privacy.bootstrap_replicates

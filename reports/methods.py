@@ -43,39 +43,41 @@ def _metric_list(infos: Mapping[str, TaskInfo], scale: Scale) -> str:
     return ", ".join(names) if names else "none"
 
 
-def site_metrics() -> str:
+def site_metrics(replicates: int | None = None) -> str:
     """How each site computed its numbers: the conventions a reader needs to reproduce them."""
+    count = f"{replicates} replicates" if replicates else "the protocol's number of replicates"
     return (
-        "Site metrics. The resampling unit is the video. Every metric is bounded in [0, 1]. Each center's 95% CI "
-        "comes from a video-level (cluster) bootstrap seeded from the protocol: the metric is recomputed on videos "
-        "drawn with replacement (for AP and the CVS criteria, within strata of videos with and without a positive "
-        "frame, so that the videos with positives are always drawn); replicates on which the metric is undefined "
-        "(e.g. AP without a positive) are left out and their share is released; with fewer than half defined, no "
-        "interval is released. The standard error is the SD of the logit-transformed replicates times "
-        "√(n/(n − 1)), n = videos, and the interval is the estimate ± t(n − 1) × SE on the logit scale, "
-        "back-transformed (a small-sample interval for 5-20 clusters; the percentile interval under-covers at 5 "
-        "videos). A value of exactly 0 or 1 enters the logit as (x + 0.5)/(n + 1); when the replicates show no "
-        "spread the SE is the binomial floor √(1/(x + 0.5) + 1/(n − x + 0.5)), x = p·n, never zero. Centers with "
-        "fewer than 10 videos are flagged (†). Unparseable answers count as incorrect wherever a prediction is "
-        "needed: a wrong class for accuracy, recall, precision, F1 and Jaccard (phase, action), a miss for exact "
-        "match, sample F1 and the CVS criteria, no triplet (score 0) for AP on hard predictions, and IoU 0 for "
-        "each ground-truth box (or one 0 on a frame without instruments) for mIoU; the parse-failure rate is "
-        "shown per center and pooled over frames, and a sensitivity table repeats the headline on parseable "
-        "frames only. Phase and action: accuracy over frames and precision, recall, F1 and Jaccard macro-averaged "
-        "over the phases present in the video's ground truth, a phase never predicted having precision 0, each "
-        "averaged per video and then over videos, with no relaxed boundary (the project's convention; the "
-        "Cholec80 evaluation script differs, see Funke et al. 2023). The *_relaxed phase metrics reproduce that "
-        "script (Evaluate.m, Main.m): a 10-second relaxed boundary counted in scored frames, precision, recall "
-        "and Jaccard per phase over the videos where it occurs and then over phases, values clipped at 1, "
-        "a never-predicted phase's precision as the script computes it, an unreadable answer never forgiven. "
-        "CVS: per criterion over the center's frames "
-        "(achieved at rater mean ≥ 0.5); F1 with nothing to find and nothing predicted is undefined (NaN, not "
-        "released) rather than 0. Triplets: AP video-wise as ivtmetrics computes it (per class over the videos "
-        "where it occurs, then over classes), on candidate scores where the model scored every triplet, else on "
-        "hard predictions (named _hard). Localization: predictions are matched one-to-one to ground-truth boxes "
-        "of the same label per frame (Hungarian, maximising IoU); mIoU is the mean over matched pairs and "
-        "unmatched boxes on both sides (IoU 0), frames with neither skipped and not counted, videos without any "
-        "box left out; AP@0.5 on hard predictions."
+        "Site metrics. The resampling unit is the video. Every metric is bounded in [0, 1]. Each center's 95% "
+        f"CI comes from a video-level (cluster) bootstrap with {count}, seeded from the protocol: the metric "
+        "is recomputed on videos drawn with replacement (for AP and the CVS criteria, within strata of videos "
+        "with and without a positive frame, so that the videos with positives are always drawn); replicates "
+        "on which the metric is undefined (e.g. AP without a positive) are left out and their share is "
+        "released; with fewer than half defined, no interval is released. The standard error is the SD of the "
+        "logit-transformed replicates times √(n/(n − 1)), n = videos, and the interval is the estimate ± t(n "
+        "− 1) × SE on the logit scale, back-transformed (a small-sample interval for 5-20 clusters; the "
+        "percentile interval under-covers at 5 videos). A value of exactly 0 or 1 enters the logit as (x + "
+        "0.5)/(n + 1); when the replicates show no spread the SE is the binomial floor √(1/(x + 0.5) + 1/(n − "
+        "x + 0.5)), x = p·n, never zero. Centers with fewer than 10 videos are flagged (†). Unparseable "
+        "answers count as incorrect wherever a prediction is needed: a wrong class for accuracy, recall, "
+        "precision, F1 and Jaccard (phase, action), a miss for exact match, sample F1 and the CVS criteria, "
+        "no triplet (score 0) for AP on hard predictions, and IoU 0 for each ground-truth box (or one 0 on a "
+        "frame without instruments) for mIoU; the parse-failure rate is shown per center and pooled over "
+        "frames, and a sensitivity table repeats the headline on parseable frames only. Phase and action: "
+        "accuracy over frames and precision, recall, F1 and Jaccard macro-averaged over the phases present in "
+        "the video's ground truth, a phase never predicted having precision 0, each averaged per video and "
+        "then over videos, with no relaxed boundary (the project's convention; the Cholec80 evaluation script "
+        "differs, see Funke et al. 2023). The *_relaxed phase metrics reproduce that script (Evaluate.m, "
+        "Main.m): a 10-second relaxed boundary counted in scored frames, precision, recall and Jaccard per "
+        "phase over the videos where it occurs and then over phases, values clipped at 1, a never-predicted "
+        "phase's precision as the script computes it, an unreadable answer never forgiven. CVS: per criterion "
+        "over the center's frames (achieved at rater mean ≥ 0.5); F1 with nothing to find and nothing "
+        "predicted is undefined (NaN, not released) rather than 0. Triplets: AP video-wise as ivtmetrics "
+        "computes it (per class over the videos where it occurs, then over classes), on candidate scores "
+        "where the model scored every triplet, else on hard predictions (named _hard). Localization: "
+        "predictions are matched one-to-one to ground-truth boxes of the same label per frame (Hungarian, "
+        "maximising IoU); mIoU is the mean over matched pairs and unmatched boxes on both sides (IoU 0), "
+        "frames with neither skipped and not counted, videos without any box left out; AP@0.5 on hard "
+        "predictions."
     )
 
 
@@ -86,7 +88,9 @@ def statistics(infos: Mapping[str, TaskInfo], *, hartung_knapp: bool, arena_task
         'SE = √(max(1, q)/Σw) (metafor\'s test = "knha" with the ad hoc correction, never narrower than the '
         "DerSimonian-Laird SE) and a t distribution on k − 1 degrees of freedom"
         if hartung_knapp
-        else "its 95% CI from the normal distribution"
+        else "its 95% CI from the normal distribution (Hartung-Knapp-Sidik-Jonkman was not applied; `hub report "
+        "--hartung-knapp` gives it, with the ad hoc safeguard SE = √(max(1, q)/Σw) that keeps it never narrower "
+        "than DerSimonian-Laird)"
     )
     arena = ", ".join(f"{t} ({infos[t].arena_metric})" for t in arena_tasks)
     heads = "; ".join(
@@ -124,7 +128,7 @@ def methods_paragraphs(
     """The methods section as plain-text paragraphs (Markdown and HTML render them)."""
     paragraphs = [
         provenance(meta, round_),
-        site_metrics(),
+        site_metrics(meta.bootstrap_replicates),
         statistics(infos, hartung_knapp=hartung_knapp, arena_tasks=arena_tasks),
     ]
     reasoning = grounding.methods_paragraph(infos)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -103,8 +104,8 @@ def probe_hub(cfg: SiteConfig, node_key: Path, timeout: float = 10.0) -> HubProb
     return _with(base, server_not_after=not_after, skew_seconds=skew, key_state=state, key_detail=detail)
 
 
-def _with(base: HubProbe, **changes: object) -> HubProbe:
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+def _with(base: HubProbe, **changes: Any) -> HubProbe:
+    return dataclasses.replace(base, **changes)
 
 
 def _activation_body(public_pem: bytes) -> bytes:

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from protocols.contract import Op
 from protocols.errors import EngineError
@@ -93,7 +94,7 @@ class EngineServer:
                     if key.fileobj is self._sock:
                         self._accept(sel)
                     else:
-                        self._read_header(sel, self._waiting[key.fileobj])  # type: ignore[index]
+                        self._read_header(sel, self._waiting[cast(socket.socket, key.fileobj)])
                 now = time.monotonic()
                 for pending in [p for p in self._waiting.values() if p.deadline < now]:
                     self._drop(sel, pending)

@@ -148,7 +148,8 @@ class TripletRuntime(_Base):
         data = []
         for v in videos:
             scores = [softmax_scores(a, names) for _, a in v]
-            stacked = np.stack(scores) if scores and all(s is not None for s in scores) else None  # type: ignore[arg-type]
+            known = [s for s in scores if s is not None]  # scores only where the model scored every frame
+            stacked = np.stack(known) if known and len(known) == len(scores) else None
             data.append(triplet_metrics.TripletVideo([t for t, _ in v], [self.parse(a) for _, a in v], stacked))
         return triplet_metrics.summarise(data, names, seed=seed, replicates=replicates)
 
@@ -187,7 +188,8 @@ class CvsRuntime(_Base):
         data = []
         for v in videos:
             scores = [self.criterion_scores(a) for _, a in v]
-            stacked = np.stack(scores) if scores and all(s is not None for s in scores) else None  # type: ignore[arg-type]
+            known = [s for s in scores if s is not None]  # scores only where the model scored every frame
+            stacked = np.stack(known) if known and len(known) == len(scores) else None
             data.append(cvs_metrics.CvsVideo([t for t, _ in v], [self.parse(a) for _, a in v], stacked))
         return cvs_metrics.summarise(data, len(self.task.label_names), seed=seed, replicates=replicates)
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -89,7 +90,7 @@ def _open(hub: HubHome, launch_id: str) -> bool:
     return LaunchState(hub.store().launch(launch_id)["state"]).open
 
 
-def _job(hub: HubHome, launch_id: str, site: str) -> dict[str, object] | None:
+def _job(hub: HubHome, launch_id: str, site: str) -> dict[str, Any] | None:
     return next((j for j in hub.store().jobs(launch_id) if j["center"] == site), None)
 
 
@@ -158,7 +159,7 @@ def _restart_site(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: F
 def _polled_since(hub: HubHome, launch_id: str, site: str, since: float) -> bool:
     """The site answered the hub since `since` (an unreachable site's poll is recorded with a detail)."""
     job = _job(hub, launch_id, site)
-    return job is not None and float(job["updated_at"]) > since and not job["detail"]  # type: ignore[arg-type]
+    return job is not None and float(job["updated_at"]) > since and not job["detail"]
 
 
 def _site_jobs(site_home: Path, launch_id: str) -> int:

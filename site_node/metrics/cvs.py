@@ -61,7 +61,7 @@ def _metrics(scored: bool) -> dict[str, Callable[[np.ndarray, np.ndarray, np.nda
         "balanced_accuracy": lambda y, p, s: balanced_accuracy(y, p),
         "f1": lambda y, p, s: f1(y, p),
     }
-    if scored:
+    if scored:  # mypy: s is an array here (scored), the table's signature allows None for the others
         table["ap"] = lambda y, p, s: average_precision(y, s)  # type: ignore[arg-type]
         table["brier"] = lambda y, p, s: brier(y, s)  # type: ignore[arg-type]
     else:  # AP on hard predictions only, and named so; no Brier score without probabilities

@@ -149,6 +149,7 @@ def meta() -> StudyMeta:
         # A site name inside free text must be scrubbed too.
         sites=[SiteInfo(s, "surgfed 0.1.0", f"k>=10; approval by the {s} data office") for s in SITES],
         package_version="0.1.0",
+        bootstrap_replicates=1000,
     )
 
 

@@ -39,9 +39,9 @@ def test_methods_paragraph_states_every_convention(
         "SE(μ) the standard error used for the CI",
         "2 centers is shown with a warning",
         "published definition",  # Arena
+        "bootstrap with 1000 replicates",  # replicates, from the protocol
+        "√(max(1, q)/Σw)",  # the HKSJ rule, applied or not
     ]
-    if hk:
-        conventions.append("√(max(1, q)/Σw)")
     for text in conventions:
         assert text in md, text
 

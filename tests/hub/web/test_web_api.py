@@ -16,6 +16,7 @@ from hub.accounts import Accounts, UserRole, audit_log, login_tokens
 from hub.home import HubHome
 from hub.report import report
 from hub.web.app import create_app
+from protocols.study import loads_protocol
 
 
 def signed_in(home: HubHome, name: str, role: UserRole) -> TestClient:
@@ -154,3 +155,15 @@ def test_coordinator_extends_and_reruns_viewer_cannot(hub_home: HubHome, protoco
     assert viewer.get("/api/v1/studies").json()[0]["state"] == "pending"  # for `hub serve` to run
     writes = [(e["actor"], e["action"]) for e in Accounts(hub_home.store()).audit()]
     assert ("carla", "study.rerun") in writes and ("carla", "study.extend") not in writes  # a refusal writes nothing
+
+
+def test_report_methods_name_the_protocols_replicates_and_the_pooling_chosen(
+    hub_home: HubHome, protocol_file: Path, round_player, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    study_id = finished_study(hub_home, protocol_file, round_player)
+    replicates = loads_protocol(protocol_file.read_text(), "test").privacy.bootstrap_replicates
+    for hk, pooling in ((False, "normal distribution (Hartung-Knapp-Sidik-Jonkman was not applied"),
+                        (True, "Hartung-Knapp(-Sidik-Jonkman) method with the ad hoc safeguard")):  # fmt: skip
+        report(hub_home, study_id, tmp_path / f"report-{hk}", formats=("md",), hartung_knapp=hk)
+        md = (tmp_path / f"report-{hk}" / "per_center.md").read_text(encoding="utf-8")
+        assert pooling in md and f"bootstrap with {replicates} replicates" in md
