@@ -58,7 +58,8 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv chromium postgresql systemd nginx tinyproxy
-	$(BIN)/python -m pytest -q --durations=30 tests
+	$(BIN)/python -c 'from site_node.synthetic.tiny_model import ensure_tiny_model; ensure_tiny_model(".cache/models")'
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=30 tests
 
 clean:
 	rm -rf out .cache

@@ -23,3 +23,11 @@ def tiny_model_dir() -> Path:
     from site_node.synthetic.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(REPO / ".cache" / "models")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (make test): the tests on the shared integration federation run
+    on one worker (one federation per session), every other module on one worker (its module fixtures built once)."""
+    for item in items:
+        group = "federation" if "federation" in getattr(item, "fixturenames", ()) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
