@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocols.errors import UsageError
+
+if TYPE_CHECKING:  # the model stack loads only when a command needs it
+    from site_node.model.openai_backend import OpenAIModel
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -61,12 +64,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_dir(args: argparse.Namespace) -> tuple[Path, str, int, Any]:
+def _model_dir(args: argparse.Namespace) -> tuple[Path, str, int, OpenAIModel | None]:
     """--model, else the site home's configured model (and its model server, with [model] backend = "openai");
     device and batch size from the home when there is one."""
     from site_node.home import ModelBackend, SiteHome
 
-    device, batch, served, config = args.device, args.batch_size, None, None
+    device, batch, config = args.device, args.batch_size, None
+    served: OpenAIModel | None = None
     if args.home is not None and (Path(args.home) / "site.toml").is_file():
         config = SiteHome(args.home).config()
         model = args.model or config.model_dir

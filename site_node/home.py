@@ -241,12 +241,12 @@ def _backend(data: dict[str, Any], source: Path) -> dict[str, Any]:
     if backend is ModelBackend.HF and endpoint is not None:
         raise ConfigError(f'{source}: [model] endpoint {endpoint!r} is set, but backend is "hf" (use "openai")')
     if backend is ModelBackend.OPENAI:
-        try:
+        try:  # .port raises ValueError on a port that is no number in [0, 65535]
             parts = urlsplit(endpoint or "")
-            port = parts.port
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.username and parts.port != 0
         except ValueError:
-            port, parts = -1, urlsplit("")
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or port == -1:
+            ok = False
+        if not ok:
             raise ConfigError(
                 f'{source}: [model] endpoint must be the server\'s base URL like "http://127.0.0.1:8000/v1" '
                 f'(no user name or password) when backend is "openai", got {endpoint!r}'
