@@ -147,6 +147,17 @@ def _answer_chunk(
         yield k, frame, answer
 
 
+def listed_models(model: OpenAIModel, timeout_s: float = 5.0) -> list[str]:
+    """The model names the server lists at GET /models; ModelError naming the endpoint when it does not answer."""
+    try:
+        with httpx.Client(base_url=model.endpoint.rstrip("/"), timeout=timeout_s, trust_env=False) as client:
+            resp = client.get("/models")
+        resp.raise_for_status()
+        return [str(m["id"]) for m in resp.json()["data"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"model server {model.endpoint}: {type(exc).__name__}: {exc}") from exc
+
+
 def served_model(config: SiteConfig, model_dir: Path) -> OpenAIModel:
     """The openai backend of a site configured with it; `model_dir` holds the weights the server was started on."""
     if config.endpoint is None:

@@ -21,8 +21,9 @@ import yaml
 from protocols.errors import ModelError
 from protocols.model_ref import manifest_hash
 from protocols.study import TaskPlan
+from site_node.doctor import Level, check_model_server
 from site_node.evaluation import evaluate_task
-from site_node.home import SiteHome, init_home
+from site_node.home import SiteHome, init_home, parse_site_config
 from site_node.ingest import ingest
 from site_node.local_eval import open_data
 from site_node.model.loading import load_model
@@ -194,6 +195,8 @@ def test_site_node_evaluate_and_the_engine_use_the_server(
     from site_node.engine import SiteEngine
 
     home = _openai_home(tmp_path, synthetic_site, tiny_model_dir, server)
+    doctor = check_model_server(home.config())
+    assert (doctor.level, doctor.detail) == (Level.OK, f"{server.model.endpoint} serves {server.model.name!r}")
     protocol = {
         "study": {"id": "served", "version": "1"},
         "sites": ["a"],
@@ -223,6 +226,10 @@ def test_site_node_evaluate_and_the_engine_use_the_server(
 
 
 def test_a_server_that_does_not_answer_is_named(store: DataStore, tiny_model_dir: Path) -> None:
+    """No server at the endpoint: the job fails naming it, and `site_node doctor` says so before any job."""
     down = OpenAIModel(f"http://127.0.0.1:{_free_port()}/v1", "tiny", tiny_model_dir, timeout_s=5.0)
     with pytest.raises(ModelError, match=rf"model server {down.endpoint}: ConnectError"):
         evaluate_task(down, store, TaskPlan("phase", 4.0, 8), batch_size=2, seed=1, replicates=10)
+    model = {"dir": str(tiny_model_dir), "backend": "openai", "endpoint": down.endpoint}
+    doctor = check_model_server(parse_site_config({"site": {"name": "a"}, "model": model}, Path("site.toml")))
+    assert doctor.level is Level.FAIL and down.endpoint in doctor.detail and "start the model server" in doctor.fix
