@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +19,8 @@ from site_node.model.pipeline import EvalRequest
 from site_node.model.prefetch import VideoJob
 from site_node.task_runtime import Answer
 
-# Reasoning fields of a message where servers with a reasoning parser put the text inside <think>...</think>:
-# `transformers serve` (always, for Qwen models) and SGLang use reasoning_content, newer vLLM reasoning.
+# Fields where a server with a reasoning parser puts the text inside <think>...</think>: `transformers serve`
+# does so for Qwen models, always, in reasoning_content; other servers name the field reasoning_content or reasoning.
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
@@ -59,10 +59,11 @@ class OpenAIModel:
     timeout_s: float = 600.0
     _size: InputSize | None = field(default=None, repr=False)
 
-    def input_size(self, image: Image.Image) -> tuple[int, int]:
+    def input_size(self) -> InputSize:
+        """The resize rule, read from the model directory once (before requests run in threads)."""
         if self._size is None:
             self._size = InputSize.of(self.path)
-        return self._size(image)
+        return self._size
 
     def client(self) -> httpx.Client:
         # trust_env=False: frames go to the configured endpoint only, never through a proxy from the environment.
@@ -102,7 +103,7 @@ def answer_text(reply: dict[str, Any]) -> str:
     return f"<think>{reasoning}{'</think>' if closed else ''}{content}".strip()
 
 
-def ask(model: OpenAIModel, client: httpx.Client, image: Image.Image, req: EvalRequest) -> Answer:
+def ask(model: OpenAIModel, client: httpx.Client, image: Image.Image, req: EvalRequest, size: InputSize) -> Answer:
     """One frame's answer; no candidate scores (chat completions return no prompt log-probabilities)."""
     body = chat_body(model.name, image, req.prompt, req.max_new_tokens)
     try:
@@ -111,7 +112,7 @@ def ask(model: OpenAIModel, client: httpx.Client, image: Image.Image, req: EvalR
         raise ModelError(f"model server {model.endpoint}: {type(exc).__name__}: {exc}") from exc
     if resp.status_code != 200:
         raise ModelError(f"model server {model.endpoint} answered HTTP {resp.status_code}: {resp.text[:300]}")
-    return Answer(answer_text(resp.json()), None, model.input_size(image))
+    return Answer(answer_text(resp.json()), None, size(image))
 
 
 def answer_videos(model: OpenAIModel, jobs: Sequence[VideoJob], req: EvalRequest) -> Iterator[tuple[int, int, Answer]]:
@@ -124,24 +125,29 @@ def answer_videos(model: OpenAIModel, jobs: Sequence[VideoJob], req: EvalRequest
             for frame, image in iter_frames(job.media, job.labels, list(job.frames), job.fps):
                 yield k, frame, image
 
+    size = model.input_size()
     with model.client() as client, ThreadPoolExecutor(max_workers=req.batch_size) as pool:
+
+        def one(image: Image.Image) -> Answer:
+            return ask(model, client, image, req, size)
+
         chunk: list[tuple[int, int, Image.Image]] = []
         for item in frames():
             chunk.append(item)
             if len(chunk) == req.batch_size:
-                yield from _answer_chunk(model, client, pool, chunk, req)
+                yield from _answer_chunk(pool, chunk, one, req)
                 chunk = []
-        yield from _answer_chunk(model, client, pool, chunk, req)
+        yield from _answer_chunk(pool, chunk, one, req)
 
 
 def _answer_chunk(
-    model: OpenAIModel,
-    client: httpx.Client,
     pool: ThreadPoolExecutor,
     chunk: list[tuple[int, int, Image.Image]],
+    ask_one: Callable[[Image.Image], Answer],
     req: EvalRequest,
 ) -> Iterator[tuple[int, int, Answer]]:
-    answers = list(pool.map(lambda item: ask(model, client, item[2], req), chunk))
+    """One chunk's answers, asked concurrently and returned in the chunk's order."""
+    answers = list(pool.map(ask_one, [image for *_, image in chunk]))
     req.timing.frames += len(chunk)
     for (k, frame, _), answer in zip(chunk, answers, strict=True):
         yield k, frame, answer
