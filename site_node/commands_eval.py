@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocols.errors import UsageError
+
+if TYPE_CHECKING:  # the model stack loads only when a command needs it
+    from site_node.model.openai_backend import OpenAIModel
 
 _MAX_PROBLEMS_SHOWN = 20
 
@@ -61,12 +64,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_dir(args: argparse.Namespace) -> tuple[Path, str, int]:
-    """--model, else the site home's configured model; device and batch size from the home when there is one."""
-    device, batch = args.device, args.batch_size
-    if args.home is not None and (Path(args.home) / "site.toml").is_file():
-        from site_node.home import SiteHome
+def _model_dir(args: argparse.Namespace) -> tuple[Path, str, int, OpenAIModel | None]:
+    """--model, else the site home's configured model (and its model server, with [model] backend = "openai");
+    device and batch size from the home when there is one."""
+    from site_node.home import ModelBackend, SiteHome
 
+    device, batch, config = args.device, args.batch_size, None
+    served: OpenAIModel | None = None
+    if args.home is not None and (Path(args.home) / "site.toml").is_file():
         config = SiteHome(args.home).config()
         model = args.model or config.model_dir
         device, batch = device or config.device, batch or config.batch_size
@@ -74,7 +79,11 @@ def _model_dir(args: argparse.Namespace) -> tuple[Path, str, int]:
         model = args.model
     if model is None:
         raise UsageError("no model: pass --model DIR (or --home of a site whose site.toml names one)")
-    return Path(model), device or "auto", batch or 8
+    if config is not None and args.model is None and config.backend is ModelBackend.OPENAI:
+        from site_node.model.openai_backend import served_model
+
+        served = served_model(config, Path(model))
+    return Path(model), device or "auto", batch or 8, served
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -82,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from site_node.local_eval import run_local, summary_lines
 
-    model, device, batch = _model_dir(args)
+    model, device, batch, served = _model_dir(args)
     bars: dict[str, Any] = {}
 
     def progress(task: str, done: int, total: int) -> None:
@@ -102,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=device,
         batch_size=batch,
         progress=progress,
+        served=served,
     )
     for bar in bars.values():
         bar.close()
@@ -134,7 +144,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--protocol", type=Path, required=True, help="study protocol YAML")
     p.add_argument("--data", type=Path, required=True, help="dataset folder(s), a data store, or a site home")
     p.add_argument("--out", type=Path, required=True, help="results folder")
-    p.add_argument("--model", type=Path, help="model directory (default: the site's)")
+    p.add_argument("--model", type=Path, help="model directory, loaded here (default: the site's [model])")
     p.add_argument("--adapter", type=Path, help="LoRA adapter directory to merge into the model")
     p.add_argument("--device", help="auto, cpu or cuda[:N] (default: the site's, else auto)")
     p.add_argument("--batch-size", type=int, help="frames per generation batch (default: the site's, else 8)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from protocols.cert_expiry import WARN_DAYS  # one warning horizon for doctor, `hub status` and `hub pki status`
 from protocols.errors import SurgFedError, UsageError
 from site_node.doctor_hub import HubProbe, KeyState, probe_hub
-from site_node.home import HOME_ENV, SiteConfig, SiteHome
+from site_node.home import HOME_ENV, ModelBackend, SiteConfig, SiteHome
 
 PACKAGES = ("torch", "transformers", "peft", "flwr", "av", "pydicom", "surgfed")
 
@@ -150,6 +150,23 @@ def check_gpu(cfg: SiteConfig) -> Check:
     return ok("gpu", detail)
 
 
+def check_model_server(cfg: SiteConfig) -> Check:
+    """[model] backend = "openai": the server answers at the endpoint and lists the served model."""
+    from site_node.model.openai_backend import listed_models, served_model
+
+    if cfg.model_dir is None:
+        return Check("model server", Level.FAIL, "site.toml names no model directory", "set [model] dir")
+    model = served_model(cfg, cfg.model_dir)
+    try:
+        names = listed_models(model)
+    except SurgFedError as exc:
+        return Check("model server", Level.FAIL, str(exc), "start the model server, or fix [model] endpoint")
+    if model.name not in names:
+        detail = f"{model.endpoint} lists {names[:5]}, not {model.name!r}"
+        return Check("model server", Level.WARN, detail, "set [model] served_model to the name the server lists")
+    return ok("model server", f"{model.endpoint} serves {model.name!r}")
+
+
 def check_sandbox(cfg: SiteConfig) -> Check:
     from site_node.sandbox import grants
 
@@ -256,7 +273,7 @@ def run_checks(home: SiteHome) -> list[Check]:
         return checks + [Check("config", Level.FAIL, str(exc), f"fix {home.config_file}")]
     steps: list[Callable[[], Check | list[Check]]] = [
         lambda: check_model(cfg),
-        lambda: check_gpu(cfg),
+        lambda: check_model_server(cfg) if cfg.backend is ModelBackend.OPENAI else check_gpu(cfg),
         lambda: check_sandbox(cfg),
         lambda: hub_checks(home, cfg),
     ]

@@ -36,12 +36,20 @@ from site_node.approvals import approved, is_approved, keep_pending
 from site_node.audit import AuditLog
 from site_node.audit_events import job_failed
 from site_node.evaluation import evaluate_protocol
-from site_node.finetune_jobs import check_train, model_for_job, privacy_context, run_train, save_incoming_adapter
-from site_node.home import ReleaseMode, SiteHome
+from site_node.finetune_jobs import (
+    check_train,
+    load_incoming_adapter,
+    model_for_job,
+    privacy_context,
+    run_train,
+    save_incoming_adapter,
+)
+from site_node.home import ModelBackend, ReleaseMode, SiteHome
 from site_node.job_ledger import JobLedger, store_snapshot
 from site_node.jobs import Job, JobRefused, JobStore, check_job_id
 from site_node.model.devices import DevicePool, start_helpers
 from site_node.model.loading import LoadedModel, load_model
+from site_node.model.openai_backend import OpenAIModel, served_model
 from site_node.model.prefetch import FramePrefetcher
 from site_node.policy import PolicyRefused
 from site_node.release_gate import ReleaseGate, evaluation_payload
@@ -99,7 +107,7 @@ class SiteEngine:
         self._token = home.token()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._submit_lock = threading.Lock()
-        self.model: LoadedModel | None = None
+        self.model: LoadedModel | OpenAIModel | None = None
         self.model_hash: str | None = None
         self.model_error: str | None = None
         self.prefetcher: FramePrefetcher | None = None  # frame workers ([model] frame_workers)
@@ -118,6 +126,10 @@ class SiteEngine:
             if model_dir is None:
                 raise ModelError(f"{self.home.config_file}: [model] dir is not set")
             self.model_hash = manifest_hash(model_dir, cache_dir=self.home.logs_dir)
+            if self.config.backend is ModelBackend.OPENAI:  # the site's server answers; dir is the weights it serves
+                self.model = served_model(self.config, model_dir)
+                log.info("model served at %s (manifest %s)", self.config.endpoint, self.model_hash[:16])
+                return
             self.model = load_model(model_dir, device=self.config.device)
             self.prefetcher, self.pool = start_helpers(model_dir, self.config.devices, self.config.frame_workers)
             log.info("model loaded (manifest %s)", self.model_hash[:16])
@@ -254,20 +266,35 @@ class SiteEngine:
             self.jobs.update(job.job_id, progress=done / max(total, 1), detail=f"{task}: {done}/{total} frames")
 
         work_dir = self.jobs.work_dir(job.job_id)
-        if job.kind is JobKind.TRAIN:
-            privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
-            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy, progress=progress)
-        with model_for_job(self.model, protocol, work_dir) as model:
+        if isinstance(self.model, OpenAIModel):
+            if job.kind is JobKind.TRAIN or load_incoming_adapter(work_dir) is not None:
+                raise ModelError(
+                    '[model] backend = "openai" evaluates the served model only: fine-tuning, and evaluating '
+                    'with an adapter from the hub, need backend = "hf"'
+                )
             outcomes = evaluate_protocol(
-                model,
+                self.model,
                 self.store,
                 protocol,
-                batch_size=self.config.batch_size,
-                predictions=work_dir / "predictions.jsonl",  # checkpointed per video: a restart resumes
+                batch_size=self.config.batch_size,  # requests in flight at once
+                predictions=work_dir / "predictions.jsonl",
                 progress=progress,
-                prefetcher=self.prefetcher,
-                runner=self.pool if model is self.model else None,  # the copies carry no adapter
             )
+        elif job.kind is JobKind.TRAIN:
+            privacy = privacy_context(self.home, self.config, protocol, job.round, self.audit)
+            return run_train(self.model, self.store, protocol, job.job_id, work_dir, privacy, progress=progress)
+        else:
+            with model_for_job(self.model, protocol, work_dir) as model:
+                outcomes = evaluate_protocol(
+                    model,
+                    self.store,
+                    protocol,
+                    batch_size=self.config.batch_size,
+                    predictions=work_dir / "predictions.jsonl",  # checkpointed per video: a restart resumes
+                    progress=progress,
+                    prefetcher=self.prefetcher,
+                    runner=self.pool if model is self.model else None,  # the copies carry no adapter
+                )
         estimates = {t: o.estimates for t, o in outcomes.items()}
         floor = self.config.policy.cell_floor(protocol.privacy.min_videos)  # the protocol may raise it, never lower
         return evaluation_payload(job.job_id, protocol, estimates, min_videos=floor)

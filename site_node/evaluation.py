@@ -14,7 +14,9 @@ from site_node.checkpoint import VideoCheckpoint
 from site_node.datasets.frames import check_frames
 from site_node.grounding import GroundingRuntime, SourceAnswers, reuses_answers
 from site_node.metrics.bootstrap import Estimate
+from site_node.model import openai_backend
 from site_node.model.loading import LoadedModel
+from site_node.model.openai_backend import OpenAIModel
 from site_node.model.pipeline import BatchRunner, EvalRequest, answer_videos
 from site_node.model.prefetch import FramePrefetcher, VideoJob
 from site_node.scoring import Record, TaskScore, VideoLabels, score_records, task_seed
@@ -23,6 +25,7 @@ from site_node.task_runtime import TaskRuntime, runtime_for
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # task, frames done, frames total
+Model = LoadedModel | OpenAIModel  # [model] backend = "hf" | "openai"
 
 
 @dataclass
@@ -87,7 +90,7 @@ def _jobs(store: DataStore, videos: list[_Video], chosen: list[list[int]]) -> li
 
 
 def evaluate_task(
-    lm: LoadedModel,
+    lm: Model,
     store: DataStore,
     plan: TaskPlan,
     *,
@@ -102,8 +105,8 @@ def evaluate_task(
     """Run one task over every labelled video; per-frame answers go only to the local predictions file.
 
     Frames are batched across videos (prepared by `prefetcher`'s worker processes when given; answered by `runner`'s
-    model copies on several devices when given). With a predictions
-    file, each finished video is checkpointed, and videos a previous run finished are not evaluated again.
+    model copies on several devices when given; by the site's model server with the openai backend). With a
+    predictions file, each finished video is checkpointed, and videos a previous run finished are not evaluated again.
     """
     rt = runtime_for(plan.name)
     if hasattr(rt, "frame_interval_s"):  # the phase task's relaxed boundary is counted in scored frames
@@ -119,7 +122,11 @@ def evaluate_task(
     req = EvalRequest(rt.task.render_prompt(), rt.candidates(), plan.max_new_tokens, batch_size)
     pending: dict[int, list[Record]] = {k: [] for k in range(len(todo))}
     jobs = _jobs(store, [videos[i] for i in todo], [chosen[i] for i in todo])
-    for k, frame, answer in answer_videos(lm, jobs, req, prefetcher, runner):
+    if isinstance(lm, OpenAIModel):  # no candidate scores: AP from the hard predictions, as the metrics say
+        answers = openai_backend.answer_videos(lm, jobs, req)
+    else:
+        answers = answer_videos(lm, jobs, req, prefetcher, runner)
+    for k, frame, answer in answers:
         video = videos[todo[k]]
         pending[k].append(Record(video.entry.video_id, frame, answer, video.dataset, plan.name))
         if len(pending[k]) == len(jobs[k].frames):  # the video is complete: checkpoint it
@@ -152,7 +159,7 @@ def ground_task(
 
 
 def evaluate_tasks(
-    lm: LoadedModel,
+    lm: Model,
     store: DataStore,
     protocol: StudyProtocol,
     *,
@@ -191,7 +198,7 @@ def evaluate_tasks(
 
 
 def evaluate_protocol(
-    lm: LoadedModel,
+    lm: Model,
     store: DataStore,
     protocol: StudyProtocol,
     *,

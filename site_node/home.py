@@ -28,6 +28,11 @@ class ReleaseMode(str, Enum):
     MANUAL = "manual"  # results wait for `site_node releases approve`
 
 
+class ModelBackend(str, Enum):
+    HF = "hf"  # the engine loads [model] dir itself (transformers)
+    OPENAI = "openai"  # the site's own OpenAI-compatible server answers, at [model] endpoint
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """site.toml, validated."""
@@ -47,6 +52,9 @@ class SiteConfig:
     policy: SitePolicy
     devices: tuple[str, ...] = ()  # [model] devices: one model copy per device (empty: the one `device`)
     frame_workers: int = 0  # [model] frame_workers: processes that decode and preprocess frames ahead of the model
+    backend: ModelBackend = ModelBackend.HF  # [model] backend
+    endpoint: str | None = None  # [model] endpoint: the OpenAI-compatible server's base URL, http(s)://HOST:PORT/v1
+    served_model: str | None = None  # [model] served_model: the model name the server knows (default: [model] dir)
     https_proxy: str | None = None  # [hub] https_proxy: the hospital's outbound proxy, http://HOST:PORT
     max_blank_share: float | None = None  # [ingest] max_blank_share: an ingest blanking more of its frames fails
 
@@ -157,6 +165,7 @@ def parse_site_config(data: dict[str, Any], source: Path) -> SiteConfig:
         policy=parse_policy(data.get("policy"), f"{source}: [policy]"),
         devices=_devices(data, source),
         frame_workers=_frame_workers(data, source),
+        **_backend(data, source),
         https_proxy=_https_proxy(data, source),
         max_blank_share=_share(data, "ingest", "max_blank_share", source),
         **_console(data, source),
@@ -222,6 +231,32 @@ def _frame_workers(data: dict[str, Any], source: Path) -> int:
     return int(value)
 
 
+def _backend(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    value = _get(data, "model", "backend", str, "hf", source)
+    try:
+        backend = ModelBackend(value)
+    except ValueError:
+        raise ConfigError(f"{source}: [model] backend must be 'hf' or 'openai', got {value!r}") from None
+    endpoint = _get(data, "model", "endpoint", str, None, source)
+    if backend is ModelBackend.HF and endpoint is not None:
+        raise ConfigError(f'{source}: [model] endpoint {endpoint!r} is set, but backend is "hf" (use "openai")')
+    if backend is ModelBackend.OPENAI:
+        try:  # .port raises ValueError on a port that is no number in [0, 65535]
+            parts = urlsplit(endpoint or "")
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.username and parts.port != 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f'{source}: [model] endpoint must be the server\'s base URL like "http://127.0.0.1:8000/v1" '
+                f'(no user name or password) when backend is "openai", got {endpoint!r}'
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{source}: [model] endpoint must have no query or fragment, got {endpoint!r}")
+    served = _get(data, "model", "served_model", str, None, source)
+    return {"backend": backend, "endpoint": endpoint, "served_model": served or None}
+
+
 SITE_TOML = (
     """# Site node configuration, written by `site_node init` (see README.md, section "At a hospital (site node)").
 [site]
@@ -238,6 +273,9 @@ batch_size = 8
 # Processes that decode and preprocess frames ahead of the model (0: in the engine's own thread).
 frame_workers = 0
 # Several GPUs: one model copy per device, batches shared between them, e.g. devices = ["cuda:0", "cuda:1"].
+# A model server the site runs itself (vLLM, SGLang, TGI, `transformers serve`) on the same weights as `dir`:
+# backend = "openai", endpoint = "http://127.0.0.1:8000/v1", served_model = its model name (default: dir).
+backend = "hf"
 
 [engine]
 # The site engine listens on 127.0.0.1 only; 0 picks a free port at start.

@@ -16,8 +16,9 @@ from protocols.study import StudyProtocol, load_protocol
 from protocols.tasks import load_task
 from site_node.checkpoint import done_file
 from site_node.datasets.registry import build_entries, detect
-from site_node.evaluation import Progress, TaskOutcome, evaluate_tasks
+from site_node.evaluation import Model, Progress, TaskOutcome, evaluate_tasks
 from site_node.model.loading import LoadedModel, load_model
+from site_node.model.openai_backend import OpenAIModel
 from site_node.scoring import write_metrics
 from site_node.store import DatasetEntry, DataStore
 
@@ -103,7 +104,7 @@ def _score_command(
 
 
 def _run_tasks(
-    lm: LoadedModel, data: LocalData, protocol: StudyProtocol, out: Path, batch_size: int, progress: Progress | None
+    lm: Model, data: LocalData, protocol: StudyProtocol, out: Path, batch_size: int, progress: Progress | None
 ) -> tuple[dict[str, TaskOutcome], dict[str, str]]:
     return evaluate_tasks(
         lm, data.store, protocol, batch_size=batch_size, predictions=out / "predictions.jsonl", progress=progress
@@ -121,8 +122,14 @@ def run_local(
     batch_size: int = 8,
     progress: Progress | None = None,
     say: Callable[[str], None] = print,
+    served: OpenAIModel | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every task of the protocol; write metrics, per-task METRICS files and the local predictions."""
+    """Evaluate every task of the protocol; write metrics, per-task METRICS files and the local predictions.
+
+    With `served` (the site's [model] backend = "openai"), the site's model server answers; `model` is the
+    directory of the weights it serves (hash-checked)."""
+    if served is not None and adapter is not None:
+        raise UsageError('--adapter needs the model loaded here: the site\'s [model] backend is "openai"')
     protocol = load_protocol(protocol_file)
     data = open_data(data_dir)
     out = Path(out)
@@ -135,7 +142,7 @@ def run_local(
             f"warning: model manifest {model_hash[:16]}... is not the protocol's {protocol.model_sha256[:16]}... "
             "(a dry run continues; a study round would refuse it)"
         )
-    lm = load_for_eval(model, adapter, device)
+    lm: Model = served if served is not None else load_for_eval(model, adapter, device)
     outcomes, failures = _run_tasks(lm, data, protocol, out, batch_size, progress)
     results = {t: o.score.to_json() for t, o in outcomes.items() if o.score is not None}
     commands = []
@@ -154,6 +161,7 @@ def run_local(
             "manifest_sha256": model_hash,
             "matches_protocol": model_hash == protocol.model_sha256,
             "adapter": str(adapter) if adapter else None,
+            "served_at": served.endpoint if served else None,
         },
         "tasks": results,
         "not_run": failures,

@@ -70,3 +70,40 @@ def test_proxy_credentials_stay_out_of_logs() -> None:
     data = {**BASE, "hub": {"https_proxy": "http://ward:s3cret@proxy.example:3128"}}
     url = parse_site_config(data, Path("site.toml")).https_proxy
     assert url is not None and proxy_shown(url) == "http://proxy.example:3128"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({}, ("hf", None, None)),
+        ({"backend": "hf"}, ("hf", None, None)),
+        ({"backend": "openai", "endpoint": "http://127.0.0.1:8000/v1"}, ("openai", "http://127.0.0.1:8000/v1", None)),
+        (
+            {"backend": "openai", "endpoint": "https://vllm.hospital.example/v1", "served_model": "surg-r1"},
+            ("openai", "https://vllm.hospital.example/v1", "surg-r1"),
+        ),
+        ({"backend": "vllm"}, r"\[model\] backend must be 'hf' or 'openai', got 'vllm'"),
+        ({"backend": "openai"}, r"\[model\] endpoint must be the server's base URL .* got None"),
+        ({"backend": "openai", "endpoint": "127.0.0.1:8000/v1"}, r"endpoint must be .* got '127.0.0.1:8000/v1'"),
+        ({"backend": "openai", "endpoint": "ftp://host/v1"}, r"\[model\] endpoint must be"),
+        ({"backend": "openai", "endpoint": "http://host:99999/v1"}, r"\[model\] endpoint must be"),
+        ({"backend": "openai", "endpoint": "http://ward:pw@host:8000/v1"}, r"no user name or password"),
+        ({"backend": "openai", "endpoint": "http://host:8000/v1?key=1"}, r"no query or fragment"),
+        ({"endpoint": "http://127.0.0.1:8000/v1"}, r"endpoint .* is set, but backend is \"hf\""),
+        ({"backend": "openai", "endpoint": "http://h:1/v1", "served_model": 7}, r"\[model\] served_model must be str"),
+    ],
+)
+def test_model_backend(model: dict[str, object], expected: object) -> None:
+    data = {**BASE, "model": model}
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            parse_site_config(data, Path("site.toml"))
+    else:
+        config = parse_site_config(data, Path("site.toml"))
+        assert (config.backend.value, config.endpoint, config.served_model) == expected
+
+
+def test_init_writes_the_hf_backend(tmp_path: Path) -> None:
+    """The template's `backend = "hf"` line is the default; the README tells sites to edit that line."""
+    home = init_home(tmp_path / "site", "site-a")
+    assert 'backend = "hf"\n' in home.config_file.read_text() and home.config().backend.value == "hf"
