@@ -34,6 +34,9 @@ class FaultPlan:
     timeout: float = 1800.0
 
 
+FAULTS_DEADLINE = "30m"
+
+
 @dataclass
 class StudyRun:
     table: pd.DataFrame
@@ -74,7 +77,11 @@ def run_study(
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     with LoopbackFederation(run) as fed:
-        hub, protocol = start_study_sites(fed, STUDIES["evaluate"][1], sites, formats, keys_from, raw_root)
+        # A generous round deadline: the claim is the equality of the tables, and a restarted engine on a busy
+        # machine must not see its round closed before it finishes (the template's 8 minutes assume no faults).
+        hub, protocol = start_study_sites(
+            fed, STUDIES["evaluate"][1], sites, formats, keys_from, raw_root, deadline=FAULTS_DEADLINE
+        )
         launch_id = submit_study(hub, protocol)
         notes = _inject(fed, hub, launch_id, faults) if faults else []
         wait_for(lambda: not _open(hub, launch_id), faults.timeout if faults else 1800, f"launch {launch_id} to end")

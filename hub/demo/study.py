@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -86,12 +87,14 @@ def start_study_sites(
     formats: tuple[str, ...],
     keys_from: Path | None = None,
     raw_root: Path | None = None,
+    deadline: str | None = None,
 ) -> tuple[HubHome, Path]:
     """Start the hub, write the study from `template`, and start every site with its synthetic data ingested.
 
     `keys_from`: another run's folder whose sites' pseudonym keys to reuse and `raw_root`: the synthetic source
     folders both runs ingest (made once), so that both give their videos the same pseudonyms (keyed on the key and
     the source path; the bootstrap resamples videos in pseudonym order) and release the same numbers.
+    `deadline`: the round deadline instead of the template's (e.g. "30m").
     """
     from site_node.approvals import approve
     from site_node.home import SiteHome
@@ -109,6 +112,9 @@ def start_study_sites(
         trainers=list(TRAINERS),
         model_sha256=manifest_hash(model_dir),
     )
+    if deadline:
+        text = protocol.read_text(encoding="utf-8")
+        protocol.write_text(re.sub(r"(?m)^(\s+deadline: )\S+", rf"\g<1>{deadline}", text, count=1), encoding="utf-8")
     for site in sites:
         raw = (raw_root or fed.run_dir / "raw") / site.name
         if (raw / "cholec80").is_dir() and raw_root is not None:  # made by the first run
