@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -96,9 +98,7 @@ def start_study_sites(
     from site_node.approvals import approve
     from site_node.home import SiteHome
     from site_node.ingest import ingest
-    from site_node.synthetic.formats import synthesize_all
     from site_node.synthetic.tiny_model import ensure_tiny_model
-    from site_node.synthetic.videos import synthesize_site
 
     model_dir = ensure_tiny_model(cache_root())
     hub = fed.start_hub()
@@ -109,15 +109,12 @@ def start_study_sites(
         trainers=list(TRAINERS),
         model_sha256=manifest_hash(model_dir),
     )
+    raws = {site.name: (raw_root or fed.run_dir / "raw") / site.name for site in sites}
+    made = synthesize_sites(
+        [(raws[s.name], s) for s in sites if raw_root is None or not (raws[s.name] / "cholec80").is_dir()], formats
+    )
     for site in sites:
-        raw = (raw_root or fed.run_dir / "raw") / site.name
-        if (raw / "cholec80").is_dir() and raw_root is not None:  # made by the first run
-            folders = {fmt: raw / fmt for fmt in formats}
-        elif formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
-            synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
-            folders = {"cholec80": raw / "cholec80"}
-        else:
-            folders = synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
+        folders = made.get(site.name) or {fmt: raws[site.name] / fmt for fmt in formats}  # or made by a first run
         home = SiteHome(fed.site_home(site.name, model_dir))
         if keys_from is not None:
             shutil.copyfile(keys_from / "sites" / site.name / "secrets" / "site.key", home.key_file)
@@ -128,6 +125,27 @@ def start_study_sites(
         approve(home.approved_dir, protocol)
         fed.serve_site(site.name)
     return hub, protocol
+
+
+def synthesize_sites(todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+    """Each site's synthetic source folders by format, the sites written in parallel (one process each, as many
+    as there are cores): writing videos is most of a demo's start-up."""
+    if not todo:
+        return {}
+    workers = min(len(todo), os.cpu_count() or 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {site.name: pool.submit(_synthesize, raw, site, formats) for raw, site in todo}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _synthesize(raw: Path, site: DemoSite, formats: tuple[str, ...]) -> dict[str, Path]:
+    from site_node.synthetic.formats import synthesize_all
+    from site_node.synthetic.videos import synthesize_site
+
+    if formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
+        synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
+        return {"cholec80": raw / "cholec80"}
+    return synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
 
 
 def _keep_serving(fed: LoopbackFederation, site: str, report_dir: Path) -> None:
