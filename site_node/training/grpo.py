@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,12 +75,13 @@ class GrpoStats:
         return out | self.window_means()
 
     def window_means(self) -> dict[str, float]:
-        """Mean total reward over the first and over the last quarter of the scored steps (at least one step each),
-        and how many distinct videos each window sampled (the release gate's cell count; it stays here). The first
-        window starts from the incoming global adapter, the last ends at the adapter this site sends back."""
+        """Mean total reward over the first and over the second half of the scored steps (one step each when there
+        is one), and how many distinct videos each half sampled (the release gate's cell count; it stays here). The
+        first half starts from the incoming global adapter, the second ends at the adapter this site sends back;
+        a round that passes over its frames twice scores the same frames in both."""
         if not self.steps:
             return {}
-        width = max(1, math.ceil(len(self.steps) / 4))
+        width = max(1, len(self.steps) // 2)
         out: dict[str, float] = {}
         for name, window in (("reward-first", self.steps[:width]), ("reward-last", self.steps[-width:])):
             out[name] = sum(s.reward_sum for s in window) / max(1, sum(s.completions for s in window))
