@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -68,8 +70,10 @@ def run_demo(
     run.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     study_id, template = STUDIES[mode]
+    formats = DEMO_FORMATS if mode == "evaluate" else ("cholec80",)
+    raw_root = cached_sources(sites, formats)  # before the federation starts: it is most of a first demo's time
     with LoopbackFederation(run, insecure=insecure) as fed:
-        hub, protocol = start_study_sites(fed, template, sites, DEMO_FORMATS if mode == "evaluate" else ("cholec80",))
+        hub, protocol = start_study_sites(fed, template, sites, formats, raw_root=raw_root)
         launch_id = launch(hub, protocol)
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
@@ -125,6 +129,36 @@ def start_study_sites(
         approve(home.approved_dir, protocol)
         fed.serve_site(site.name)
     return hub, protocol
+
+
+def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> Path:
+    """The sites' synthetic source folders (`<root>/<site>/<format>`), written once per synthesis code, library
+    versions, sites and formats, beside the tiny model's cache, and read (never changed) by every later demo:
+    each site ingests a de-identified copy."""
+    import av
+    import numpy
+
+    from site_node import synthetic
+
+    digest = hashlib.sha256(f"av={av.__version__} numpy={numpy.__version__} {sites!r} {formats!r}".encode())
+    for source in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    target = cache_root().parent / "synthetic" / digest.hexdigest()[:16]
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=target.parent))
+    try:
+        synthesize_sites([(tmp / site.name, site) for site in sites], formats)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, target)  # atomic: a demo never reads half-written sources
+        except OSError:
+            if not (target / ".complete").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def synthesize_sites(todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...]) -> dict[str, dict[str, Path]]:
