@@ -135,15 +135,7 @@ def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> Pat
     """The sites' synthetic source folders (`<root>/<site>/<format>`), written once per synthesis code, library
     versions, sites and formats, beside the tiny model's cache, and read (never changed) by every later demo:
     each site ingests a de-identified copy."""
-    import av
-    import numpy
-
-    from site_node import synthetic
-
-    digest = hashlib.sha256(f"av={av.__version__} numpy={numpy.__version__} {sites!r} {formats!r}".encode())
-    for source in sorted(Path(synthetic.__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
-    target = cache_root().parent / "synthetic" / digest.hexdigest()[:16]
+    target = cache_root().parent / "synthetic" / sources_key(sites, formats)
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +151,19 @@ def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def sources_key(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> str:
+    """What shapes the synthetic sources: the synthesis code, the video and array libraries, the sites, formats."""
+    import av
+    import numpy
+
+    from site_node import synthetic
+
+    digest = hashlib.sha256(f"av={av.__version__} numpy={numpy.__version__} {sites!r} {formats!r}".encode())
+    for source in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def synthesize_sites(todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...]) -> dict[str, dict[str, Path]]:
