@@ -197,9 +197,12 @@ TRAIN_RECORD = RecordSpec(
 )
 
 # A GRPO round adds aggregate reward statistics (never completions or per-frame rewards); a round that sampled
-# fewer videos than the cell floor sends only the flag.
+# fewer videos than the cell floor sends only the flag. `reward-first` / `reward-last`: the mean total reward of
+# the first and the second half of the round's steps, each sent only when its own steps sampled the floor's videos.
+GRPO_WINDOW_KEYS = ("reward-first", "reward-last")
 GRPO_STAT_KEYS = (
     "reward-mean",
+    *GRPO_WINDOW_KEYS,
     *(f"reward-{kind.value}" for kind in RewardKind),
     "zero-spread-share",
     "kl-mean",

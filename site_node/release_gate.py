@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from protocols import __version__
-from protocols.contract import GRPO_STAT_KEYS, JobState, Op, WireRecords, check_records
+from protocols.contract import GRPO_STAT_KEYS, GRPO_WINDOW_KEYS, JobState, Op, WireRecords, check_records
 from protocols.errors import ContractError
 from protocols.records import adapter_records, job_reply, metric_record, metric_record_name, result_meta, train_record
 from protocols.study import StudyProtocol
@@ -70,10 +70,14 @@ def train_payload(
 
 def grpo_record(stats: dict[str, float], n_videos: int, min_videos: int) -> WireRecords:
     """A GRPO round's aggregate reward statistics, or only the flag when fewer videos than the cell floor
-    were sampled (the statistics would then describe a handful of cases)."""
+    were sampled (the statistics would then describe a handful of cases). A step window's mean (`reward-first`,
+    `reward-last`) is left out on its own when that window sampled fewer videos than the floor."""
     if n_videos < min_videos:
         return {"grpo": metric_record({"suppressed": 1})}
-    values: dict[str, Any] = {k: float(stats[k]) for k in GRPO_STAT_KEYS if k in stats and math.isfinite(stats[k])}
+    small = {k for k in GRPO_WINDOW_KEYS if stats.get(f"{k}-videos", 0.0) < min_videos}
+    values: dict[str, Any] = {
+        k: float(stats[k]) for k in GRPO_STAT_KEYS if k in stats and math.isfinite(stats[k]) and k not in small
+    }
     return {"grpo": metric_record({**values, "suppressed": 0})}
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
 import re
 import shutil
 import signal
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -67,8 +71,10 @@ def run_demo(
     run.mkdir(parents=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     study_id, template = STUDIES[mode]
+    formats = DEMO_FORMATS if mode == "evaluate" else ("cholec80",)
+    raw_root = cached_sources(sites, formats)  # before the federation starts: it is most of a first demo's time
     with LoopbackFederation(run, insecure=insecure) as fed:
-        hub, protocol = start_study_sites(fed, template, sites, DEMO_FORMATS if mode == "evaluate" else ("cholec80",))
+        hub, protocol = start_study_sites(fed, template, sites, formats, raw_root=raw_root)
         launch_id = launch(hub, protocol)
         report_dir = out / "report"
         shutil.rmtree(report_dir, ignore_errors=True)
@@ -99,9 +105,7 @@ def start_study_sites(
     from site_node.approvals import approve
     from site_node.home import SiteHome
     from site_node.ingest import ingest
-    from site_node.synthetic.formats import synthesize_all
     from site_node.synthetic.tiny_model import ensure_tiny_model
-    from site_node.synthetic.videos import synthesize_site
 
     model_dir = ensure_tiny_model(cache_root())
     hub = fed.start_hub()
@@ -115,15 +119,12 @@ def start_study_sites(
     if deadline:
         text = protocol.read_text(encoding="utf-8")
         protocol.write_text(re.sub(r"(?m)^(\s+deadline: )\S+", rf"\g<1>{deadline}", text, count=1), encoding="utf-8")
+    raws = {site.name: (raw_root or fed.run_dir / "raw") / site.name for site in sites}
+    made = synthesize_sites(
+        [(raws[s.name], s) for s in sites if raw_root is None or not (raws[s.name] / "cholec80").is_dir()], formats
+    )
     for site in sites:
-        raw = (raw_root or fed.run_dir / "raw") / site.name
-        if (raw / "cholec80").is_dir() and raw_root is not None:  # made by the first run
-            folders = {fmt: raw / fmt for fmt in formats}
-        elif formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
-            synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
-            folders = {"cholec80": raw / "cholec80"}
-        else:
-            folders = synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
+        folders = made.get(site.name) or {fmt: raws[site.name] / fmt for fmt in formats}  # or made by a first run
         home = SiteHome(fed.site_home(site.name, model_dir))
         if keys_from is not None:
             shutil.copyfile(keys_from / "sites" / site.name / "secrets" / "site.key", home.key_file)
@@ -134,6 +135,62 @@ def start_study_sites(
         approve(home.approved_dir, protocol)
         fed.serve_site(site.name)
     return hub, protocol
+
+
+def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> Path:
+    """The sites' synthetic source folders (`<root>/<site>/<format>`), written once per synthesis code, library
+    versions, sites and formats, beside the tiny model's cache, and read (never changed) by every later demo:
+    each site ingests a de-identified copy."""
+    target = cache_root().parent / "synthetic" / sources_key(sites, formats)
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=target.parent))
+    try:
+        synthesize_sites([(tmp / site.name, site) for site in sites], formats)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, target)  # atomic: a demo never reads half-written sources
+        except OSError:
+            if not (target / ".complete").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def sources_key(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> str:
+    """What shapes the synthetic sources: the synthesis code, the video and array libraries, the sites, formats."""
+    import av
+    import numpy
+
+    from site_node import synthetic
+
+    digest = hashlib.sha256(f"av={av.__version__} numpy={numpy.__version__} {sites!r} {formats!r}".encode())
+    for source in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def synthesize_sites(todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+    """Each site's synthetic source folders by format, the sites written in parallel (one process each, as many
+    as there are cores): writing videos is most of a demo's start-up."""
+    if not todo:
+        return {}
+    workers = min(len(todo), os.cpu_count() or 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {site.name: pool.submit(_synthesize, raw, site, formats) for raw, site in todo}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _synthesize(raw: Path, site: DemoSite, formats: tuple[str, ...]) -> dict[str, Path]:
+    from site_node.synthetic.formats import synthesize_all
+    from site_node.synthetic.videos import synthesize_site
+
+    if formats == ("cholec80",):  # the videos and phase labels only: the other formats take time to write
+        synthesize_site(raw / "cholec80", site.name, site.videos, site.shift, site.seed)
+        return {"cholec80": raw / "cholec80"}
+    return synthesize_all(raw, site.name, site.videos, site.shift, site.seed)
 
 
 def _keep_serving(fed: LoopbackFederation, site: str, report_dir: Path) -> None:

@@ -29,6 +29,15 @@ class Rollout:
     texts: list[str]
 
 
+@dataclass(frozen=True)
+class StepReward:
+    """One scored step: its completions' summed total reward, how many, and the distinct videos its frames came from."""
+
+    reward_sum: float
+    completions: int
+    videos: frozenset[str]
+
+
 @dataclass
 class GrpoStats:
     """What a round's steps add up to; only these aggregates may leave (through the release gate)."""
@@ -44,6 +53,7 @@ class GrpoStats:
     kl_sum: float = 0.0
     clip_sum: float = 0.0
     token_steps: int = 0  # steps that computed a loss (KL and clip fraction are their means)
+    steps: list[StepReward] = field(default_factory=list)  # per scored step (stays here; windows leave)
 
     def add_rewards(self, totals: Sequence[float], parts: Sequence[dict[RewardKind, float]]) -> None:
         self.total_reward_sum += float(sum(totals))
@@ -62,15 +72,40 @@ class GrpoStats:
             out["zero-spread-share"] = self.zero_spread_groups / self.groups
         if self.token_steps:
             out["kl-mean"], out["clip-fraction"] = self.kl_sum / self.token_steps, self.clip_sum / self.token_steps
+        return out | self.window_means()
+
+    def window_means(self) -> dict[str, float]:
+        """Mean total reward over the first and over the second half of the scored steps (one step each when there
+        is one), and how many distinct videos each half sampled (the release gate's cell count; it stays here). The
+        first half starts from the incoming global adapter, the second ends at the adapter this site sends back;
+        a round that passes over its frames twice scores the same frames in both."""
+        if not self.steps:
+            return {}
+        width = max(1, len(self.steps) // 2)
+        out: dict[str, float] = {}
+        for name, window in (("reward-first", self.steps[:width]), ("reward-last", self.steps[-width:])):
+            out[name] = sum(s.reward_sum for s in window) / max(1, sum(s.completions for s in window))
+            out[f"{name}-videos"] = float(len(frozenset().union(*(s.videos for s in window))))
         return out
 
 
+VISION_TOKEN_KEYS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def vision_token_ids(model: Any) -> list[int]:
+    """The model's image and video placeholder tokens. Sampling must never draw one: the loss re-reads prompt and
+    completion with the frame, and the model refuses more image tokens than the frame has features."""
+    return sorted({int(v) for key in VISION_TOKEN_KEYS if (v := getattr(model.config, key, None)) is not None})
+
+
 def sampling_config(model: Any, plan: GrpoPlan) -> Any:
-    """The model's generation config with sampling on, at the plan's temperature and top-p (no top-k cut)."""
+    """The model's generation config with sampling on, at the plan's temperature and top-p (no top-k cut), the
+    vision placeholder tokens suppressed."""
     config = copy.deepcopy(model.generation_config)
     config.do_sample, config.num_beams = True, 1
     config.temperature, config.top_p, config.top_k = plan.temperature, plan.top_p, 0
     config.max_new_tokens = plan.max_completion_tokens
+    config.suppress_tokens = vision_token_ids(model)
     return config
 
 
@@ -154,8 +189,9 @@ class StepData:
 
 
 def score_rollout(rollout: Rollout, truths: Sequence[FrameTruth], rewarder: Rewarder, group_size: int,
-                  stats: GrpoStats) -> StepData:  # fmt: skip
-    """Rewards of every completion against its frame's labels; advantages normalised within each group."""
+                  stats: GrpoStats, videos: Sequence[str] = ()) -> StepData:  # fmt: skip
+    """Rewards of every completion against its frame's labels (`videos`: the frames' videos, for the step's
+    record); advantages normalised within each group."""
     totals: list[list[float]] = []
     for f, truth in enumerate(truths):
         texts = rollout.texts[f * group_size : (f + 1) * group_size]
@@ -163,6 +199,7 @@ def score_rollout(rollout: Rollout, truths: Sequence[FrameTruth], rewarder: Rewa
         stats.add_rewards(group, parts)
         totals.append(group)
     adv, zero = group_advantages(torch.tensor(totals, dtype=torch.float32))
+    stats.steps.append(StepReward(float(sum(map(sum, totals))), sum(map(len, totals)), frozenset(videos)))
     stats.frames += len(truths)
     stats.groups += len(truths)
     stats.zero_spread_groups += int(zero.sum())

@@ -65,8 +65,9 @@ class _Grpo:
     def scored(self, idx: list[int]) -> StepData:
         rollout = sample_rollout(self.lm, self.model, [self.frames[i] for i in idx], self.prompt, self.grpo)
         truths = [frame_truth(self.ts.examples[i]) for i in idx]
-        self.stats.videos.update(self.ts.examples[i].video_id for i in idx)
-        return score_rollout(rollout, truths, self.rewarder, self.grpo.group_size, self.stats)
+        videos = [self.ts.examples[i].video_id for i in idx]
+        self.stats.videos.update(videos)
+        return score_rollout(rollout, truths, self.rewarder, self.grpo.group_size, self.stats, videos)
 
 
 def _run_plain(run: _Grpo, batches: list[list[int]], plan: FinetunePlan, progress: Progress | None) -> list[float]:

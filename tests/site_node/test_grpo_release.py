@@ -16,16 +16,21 @@ STATS = {
     "zero-spread-share": 0.25,
     "kl-mean": 0.01,
     "clip-fraction": 0.0,
+    "reward-first": 0.35,
+    "reward-last": 0.5,
     "frames": 80.0,  # local bookkeeping: never released
     "videos": 6.0,
+    "reward-first-videos": 5.0,
+    "reward-last-videos": 6.0,
 }
+HOME_ONLY = ("frames", "videos", "reward-first-videos", "reward-last-videos")
 
 
 @pytest.mark.parametrize(
     ("videos", "floor", "expected"),
     [
-        (6, 5, {k: v for k, v in STATS.items() if k not in ("frames", "videos")} | {"suppressed": 0}),
-        (5, 5, {k: v for k, v in STATS.items() if k not in ("frames", "videos")} | {"suppressed": 0}),
+        (6, 5, {k: v for k, v in STATS.items() if k not in HOME_ONLY} | {"suppressed": 0}),
+        (6, 6, {k: v for k, v in STATS.items() if k not in (*HOME_ONLY, "reward-first")} | {"suppressed": 0}),
         (4, 5, {"suppressed": 1}),
         (0, 1, {"suppressed": 1}),
     ],
@@ -38,7 +43,7 @@ def test_small_cells_are_suppressed_and_counts_stay_home(videos: int, floor: int
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("completion", 1.0), ("reward-frame-3", 1.0), ("videos", 6), ("answer", 0.0)],
+    [("completion", 1.0), ("reward-frame-3", 1.0), ("videos", 6), ("answer", 0.0), ("reward-first-videos", 5.0)],
 )
 def test_the_contract_refuses_anything_but_the_aggregates(key: str, value: object) -> None:
     records = grpo_record(STATS, 6, 5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,26 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> DataStore:
     store = DataStore(root)
     store.add(DatasetEntry("ds-test", "cholec80", tuple(videos)))
     return store
+
+
+def _widened(store: DataStore, root: Path, n: int) -> DataStore:
+    """A store listing `n` distinct videos (the three synthetic ones repeated under other ids and case keys)."""
+    base = store.datasets()[0].videos
+    videos = [VideoEntry(f"v{i}", base[i % 3].video, base[i % 3].labels, base[i % 3].fps, base[i % 3].n_frames,
+                         f"case-{i}") for i in range(n)]  # fmt: skip
+    for v in base:
+        (root / v.video).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(store.path(v.video), root / v.video)
+        for rel in v.labels.values():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(store.path(rel), root / rel)
+    wide = DataStore(root)
+    wide.add(DatasetEntry("ds-wide", "cholec80", tuple(videos)))
+    return wide
+
+
+@pytest.fixture(scope="session")
+def widened() -> Callable[[DataStore, Path, int], DataStore]:
+    """`widened(store, root, n)`: a copy of `store` at `root` listing `n` distinct videos (for the site policy's
+    video floor without synthesising more videos)."""
+    return _widened

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from site_node.finetune_jobs import fedavg_weight, privacy_context
 from site_node.home import SiteHome, init_home
 from site_node.ingest import ingest
 from site_node.policy import PolicyRefused, SitePolicy
-from site_node.store import DatasetEntry, DataStore, VideoEntry
+from site_node.store import DataStore
 from site_node.synthetic.videos import synthesize_site
 from site_node.training.dp import PrivacyBudgetExceeded
 from site_node.training.examples import build_training_set
@@ -25,6 +26,7 @@ from site_node.training.guard import PrivacyContext, check_round, reserve_round
 from site_node.training.ledger import SiteLedger, study_epsilon
 from site_node.training.lora import TrainResult
 
+Widen = Callable[[DataStore, Path, int], DataStore]  # the conftest's `widened`
 DEFAULT = SitePolicy()
 DP = {"target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0, "noise_multiplier": 2.0}
 
@@ -34,28 +36,12 @@ def plan(dp: dict | None = DP, steps: int = 4) -> FinetunePlan:
     return parse_finetune({**data, "dp": dp}, "test")
 
 
-def widened(store: DataStore, root: Path, n: int) -> DataStore:
-    """A store listing `n` distinct videos (the three synthetic ones repeated under other ids and case keys)."""
-    base = store.datasets()[0].videos
-    videos = [VideoEntry(f"v{i}", base[i % 3].video, base[i % 3].labels, base[i % 3].fps, base[i % 3].n_frames,
-                         f"case-{i}") for i in range(n)]  # fmt: skip
-    for v in base:
-        (root / v.video).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(store.path(v.video), root / v.video)
-        for rel in v.labels.values():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(store.path(rel), root / rel)
-    wide = DataStore(root)
-    wide.add(DatasetEntry("ds-wide", "cholec80", tuple(videos)))
-    return wide
-
-
 def ctx(tmp_path: Path, policy: SitePolicy = DEFAULT, study: str = "s") -> PrivacyContext:
     return PrivacyContext(SiteLedger(tmp_path / "ledger.jsonl", AuditLog(tmp_path / "audit.jsonl")), study, 2, 1,
                           policy=policy)  # fmt: skip
 
 
-def test_nine_videos_are_refused_under_the_default_policy(store: DataStore, tmp_path: Path) -> None:
+def test_nine_videos_are_refused_under_the_default_policy(store: DataStore, tmp_path: Path, widened: Widen) -> None:
     nine = widened(store, tmp_path / "nine", 9)
     units = build_training_set(nine, 1.0).units()
     assert len(units) == 9
@@ -76,7 +62,7 @@ def test_training_without_dp_is_refused_unless_the_policy_allows_it(store: DataS
         check_round(plan(), ctx(tmp_path, SitePolicy(min_train_videos=3), "dp-study"), units)
 
 
-def test_delta_above_one_over_ten_n_is_refused(store: DataStore, tmp_path: Path) -> None:
+def test_delta_above_one_over_ten_n_is_refused(store: DataStore, tmp_path: Path, widened: Widen) -> None:
     units = build_training_set(widened(store, tmp_path / "wide", 12), 1.0).units()
     with pytest.raises(PolicyRefused, match=r"delta 0.009 is above 1/\(10 n\)"):
         check_round(plan({**DP, "delta": 0.009}), ctx(tmp_path), units)
@@ -94,7 +80,9 @@ def test_site_wide_cap_spans_studies(store: DataStore, tmp_path: Path) -> None:
     assert check_round(plan(), ctx(tmp_path / "elsewhere", policy, "second"), units) is not None
 
 
-def test_fixed_sample_rate_does_not_depend_on_the_number_of_videos(store: DataStore, tmp_path: Path) -> None:
+def test_fixed_sample_rate_does_not_depend_on_the_number_of_videos(
+    store: DataStore, tmp_path: Path, widened: Widen
+) -> None:
     fixed = {**DP, "noise_multiplier": None, "sample_rate": 0.25}
     few = check_round(plan(fixed), ctx(tmp_path), build_training_set(widened(store, tmp_path / "a", 10), 1.0).units())
     many = check_round(plan(fixed), ctx(tmp_path), build_training_set(widened(store, tmp_path / "b", 40), 1.0).units())
@@ -138,7 +126,9 @@ def _finetune_protocol(tmp_path: Path, dp: dict | None) -> Path:
 
 
 @pytest.mark.parametrize("dp", [None, DP], ids=["no-dp", "nine-videos"])
-def test_engine_refuses_the_train_job_before_training(store: DataStore, tmp_path: Path, dp: dict | None) -> None:
+def test_engine_refuses_the_train_job_before_training(
+    store: DataStore, tmp_path: Path, dp: dict | None, widened: Widen
+) -> None:
     home = init_home(tmp_path / "site", "a")
     widened(store, home.store_dir, 9)
     engine = SiteEngine(home, load=False)
