@@ -18,15 +18,6 @@ TOOL_NAMES = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", 
 PORT_TURN_DEG = 35.0  # fixed turn at shift 1
 PORT_SWAY_DEG = 20.0  # amplitude of the sway at shift 1
 PORT_SWAY_PERIOD_S = 11.0
-# Specimen bag: a center's retrieval bags are another product, thinner and clearer than the source's pale opaque
-# ones, so the bag (the cue to packaging and retraction, and to the verbs pack and grasp) fades with shift.
-BAG_OPACITY = 0.5
-BAG_FADE = 0.7  # the share of its opacity a bag has lost at shift 1
-
-
-def bag_opacity(shift: float) -> float:
-    """How much of the tissue behind it a site's specimen bag hides."""
-    return BAG_OPACITY * (1.0 - BAG_FADE * shift)
 
 
 @cache
@@ -125,14 +116,13 @@ def paint_tools(
     centre: tuple[float, float],
     t: float,
     turn_deg: float = 0.0,
-    bag_alpha: float = BAG_OPACITY,
 ) -> None:
     """Instruments from their entry ports to tips near the organ (synthetic/formats.py boxes them)."""
     h, w, _ = img.shape
     if "SpecimenBag" in tools:  # a pale translucent bag in the lower left, turned with the ports
         x, y, _ = grid(w, h)
         bx, by = _turned_fraction((0.27, 0.74), turn_deg, (w, h))
-        bag = np.clip(1.0 - (((x - bx) / 0.13) ** 2 + ((y - by) / 0.1) ** 2), 0, 1) ** 0.5 * bag_alpha
+        bag = np.clip(1.0 - (((x - bx) / 0.13) ** 2 + ((y - by) / 0.1) ** 2), 0, 1) ** 0.5 * 0.5
         img[:] = img * (1 - bag[..., None]) + np.float32(0.86) * bag[..., None]
     for name in (n for n in TOOL_NAMES if n in tools and n in TOOL_ENTRY):
         entry, tip = tool_geometry(name, tools, centre, t, (w, h), turn_deg)

@@ -13,7 +13,6 @@ from protocols.errors import ConfigError
 from protocols.tasks import load_task
 from site_node.synthetic.instruments import (
     TOOL_NAMES,
-    bag_opacity,
     grid,
     paint_segment,
     paint_tools,
@@ -228,7 +227,7 @@ class _Renderer:
         shade = 1.1 - 0.25 * (by - cy + 0.5 * (bx - cx))
         box = img[y0:y1, x0:x1]
         box += organ[..., None] * (_organ_colour(phase_index, jitter_deg) * shade[..., None] - box)
-        paint_tools(img, tools, (cx, cy), t, port_turn(t, self.shift, lay.motion[2]), bag_opacity(self.shift))
+        paint_tools(img, tools, (cx, cy), t, port_turn(t, self.shift, lay.motion[2]))
         for k in range(2):  # specular highlights of the wet surface
             hx = (cx + 0.1 * math.cos(m[2] + 2.5 * k)) * width
             hy = (cy + 0.08 * math.sin(m[2] + 2.5 * k)) * height
