@@ -70,7 +70,7 @@ def test_cached_scores_equal_full_forward_passes(lm: LoadedModel, task: str) -> 
         # the tag's '>' merges with the answer's first letters: '>grasper', as the warm-up's targets were tokenised
         ("<think>L1: grasper.</think><answer>", "grasper,grasp,specimen_bag</answer>", 1),
         ("<think>L1: grasper.</think><answer>", "C1: yes; C2: no; C3: no</answer>", 1),
-        ("<think>L1: grasper.</think><answer> ", "hook [0.10, 0.20, 0.30, 0.40]</answer>", 0),
+        ("<think>L1: grasper.</think><answer> ", "hook [0.10, 0.20, 0.30, 0.40]</answer>", 1),  # ' hook'
     ],
 )
 def test_candidates_are_tokenised_with_the_prefix(lm: LoadedModel, prefix: str, candidate: str, drop: int) -> None:
