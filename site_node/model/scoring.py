@@ -35,10 +35,14 @@ def model_input_size(lm: LoadedModel, image: Image.Image) -> tuple[int, int]:
         return image.size
 
 
-def _prefix(lm: LoadedModel, image: Image.Image, prefix: str) -> tuple[Any, torch.Tensor, int, torch.Tensor]:
-    """One forward pass over image + prompt + reasoning: (cache, log-probs of the next token, length, rope delta)."""
+def _prefix(
+    lm: LoadedModel, image: Image.Image, prefix: str, drop: int = 0
+) -> tuple[Any, torch.Tensor, int, torch.Tensor]:
+    """One forward pass over image + prompt + reasoning, less its last `drop` tokens: (cache, log-probs of the next
+    token, length, rope delta)."""
     enc = lm.processor(text=[prefix], images=[image.convert("RGB")], return_tensors="pt")
     enc = {k: v.to(lm.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
+    enc = _drop_tail(enc, drop)
     enc["pixel_values"] = enc["pixel_values"].to(lm.dtype)
     return _prefix_pass(lm, enc)
 
@@ -50,6 +54,14 @@ def _prefix_pass(lm: LoadedModel, enc: dict[str, Any]) -> tuple[Any, torch.Tenso
     base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
     delta = base.model.rope_deltas
     return out.cache, torch.log_softmax(out.logits[0, -1].float(), -1), int(enc["input_ids"].shape[1]), delta
+
+
+def _drop_tail(enc: dict[str, Any], drop: int) -> dict[str, Any]:
+    """The text inputs without their last `drop` tokens (the image's tokens come long before them)."""
+    if drop <= 0:
+        return enc
+    text_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
+    return {k: (v[:, :-drop] if k in text_keys else v) for k, v in enc.items()}
 
 
 def prefix_inputs(lm: LoadedModel, prefix: str, grid: Any) -> dict[str, torch.Tensor]:
@@ -93,31 +105,42 @@ def candidate_logprobs(
 ) -> list[dict[str, float]]:
     """Per frame, {candidate key: sum of the log-probabilities of its tokens} after the frame's reasoning prefix.
 
-    Continuations are tokenised on their own and appended to the tokenised prefix, so every candidate is scored
-    on the same prefix tokens. Cost: one forward pass over the prefix per frame, then one short pass per `chunk`
-    candidates on a copy of its key/value cache.
+    Each candidate is tokenised together with the prefix, as the model writes it: a byte-level BPE merges the
+    tag's '>' with the answer's first letters ('>grasper'), so a candidate tokenised on its own would be scored
+    as a token sequence the model never writes. The prefix tokens all candidates share are run once; each
+    candidate's score is the sum of the log-probabilities of its tokens from there. Cost: one forward pass over
+    the shared prefix per frame, then one short pass per `chunk` candidates on a copy of its key/value cache.
     """
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     if len(images) != len(answers):
         raise ConfigError(f"expected one answer per image, got {len(answers)} answers for {len(images)} images")
-    keys, cont_ids = _candidate_ids(lm, candidates)
     base = chat_text(lm.processor, prompt)
     out = []
     for image, answer in zip(images, answers, strict=False):
+        text = base + reasoning_prefix(answer)
+        keys, drop, cont_ids = candidate_ids(lm.processor.tokenizer, text, candidates)
         with torch.inference_mode():
-            prefix = _prefix(lm, image, base + reasoning_prefix(answer))
+            prefix = _prefix(lm, image, text, drop)
         out.append(_candidates(lm, prefix, keys, cont_ids, chunk))
     return out
 
 
-def _candidate_ids(lm: LoadedModel, candidates: Mapping[str, str]) -> tuple[list[str], list[list[int]]]:
+def candidate_ids(tok: Any, prefix: str, candidates: Mapping[str, str]) -> tuple[list[str], int, list[list[int]]]:
+    """(keys, how many of the prefix's last tokens the candidates re-tokenise, each candidate's tokens from there),
+    all from tokenising prefix + candidate as one text."""
     keys = list(candidates)
-    tok = lm.processor.tokenizer
-    cont_ids = [tok(candidates[k], add_special_tokens=False)["input_ids"] for k in keys]
-    if any(not c for c in cont_ids):
+    if any(not candidates[k] for k in keys):
         raise ConfigError("every candidate answer must be non-empty text")
-    return keys, cont_ids
+    own = tok(prefix, add_special_tokens=False)["input_ids"]
+    joint = tok([prefix + candidates[k] for k in keys], add_special_tokens=False)["input_ids"]
+    shared = min(_common_length(own, ids) for ids in joint)
+    return keys, len(own) - shared, [ids[shared:] for ids in joint]
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def _candidates(
@@ -150,8 +173,9 @@ def score_prefix_ids(
     chunk: int = 32,
 ) -> dict[str, float]:
     """candidate_logprobs for one frame whose image embeddings the generation already computed (no vision pass)."""
-    keys, cont_ids = _candidate_ids(lm, candidates)
-    enc: dict[str, Any] = prefix_inputs(lm, base + reasoning_prefix(answer), grid)
+    text = base + reasoning_prefix(answer)
+    keys, drop, cont_ids = candidate_ids(lm.processor.tokenizer, text, candidates)
+    enc: dict[str, Any] = _drop_tail(prefix_inputs(lm, text, grid), drop)
     enc["mm_encoder_outputs"] = {"image": features}
     with torch.inference_mode():
         prefix = _prefix_pass(lm, enc)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
-from site_node.synthetic import render
+from site_node.synthetic import instruments, render
 from site_node.synthetic import videos as synth_videos
 from site_node.video import sample_frames
 
@@ -76,6 +76,7 @@ class SyntheticVideo:
     size: tuple[int, int]
     plan: synth_videos.VideoPlan
     layout: Any
+    shift: float
 
 
 def replay(cholec80_dir: Path, site: str, seed: int, shift: float, seconds: float) -> list[SyntheticVideo]:
@@ -90,29 +91,26 @@ def replay(cholec80_dir: Path, site: str, seed: int, shift: float, seconds: floa
         written = [line.split("\t")[1] for line in phase_file.read_text().splitlines()[1:] if line]
         if written != [render.phase_names()[k] for k in plan.phases]:
             raise ConfigError(f"{phase_file}: videos.py no longer draws its videos as formats.py replays them")
-        out.append(SyntheticVideo(path.stem, path, domain.fps, domain.size, plan, layout))
+        out.append(SyntheticVideo(path.stem, path, domain.fps, domain.size, plan, layout, shift))
     return out
 
 
 def tool_box(v: SyntheticVideo, i: int, tool: str) -> tuple[float, float, float, float]:
     """Normalised xyxy around a painted instrument of frame i of a video."""
-    return scene_box(v.layout, i / v.fps, v.plan.tools[i], tool, v.size)
+    return scene_box(v.layout, i / v.fps, v.plan.tools[i], tool, v.size, v.shift)
 
 
 def scene_box(
-    layout: Any, t: float, tools: Sequence[str], tool: str, size: tuple[int, int]
+    layout: Any, t: float, tools: Sequence[str], tool: str, size: tuple[int, int], shift: float = render.SOURCE_SHIFT
 ) -> tuple[float, float, float, float]:
     """Normalised xyxy around a painted instrument (shaft from its entry point to its tip, plus the jaws)."""
     (w, h), m = size, layout.motion
     cx = layout.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
     cy = layout.organ[1] + 0.04 * math.sin(2 * math.pi * t / 5.0 + m[1])
-    painted = [n for n in render.TOOL_NAMES if n in tools and n in render._TOOL_ENTRY]
-    (ex, ey), (ox, oy) = render._TOOL_ENTRY[tool]
-    wiggle = 0.02 * math.sin(2 * math.pi * t / 3.0 + painted.index(tool))
-    tip = (cx + ox + wiggle, cy + oy - wiggle)
+    entry, tip = instruments.tool_geometry(tool, tools, (cx, cy), t, size, instruments.port_turn(t, shift, m[2]))
     pad_x, pad_y = 0.075, 0.075 * w / h  # half the shaft plus the jaws (0.05 of the width beyond the tip)
-    x1, x2 = sorted((ex, tip[0]))
-    y1, y2 = sorted((ey, tip[1]))
+    x1, x2 = sorted((entry[0] / w, tip[0] / w))
+    y1, y2 = sorted((entry[1] / h, tip[1] / h))
 
     def clip(a):
         return float(min(1.0, max(0.0, a)))
@@ -124,7 +122,7 @@ def triplets_at(v: SyntheticVideo, i: int) -> list[tuple[str, str, str, tuple[fl
     """(instrument, verb, target, instrument box) of every instrument acting in frame i."""
     phase = render.phase_names()[v.plan.phases[i]]
     return [
-        (tool.lower(), verb, target, tool_box(v, i, tool) if tool in render._TOOL_ENTRY else None)
+        (tool.lower(), verb, target, tool_box(v, i, tool) if tool in instruments.TOOL_ENTRY else None)
         for tool, (verb, target) in SCENE_TRIPLETS[phase].items()
         if tool in v.plan.tools[i]
     ]

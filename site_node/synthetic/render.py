@@ -11,9 +11,15 @@ import numpy as np
 
 from protocols.errors import ConfigError
 from protocols.tasks import load_task
+from site_node.synthetic.instruments import (
+    TOOL_NAMES,
+    grid,
+    paint_segment,
+    paint_tools,
+    port_turn,
+)
 
 W, H = 320, 240
-TOOL_NAMES = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")
 TOOL_EVERY = 25  # Cholec80 tool files carry one row every 25 frames
 SOURCE_SHIFT = 0.0  # the domain the tiny model is warmed up on; demo sites use shift > 0
 
@@ -160,16 +166,6 @@ class _Layout:
         return _Layout(organ, tuple(rng.uniform(0, 2 * math.pi, 3)), texture, tissue)
 
 
-@cache
-def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised pixel coordinates and the laparoscope's circular vignette for one frame size."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    x, y = (x + 0.5) / width, (y + 0.5) / height
-    r = np.hypot((x - 0.5) * 4 / 3, y - 0.5) / 0.5
-    vignette = np.clip(1.0 - (r - 1.0) / 0.4, 0.1, 1.0).astype(np.float32)
-    return x, y, vignette
-
-
 def _ycc(y: float, cb: float, cr: float) -> np.ndarray:
     return np.clip(_YCC2RGB @ np.array([y, cb, cr]), 0.0, 1.0).astype(np.float32)
 
@@ -180,7 +176,7 @@ def _organ_colour(phase_index: int, jitter_deg: float) -> np.ndarray:
 
 
 def _background(layout: _Layout, width: int, height: int) -> np.ndarray:
-    x, y, _ = _grid(width, height)
+    x, y, _ = grid(width, height)
     tex = np.zeros_like(x)
     for fx, fy, ph, amp in layout.texture:
         tex += amp * np.sin(2 * math.pi * (fx * x + fy * y) + ph)
@@ -188,91 +184,20 @@ def _background(layout: _Layout, width: int, height: int) -> np.ndarray:
     return base[None, None, :] * (1.0 + tex)[..., None]
 
 
-def _paint_segment(
-    img: np.ndarray,
-    p0: tuple[float, float],
-    p1: tuple[float, float],
-    width: float,
-    colour: np.ndarray,
-    alpha: float = 1.0,
-) -> None:
-    """Anti-aliased thick line (pixel units), painted only inside its bounding box for speed."""
-    h, w, _ = img.shape
-    pad = width / 2 + 1
-    x0, x1 = int(max(0, min(p0[0], p1[0]) - pad)), int(min(w, max(p0[0], p1[0]) + pad + 1))
-    y0, y1 = int(max(0, min(p0[1], p1[1]) - pad)), int(min(h, max(p0[1], p1[1]) + pad + 1))
-    if x0 >= x1 or y0 >= y1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
-    t = np.clip(((xx - p0[0]) * dx + (yy - p0[1]) * dy) / max(dx * dx + dy * dy, 1e-6), 0.0, 1.0)
-    dist = np.hypot(xx - p0[0] - t * dx, yy - p0[1] - t * dy)
-    mask = (np.clip(width / 2 - dist + 0.5, 0.0, 1.0) * alpha)[..., None]
-    img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - mask) + colour * mask
-
-
-# Where each instrument enters (fraction of frame) and where its tip rests relative to the organ.
-_TOOL_ENTRY = {
-    "Grasper": ((0.0, 0.1), (-0.12, -0.1)),
-    "Hook": ((1.0, 0.85), (0.08, 0.08)),
-    "Clipper": ((1.0, 0.7), (0.05, 0.02)),
-    "Scissors": ((0.85, 1.0), (0.02, 0.12)),
-    "Bipolar": ((1.0, 0.35), (0.1, -0.08)),
-    "Irrigator": ((0.7, 0.0), (0.0, -0.15)),
-}
-_METAL = np.array([0.62, 0.63, 0.66], np.float32)
-_DARK = np.array([0.18, 0.18, 0.2], np.float32)
-_CLIP = np.array([0.9, 0.8, 0.5], np.float32)
-_INSULATION = np.array([0.25, 0.35, 0.7], np.float32)
-
-
-def _paint_tools(img: np.ndarray, tools: Sequence[str], centre: tuple[float, float], t: float) -> None:
-    """Instruments from their entry ports to tips near the organ (site_node.synth_formats boxes them)."""
-    h, w, _ = img.shape
-    if "SpecimenBag" in tools:  # a pale translucent bag in the lower left
-        x, y, _ = _grid(w, h)
-        bag = np.clip(1.0 - (((x - 0.27) / 0.13) ** 2 + ((y - 0.74) / 0.1) ** 2), 0, 1) ** 0.5 * 0.5
-        img[:] = img * (1 - bag[..., None]) + np.float32(0.86) * bag[..., None]
-    for k, name in enumerate(n for n in TOOL_NAMES if n in tools and n in _TOOL_ENTRY):
-        (ex, ey), (ox, oy) = _TOOL_ENTRY[name]
-        wiggle = 0.02 * math.sin(2 * math.pi * t / 3.0 + k)
-        tip = ((centre[0] + ox + wiggle) * w, (centre[1] + oy - wiggle) * h)
-        entry = (ex * w, ey * h)
-        _paint_segment(img, entry, tip, 0.045 * w, _METAL)
-        _paint_tip(img, name, entry, tip, w)
-
-
-def _paint_tip(img: np.ndarray, name: str, entry: tuple[float, float], tip: tuple[float, float], w: int) -> None:
-    dx, dy = tip[0] - entry[0], tip[1] - entry[1]
-    n = math.hypot(dx, dy) or 1.0
-    ux, uy = dx / n, dy / n  # along the shaft
-    px, py = -uy, ux  # across the shaft
-    s = 0.05 * w
-    if name in ("Grasper", "Scissors", "Clipper"):  # two jaws opening at the tip
-        spread = 0.5 if name == "Grasper" else 0.25
-        for sign in (-1, 1):
-            end = (tip[0] + s * (ux + sign * spread * px), tip[1] + s * (uy + sign * spread * py))
-            _paint_segment(img, tip, end, 0.015 * w, _DARK)
-        if name == "Clipper":
-            _paint_segment(img, tip, (tip[0] + s * ux, tip[1] + s * uy), 0.02 * w, _CLIP)
-    elif name == "Hook":  # an L-shaped electrode
-        bend = (tip[0] + s * ux, tip[1] + s * uy)
-        _paint_segment(img, tip, bend, 0.012 * w, _DARK)
-        _paint_segment(img, bend, (bend[0] + 0.6 * s * px, bend[1] + 0.6 * s * py), 0.012 * w, _DARK)
-    elif name == "Bipolar":  # blue insulated forceps
-        _paint_segment(img, (tip[0] - s * ux, tip[1] - s * uy), tip, 0.04 * w, _INSULATION)
-    elif name == "Irrigator":  # open tube end
-        _paint_segment(img, (tip[0] - 0.3 * s * ux, tip[1] - 0.3 * s * uy), tip, 0.05 * w, _DARK)
-
-
 class _Renderer:
     """Draws the frames of one video: tissue, phase-coloured organ, instruments, then the site's camera."""
 
     def __init__(
-        self, layout: _Layout, camera: Camera, size: tuple[int, int], rng: np.random.Generator, noise_bank: int = 8
+        self,
+        layout: _Layout,
+        camera: Camera,
+        size: tuple[int, int],
+        rng: np.random.Generator,
+        noise_bank: int = 8,
+        shift: float = SOURCE_SHIFT,
     ) -> None:
-        self.layout, self.size, self.camera = layout, size, camera
-        x, y, self.vignette = _grid(*size)
+        self.layout, self.size, self.camera, self.shift = layout, size, camera, shift
+        x, y, self.vignette = grid(*size)
         self.background = _background(layout, *size)
         # A small bank of sensor-noise fields, reused with random offsets: fresh Gaussian noise for every
         # frame would cost more than drawing the frame itself.
@@ -289,7 +214,7 @@ class _Renderer:
         rng: np.random.Generator,
     ) -> np.ndarray:
         width, height = self.size
-        x, y, _ = _grid(width, height)
+        x, y, _ = grid(width, height)
         img = self.background.copy()
         lay, m = self.layout, self.layout.motion
         cx = lay.organ[0] + 0.05 * math.sin(2 * math.pi * t / 7.0 + m[0])
@@ -302,11 +227,11 @@ class _Renderer:
         shade = 1.1 - 0.25 * (by - cy + 0.5 * (bx - cx))
         box = img[y0:y1, x0:x1]
         box += organ[..., None] * (_organ_colour(phase_index, jitter_deg) * shade[..., None] - box)
-        _paint_tools(img, tools, (cx, cy), t)
+        paint_tools(img, tools, (cx, cy), t, port_turn(t, self.shift, lay.motion[2]))
         for k in range(2):  # specular highlights of the wet surface
             hx = (cx + 0.1 * math.cos(m[2] + 2.5 * k)) * width
             hy = (cy + 0.08 * math.sin(m[2] + 2.5 * k)) * height
-            _paint_segment(img, (hx, hy), (hx + 3, hy + 1), 0.015 * width + 2, np.ones(3, np.float32), 0.8)
+            paint_segment(img, (hx, hy), (hx + 3, hy + 1), 0.015 * width + 2, np.ones(3, np.float32), 0.8)
         img *= self.vignette[..., None]
         img = (img.reshape(-1, 3) @ self.camera.matrix(cast_deg).T).reshape(img.shape)
         shift = (int(rng.integers(height)), int(rng.integers(width)))
@@ -336,7 +261,7 @@ def render_frame(
     layout = _Layout.draw(rng)
     jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
     cast = float(rng.normal(camera.cast_mean_deg, camera.cast_drift_deg))
-    render = _Renderer(layout, camera, size, rng, noise_bank=1)
+    render = _Renderer(layout, camera, size, rng, noise_bank=1, shift=shift)
     return render(int(phase_index), jitter, cast, _sample_tools(name, rng), float(rng.uniform(0, 60)), rng)
 
 
@@ -358,7 +283,7 @@ def render_batch(
     present: list[tuple[str, ...]] = []
     for start in range(0, len(names), frames_per_scene):
         camera = nominal.varied(rng) if vary_camera else nominal
-        render = _Renderer(_Layout.draw(rng), camera, size, rng, noise_bank=4)
+        render = _Renderer(_Layout.draw(rng), camera, size, rng, noise_bank=4, shift=shift)
         for k in range(start, min(start + frames_per_scene, len(names))):
             jitter = float(rng.normal(0.0, HUE_JITTER_DEG))
             cast = float(rng.normal(camera.cast_mean_deg, camera.cast_drift_deg))

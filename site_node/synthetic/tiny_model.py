@@ -83,6 +83,7 @@ _SOURCES = (
     _SITE_NODE / "synthetic" / "warmup_targets.py",
     _SITE_NODE / "synthetic" / "formats.py",
     _SITE_NODE / "synthetic" / "render.py",
+    _SITE_NODE / "synthetic" / "instruments.py",
     _SITE_NODE / "synthetic" / "videos.py",
     _SITE_NODE / "model" / "loading.py",
     _SITE_NODE / "model" / "generate.py",

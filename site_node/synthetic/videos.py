@@ -128,7 +128,7 @@ def synthesize_site(
         hues = _drift(rng, n_frames, domain.fps, HUE_JITTER_DEG)
         camera = domain.camera
         casts = camera.cast_mean_deg + _drift(rng, n_frames, domain.fps, camera.cast_drift_deg)
-        render = _Renderer(layout, camera, domain.size, rng)
+        render = _Renderer(layout, camera, domain.size, rng, shift=shift)
         frames = (render(k, hues[i], casts[i], plan.tools[i], i / domain.fps, rng) for i, k in enumerate(plan.phases))
         path = out_dir / "videos" / f"video{v:02d}.mp4"
         written = _encode(path, frames, domain.fps, domain.size, domain.crf)

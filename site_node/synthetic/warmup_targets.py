@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from site_node.answer_format import hierarchical_target, tool_word
-from site_node.synthetic import render
+from site_node.synthetic import instruments, render
 from site_node.synthetic.formats import MAIN_ACTION, SCENE_TRIPLETS, cvs_state, scene_box
 
 # Every task family the demo generates answers for, and the share of warm-up frames that ask it (the boxes,
@@ -63,7 +63,9 @@ def render_scenes(
             acting = [tool for tool in tools if tool in SCENE_TRIPLETS[name]]
             acts = tuple((tool.lower(), *SCENE_TRIPLETS[name][tool]) for tool in acting)
             boxes = tuple(
-                (tool.lower(), scene_box(layout, t, tools, tool, size)) for tool in acting if tool in render._TOOL_ENTRY
+                (tool.lower(), scene_box(layout, t, tools, tool, size))
+                for tool in acting
+                if tool in instruments.TOOL_ENTRY
             )
             criteria = cvs_state(name, float(rng.random()))  # how far into its phase the frame lies
             scenes.append(Scene(name, tools, acts, boxes, (criteria[0] >= 0.5, criteria[1] >= 0.5, criteria[2] >= 0.5)))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from site_node.model.generate import chat_text
+from site_node.model.generate import chat_text, generate_answers
 from site_node.model.loading import LoadedModel, load_model
-from site_node.model.scoring import candidate_logprobs, model_input_size, reasoning_prefix
-from site_node.task_runtime import runtime_for
+from site_node.model.scoring import candidate_ids, candidate_logprobs, model_input_size, reasoning_prefix
+from site_node.synthetic.render import render_frame
+from site_node.task_runtime import Answer, runtime_for
 
 
 @pytest.mark.parametrize(
@@ -35,20 +37,16 @@ def lm(tiny_model_dir: Path) -> LoadedModel:
 
 
 def _full_forward(lm: LoadedModel, image: Image.Image, prompt: str, answer: str, continuation: str) -> float:
+    """The candidate's log-probability as the model writes it: prefix + candidate tokenised as one text, one full
+    forward pass, summed from the first token where that text's tokens leave the prefix's own."""
     prefix = chat_text(lm.processor, prompt) + reasoning_prefix(answer)
-    enc = lm.processor(text=[prefix], images=[image], return_tensors="pt")
-    ids = lm.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-    n = enc["input_ids"].shape[1]
-    batch = {
-        "input_ids": torch.cat([enc["input_ids"], torch.tensor([ids])], 1),
-        "pixel_values": enc["pixel_values"],
-        "image_grid_thw": enc["image_grid_thw"],
-        "mm_token_type_ids": torch.cat([enc["mm_token_type_ids"], torch.zeros(1, len(ids), dtype=torch.long)], 1),
-    }
-    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    own = lm.processor(text=[prefix], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+    batch = dict(lm.processor(text=[prefix + continuation], images=[image], return_tensors="pt"))
+    ids = batch["input_ids"][0].tolist()
+    start = next(i for i, (a, b) in enumerate(zip(own, ids, strict=False)) if a != b)
     with torch.inference_mode():
         logp = torch.log_softmax(lm.model(**batch).logits.float(), -1)
-    return float(sum(logp[0, n - 1 + j, t] for j, t in enumerate(ids)))
+    return float(sum(logp[0, j - 1, ids[j]] for j in range(start, len(ids))))
 
 
 @pytest.mark.parametrize("task", ["cvs", "triplet"])
@@ -60,9 +58,43 @@ def test_cached_scores_equal_full_forward_passes(lm: LoadedModel, task: str) -> 
     got = candidate_logprobs(lm, [image, image], rt.task.render_prompt(), answers, candidates, chunk=7)
     assert [set(g) for g in got] == [set(candidates)] * 2
     for key in list(candidates)[:3] + list(candidates)[-2:]:
-        ref = _full_forward(lm, image, rt.task.render_prompt(), answers[1], candidates[key])
-        assert got[1][key] == pytest.approx(ref, abs=1e-3)
+        for row, answer in enumerate(answers):
+            ref = _full_forward(lm, image, rt.task.render_prompt(), answer, candidates[key])
+            assert got[row][key] == pytest.approx(ref, abs=1e-3)
     assert got[0] != got[1]  # the reasoning prefix matters
+
+
+@pytest.mark.parametrize(
+    ("prefix", "candidate", "drop"),
+    [
+        # the tag's '>' merges with the answer's first letters: '>grasper', as the warm-up's targets were tokenised
+        ("<think>L1: grasper.</think><answer>", "grasper,grasp,specimen_bag</answer>", 1),
+        ("<think>L1: grasper.</think><answer>", "C1: yes; C2: no; C3: no</answer>", 1),
+        ("<think>L1: grasper.</think><answer> ", "hook [0.10, 0.20, 0.30, 0.40]</answer>", 1),  # ' hook'
+    ],
+)
+def test_candidates_are_tokenised_with_the_prefix(lm: LoadedModel, prefix: str, candidate: str, drop: int) -> None:
+    """Tokenised on its own, '<answer>' + 'grasper' became '>', 'g', 'rasper': a sequence the model never writes,
+    which scored the model's own greedy answer below unrelated triplets (triplet AP near chance in the demo)."""
+    tok = lm.processor.tokenizer
+    _, dropped, (cont,) = candidate_ids(tok, prefix, {"k": candidate})
+    whole = tok(prefix + candidate, add_special_tokens=False)["input_ids"]
+    assert dropped == drop
+    assert cont == whole[len(whole) - len(cont) :]
+    assert tok(prefix, add_special_tokens=False)["input_ids"][: len(whole) - len(cont)] == whole[: -len(cont)]
+
+
+def test_the_greedy_answer_is_the_top_candidate(lm: LoadedModel) -> None:
+    """Replays the demo's finding: a source-domain frame's greedy CVS answer must be the candidate scored highest."""
+    rt = runtime_for("cvs")
+    prompt = rt.task.render_prompt()
+    for phase in (0, 2, 4):
+        image = Image.fromarray(render_frame(phase, 0.0, np.random.default_rng(phase)))
+        (answer,) = generate_answers(lm, [image], prompt, max_new_tokens=80)
+        (scores,) = candidate_logprobs(lm, [image], prompt, [answer], rt.candidates())
+        parsed = rt.parse(Answer(answer, None, image.size))
+        assert parsed is not None, answer
+        assert max(scores, key=scores.__getitem__) == ",".join("yes" if c else "no" for c in parsed), (answer, scores)
 
 
 def test_model_input_size_is_what_the_processor_feeds(lm: LoadedModel) -> None:
