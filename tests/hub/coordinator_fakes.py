@@ -13,7 +13,7 @@ from hub.store import ResultsStore
 from protocols import __version__
 from protocols.contract import JobState, Op, WireRecords, check_records, job_id_for
 from protocols.records import job_reply, metric_record, metric_record_name, result_meta
-from protocols.study import loads_protocol
+from protocols.study import StudyProtocol, loads_protocol
 
 PROTOCOL_YAML = f"""
 study: {{id: coord, version: "1"}}
@@ -117,18 +117,25 @@ class FakeTransport:
         return replies
 
 
+def register(store: ResultsStore, text: str) -> StudyProtocol:
+    """Register (or re-register) the study from its protocol text."""
+    protocol = loads_protocol(text, "coord.yaml")
+    store.put_study(
+        study_id=protocol.study_id,
+        version=protocol.version,
+        title=protocol.title,
+        protocol_hash=protocol.content_hash,
+        protocol_yaml=text,
+        model_hash=protocol.model_sha256,
+    )
+    return protocol
+
+
 def new_store(tmp_path: Path) -> ResultsStore:
     store = ResultsStore(f"sqlite:///{tmp_path / 'hub.db'}")
     for node, name in NODES.items():
         store.add_site(name, node, None)
-    store.put_study(
-        study_id=PROTOCOL.study_id,
-        version=PROTOCOL.version,
-        title=PROTOCOL.title,
-        protocol_hash=PROTOCOL.content_hash,
-        protocol_yaml=PROTOCOL_YAML,
-        model_hash=PROTOCOL.model_sha256,
-    )
+    register(store, PROTOCOL_YAML)
     store.new_launch(LAUNCH, PROTOCOL.study_id, PROTOCOL.content_hash)
     return store
 

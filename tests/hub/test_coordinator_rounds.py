@@ -17,6 +17,7 @@ from coordinator_fakes import (
     job_id,
     jobs,
     new_store,
+    register,
     run,
 )
 
@@ -29,7 +30,6 @@ from hub.studies import rerun_sites
 from protocols import __version__
 from protocols.contract import Op, WireRecords, job_id_for
 from protocols.errors import ConfigError
-from protocols.study import loads_protocol
 
 
 @pytest.fixture
@@ -40,15 +40,7 @@ def sites() -> dict[str, FakeSite]:
 def with_round_plan(store: ResultsStore, sites: dict[str, FakeSite], round_plan: str) -> None:
     """Register the study again with another round plan (the launch's hash follows it)."""
     text = PROTOCOL_YAML.replace("{rounds: 1, deadline_minutes: 10, poll_seconds: 3}", round_plan)
-    protocol = loads_protocol(text, "coord.yaml")
-    store.put_study(
-        study_id=protocol.study_id,
-        version=protocol.version,
-        title=protocol.title,
-        protocol_hash=protocol.content_hash,
-        protocol_yaml=text,
-        model_hash=protocol.model_sha256,
-    )
+    protocol = register(store, text)
     with store.engine.begin() as con:
         con.exec_driver_sql("UPDATE launches SET protocol_hash = ?", (protocol.content_hash,))
     for site in sites.values():
