@@ -129,7 +129,12 @@ def _inject(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPl
     _kill(fed, "hub")
     notes.append(f"killed `hub serve` mid-study (stored: {stored or 'none yet'}), restarted it")
     fed.serve_hub()
-    wait_for(lambda: not _open(hub, launch_id), plan.timeout, f"launch {launch_id} to end after the restarts")
+    again = _supervise_until_closed(fed, hub, launch_id, plan.timeout)
+    if again:
+        notes.append(
+            f"after the hub restart, `site_node serve` exited at {', '.join(sorted(set(again)))} (its SuperNode was "
+            f"refused while the SuperLink held its old session) and was started again, as its supervisor would"
+        )
     after = _job(hub, launch_id, plan.victim)
     assert after is not None
     kept = marks.read_text().splitlines()[: len(done)] == done if marks.is_file() else False
@@ -140,6 +145,24 @@ def _inject(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPl
     if after["job_id"] != job_id or not kept:
         raise SurgFedError("; ".join(notes))
     return notes
+
+
+def _supervise_until_closed(fed: LoopbackFederation, hub: HubHome, launch_id: str, timeout: float) -> list[str]:
+    """Wait for the launch to end, starting again every site whose `site_node serve` exited, as systemd's
+    Restart=on-failure does (deploy/systemd/surgfed-site.service); returns the sites started again."""
+    end, again = time.time() + timeout, []
+    while _open(hub, launch_id):
+        if time.time() > end:
+            raise SurgFedError(f"launch {launch_id} did not end within {timeout:.0f}s after the restarts")
+        for key, child in list(fed.children.items()):
+            if key.startswith("site:") and not child.alive():
+                fed.children.pop(key)
+                child.stop()
+                time.sleep(10.0)  # RestartSec: the SuperLink lets a dead session go after a while
+                fed.serve_site(key.removeprefix("site:"))
+                again.append(key.removeprefix("site:"))
+        time.sleep(1.0)
+    return again
 
 
 def _restart_site(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPlan) -> int:
