@@ -59,7 +59,7 @@ lint: venv
 
 test: venv chromium postgresql systemd nginx tinyproxy
 	$(BIN)/python -c 'from site_node.synthetic.tiny_model import ensure_tiny_model; ensure_tiny_model(".cache/models")'
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=30 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=30 tests
 
 clean:
 	rm -rf out .cache

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +27,23 @@ def tiny_model_dir() -> Path:
     return ensure_tiny_model(REPO / ".cache" / "models")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for `pytest -n 2 --dist loadgroup` (make test): the tests on the shared integration federation run
-    on one worker (one federation per session), every other module on one worker (its module fixtures built once)."""
-    for item in items:
-        group = "federation" if "federation" in getattr(item, "fixturenames", ()) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+# The integration modules whose tests use the shared federation fixture (a parameter named `federation`).
+_FEDERATION_MODULES = frozenset(
+    path.relative_to(REPO).as_posix()
+    for path in (REPO / "tests" / "integration").glob("test_*.py")
+    if re.search(r"def \w+\([^)]*\bfederation\b", path.read_text(encoding="utf-8"))
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs `pytest -n 2 --dist loadscope`: each test module runs whole on one worker (its module
+    fixtures built once), and all modules on the shared integration federation on the same worker (one federation
+    per session). xdist's marker-based loadgroup does not group under pytest 9 (its node-id suffix is ignored)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "federation" if module in _FEDERATION_MODULES else module
+
+    return ModuleScopes(config, log)
