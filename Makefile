@@ -58,7 +58,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv chromium postgresql systemd nginx tinyproxy
-	$(BIN)/python -c 'from site_node.synthetic.tiny_model import ensure_tiny_model; ensure_tiny_model(".cache/models")'
+	$(BIN)/python tests/prepare.py
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=30 tests
 
 clean:

@@ -15,7 +15,7 @@ from protocols.errors import ConfigError, SurgFedError
 from protocols.states import LaunchState
 
 log = logging.getLogger(__name__)
-CHECK_SECONDS = 15.0  # how often a started run's Flower status is asked (`flwr ls` is a subprocess)
+CHECK_SECONDS = 60.0  # how often a started run's Flower status is asked: `flwr ls` is a subprocess (~1.5 s of CPU)
 MAX_RESTARTS = 3  # a ServerApp that keeps dying without marking its launch: give up, say so
 
 

@@ -97,6 +97,8 @@ def setup_logging(home: SiteHome) -> None:
     root.addHandler(handler)
     root.addHandler(console)
     root.setLevel(logging.INFO)
+    # opacus logs one INFO line per LoRA module at every DP training job: hundreds of lines that hide the job's own.
+    logging.getLogger("opacus").setLevel(logging.WARNING)
 
 
 def _state(

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from hub.demo.loopback import LoopbackFederation
-from hub.demo.study import DEMO_FORMATS, SITES, STUDIES, DemoSite, start_study_sites
+from hub.demo.study import DEMO_FORMATS, SITES, STUDIES, DemoSite, cached_sources, start_study_sites
 from hub.home import HubHome
 from hub.studies import submit_study
 from protocols.contract import JobState, job_id_for
@@ -53,12 +53,12 @@ def run_faults(
 ) -> tuple[StudyRun, StudyRun]:
     """The demo study twice on fresh federations (same seeds): clean, then with the faults; the tables must match."""
     out = Path(out).resolve()
+    raw_root = cached_sources(sites, formats)  # both runs ingest the same sources, as every demo does
     echo("fault-free run ...")
-    shutil.rmtree(out / "raw", ignore_errors=True)
-    clean = run_study(out / "clean", sites, formats, None, echo, raw_root=out / "raw")
+    clean = run_study(out / "clean", sites, formats, None, echo, raw_root=raw_root)
     echo("run with faults ...")
     plan = FaultPlan(sites[-1].name)
-    faulty = run_study(out / "faulty", sites, formats, plan, echo, keys_from=out / "clean", raw_root=out / "raw")
+    faulty = run_study(out / "faulty", sites, formats, plan, echo, keys_from=out / "clean", raw_root=raw_root)
     for note in faulty.notes:
         echo(f"  {note}")
     compare(clean.table, faulty.table, echo)

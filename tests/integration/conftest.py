@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prepare import SMALL_SITE, federation_sources
 
 from hub.demo.loopback import LoopbackFederation, render_protocol
 from hub.demo.study import SITES, DemoSite
@@ -61,33 +61,27 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     and a small site under manual release."""
     from site_node.home import SiteHome
     from site_node.ingest import ingest
-    from site_node.synthetic.videos import synthesize_site
 
     run = tmp_path_factory.mktemp("federation")
+    raw = federation_sources()  # written once (`make test` writes them beside the model build) and only read
+
+    def ingested(name: str, **site: str) -> SiteHome:
+        home = SiteHome(fed.site_home(name, tiny_model_dir, **site))
+        if name == DP_CAPPED:  # this site's own privacy budget is far below any DP study's target
+            home.config_file.write_text(
+                home.config_file.read_text().replace("# epsilon_budget = 8.0", "epsilon_budget = 0.05")
+            )
+        ingest(home, raw / name / "cholec80", "cholec80", out_of_body="none", profile="demo")  # synthetic
+        return home
+
     with LoopbackFederation(run) as fed:
         fed.start_hub()
         for site in SITES:
-            synthesize_site(run / "raw" / site.name, site.name, site.videos, site.shift, site.seed)
-            home = SiteHome(fed.site_home(site.name, tiny_model_dir))
-            if site.name == DP_CAPPED:  # this site's own privacy budget is far below any DP study's target
-                home.config_file.write_text(
-                    home.config_file.read_text().replace("# epsilon_budget = 8.0", "epsilon_budget = 0.05")
-                )
-            ingest(home, run / "raw" / site.name, "cholec80", out_of_body="none", profile="demo")  # synthetic
+            ingested(site.name)
             fed.serve_site(site.name)
         broken = "empty-store"
         fed.site_home(broken, tiny_model_dir)
         fed.serve_site(broken)
-        # Three videos (below the default minimum of five) and a data owner who approves each release.
-        small = DemoSite("small-manual", 0.3, 44, videos=3)
-        synthesize_site(run / "raw" / small.name, small.name, small.videos, small.shift, small.seed)
-        ingest(
-            SiteHome(fed.site_home(small.name, tiny_model_dir, release="manual")),
-            run / "raw" / small.name,
-            "cholec80",
-            out_of_body="none",
-            profile="demo",
-        )
-        fed.serve_site(small.name)
-        yield Federation(fed, tiny_model_dir, run, SITES, broken, small.name)
-    shutil.rmtree(run / "raw", ignore_errors=True)
+        ingested(SMALL_SITE.name, release="manual")
+        fed.serve_site(SMALL_SITE.name)
+        yield Federation(fed, tiny_model_dir, run, SITES, broken, SMALL_SITE.name)

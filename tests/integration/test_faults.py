@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prepare import CHOLEC80, FAULT_SITES
+
 from hub.demo.faults import run_faults
-from hub.demo.study import DemoSite
 
 
 def test_kills_and_restarts_leave_the_per_center_table_as_a_clean_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     # One center on cholec80 data (phase and grounding), lean for `make test` (`hub demo --faults` runs three): it
     # holds enough videos to be still working when its engine is killed after its first finished video.
-    sites = (DemoSite("st-elsewhere", 0.8, 33, videos=7),)
     lines: list[str] = []
-    clean, faulty = run_faults(tmp_path, sites=sites, formats=("cholec80",), echo=lines.append)
+    clean, faulty = run_faults(tmp_path, sites=FAULT_SITES, formats=CHOLEC80, echo=lines.append)
     assert all(j["state"] == "stored" for j in faulty.jobs.values()), faulty.jobs
     assert len(faulty.table) == len(clean.table) > 0
     assert faulty.table["center"].nunique() == 1

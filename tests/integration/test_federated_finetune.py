@@ -28,7 +28,13 @@ def _approve_all(federation, protocol: Path, sites: list[str]) -> None:  # type:
 @pytest.fixture(scope="module")
 def finetune(federation):  # type: ignore[no-untyped-def]
     names = [s.name for s in federation.sites]
-    protocol = federation.protocol("itest-finetune", names, template="demo-finetune.yaml.tmpl", trainers=TRAINERS)
+    protocol = federation.protocol(
+        "itest-finetune",
+        names,
+        {"rounds: 3": f"rounds: {ROUNDS}"},
+        template="demo-finetune.yaml.tmpl",
+        trainers=TRAINERS,
+    )
     _approve_all(federation, protocol, names)
     return protocol, launch(federation.hub, protocol, echo=lambda _: None)
 
@@ -44,6 +50,9 @@ def test_dp_round_reports_epsilon_and_capped_site_refuses(federation) -> None:  
         trainers=trainers,
         replace={
             "rounds: 3": "rounds: 1",
+            # What this test checks (the accountant's epsilon, the capped site's refusal) needs few steps and frames.
+            "local_steps: 60": "local_steps: 8",
+            "sample_every_s: 1.0": "sample_every_s: 4.0",
             "    wire_dtype: bf16": "    wire_dtype: bf16\n"
             "    dp: {target_epsilon: 50.0, delta: 1.0e-5, max_grad_norm: 1.0}",
         },
@@ -55,19 +64,23 @@ def test_dp_round_reports_epsilon_and_capped_site_refuses(federation) -> None:  
     assert capped["state"] == "refused" and "budget" in capped["detail"].lower()
     other = jobs[next(t for t in trainers if t != DP_CAPPED)]
     assert other["state"] == "stored" and 0 < other["epsilon"] <= 50.0
+    # The operator's log keeps the job's events, not opacus' line per LoRA module.
+    log = (federation.run / "sites" / other["center"] / "logs" / "engine.log").read_text()
+    assert "job finished: train round 1 of study itest-dp" in log and "Ghost Clipping" not in log
 
 
-# Held-out phase accuracy (last round over round 0) measured with this configuration (`make demo-finetune`)
-# on the 2-core development machine: 0.439 -> 0.501 -> 0.537 -> 0.554, a gain of 0.115 (0.12 with an
-# earlier warm-up seed stream; in-process runs of the recipe gave 0.12 to 0.19). Asserting about half of
-# it leaves room for other CPUs' float rounding.
+# The demo's recipe (`make demo-finetune`) for two of its three rounds, which keeps `make test` short and still
+# sends the aggregated adapter back to the trainers. Held-out phase accuracy measured with it on the 2-core
+# development machine: 0.433 -> 0.550 -> 0.548 (+0.115 at round 2; the demo's three rounds gave 0.439 -> 0.501 ->
+# 0.537 -> 0.554). Asserting about half of it leaves room for other CPUs' float rounding.
+ROUNDS = 2
 HELD_OUT_MIN_GAIN = 0.06
 
 
 def test_every_round_is_evaluated_at_every_center(federation, finetune) -> None:  # type: ignore[no-untyped-def]
     frame = federation.hub.store().results_frame(finetune[1])
     acc = frame[frame.metric == "accuracy"]
-    assert sorted(acc["round"].unique()) == [0, 1, 2, 3]
+    assert sorted(acc["round"].unique()) == list(range(ROUNDS + 1))
     assert (acc.groupby("round")["center"].nunique() == 3).all()
     roles = frame.drop_duplicates("center").set_index("center")["role"].to_dict()
     assert {c for c, r in roles.items() if r == "train"} == set(TRAINERS)
@@ -85,7 +98,7 @@ def test_held_out_center_gains_from_federated_fine_tuning(federation, finetune) 
 def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     hub = federation.hub
     stored = hub.store().adapters(finetune[1])
-    assert [a["round"] for a in stored] == [1, 2, 3]
+    assert [a["round"] for a in stored] == list(range(1, ROUNDS + 1))
     out = tmp_path / "adapter"
     cmd = [
         sys.executable,
@@ -96,7 +109,7 @@ def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path:
         "--study",
         "itest-finetune",
         "--round",
-        "3",
+        str(ROUNDS),
         "--out",
         str(out),
         "--home",
@@ -133,7 +146,7 @@ def test_adapters_stored_exported_and_reproduced(federation, finetune, tmp_path:
     assert done.returncode == 0, done.stderr[-2000:]
     local = json.loads((results / "metrics.json").read_text())
     frame = hub.store().results_frame(finetune[1])
-    hub_acc = frame[(frame.center == held_out) & (frame["round"] == 3) & (frame.metric == "accuracy")].iloc[0]
+    hub_acc = frame[(frame.center == held_out) & (frame["round"] == ROUNDS) & (frame.metric == "accuracy")].iloc[0]
     local_acc = local["tasks"]["phase"]["metrics"]["accuracy"]
     assert local_acc["estimate"] == pytest.approx(hub_acc.estimate, abs=1e-12)
     assert local_acc["ci_low"] == pytest.approx(hub_acc.ci_low, abs=1e-12)
