@@ -192,13 +192,16 @@ class StepRunner:
                 track.node = connected.get(track.center)
                 if track.node is not None:
                     requests[track.node] = self._next_request(track)
+            done_before = {t.center for t in open_tracks if t.state is SiteState.DONE}
             if requests:
                 timeout = max(5.0, min(120.0, deadline - self.l.clock()))
                 replies = self.l.transport.request(requests, timeout=timeout)
                 for track in open_tracks:
                     if track.node in replies:
                         self._handle(track, requests[track.node][0], replies[track.node])
-            if self._open() and self._delivered() < self.quorum:
+            # A job a status poll has just found done is fetched at once; otherwise wait before asking again.
+            just_done = any(t.state is SiteState.DONE and t.center not in done_before for t in self._open())
+            if self._open() and self._delivered() < self.quorum and not just_done:
                 self.l.sleep(self.l.protocol.round_plan.poll_seconds)
         early = bool(self._open()) and self._delivered() >= self.quorum
         reason = "quorum" if early else "complete" if not self._open() else "deadline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from flwr.app import Context, Message, RecordDict
@@ -15,6 +16,9 @@ from protocols.text import strip_controls
 from surgfed_app.records import from_recorddict, to_recorddict
 
 app = ServerApp()
+# Flower's Grid.send_and_receive waits 3 s between pulls, most of a round trip on a quiet federation; a pull is
+# one small request to the SuperLink, so the replies are asked for more often.
+PULL_SECONDS = 0.5
 
 
 class GridTransport:
@@ -35,14 +39,20 @@ class GridTransport:
             )
             for node, (op, records) in requests.items()
         ]
+        waiting = set(self.grid.push_messages(msgs))
+        end = time.monotonic() + timeout
         replies: dict[int, Reply] = {}
-        for reply in self.grid.send_and_receive(msgs, timeout=timeout):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                replies[node] = Reply(error=strip_controls(str(reply.error.reason))[:1000])
-            else:
-                replies[node] = Reply(records=from_recorddict(reply.content, from_site=True))
-        return replies
+        while True:
+            for reply in self.grid.pull_messages(waiting):
+                waiting.discard(reply.metadata.reply_to_message_id)
+                node = reply.metadata.src_node_id
+                if reply.has_error():
+                    replies[node] = Reply(error=strip_controls(str(reply.error.reason))[:1000])
+                else:
+                    replies[node] = Reply(records=from_recorddict(reply.content, from_site=True))
+            if not waiting or time.monotonic() >= end:
+                return replies
+            time.sleep(PULL_SECONDS)
 
 
 @app.main()
