@@ -28,13 +28,7 @@ def _approve_all(federation, protocol: Path, sites: list[str]) -> None:  # type:
 @pytest.fixture(scope="module")
 def finetune(federation):  # type: ignore[no-untyped-def]
     names = [s.name for s in federation.sites]
-    protocol = federation.protocol(
-        "itest-finetune",
-        names,
-        {"rounds: 3": f"rounds: {ROUNDS}"},
-        template="demo-finetune.yaml.tmpl",
-        trainers=TRAINERS,
-    )
+    protocol = federation.protocol("itest-finetune", names, template="demo-finetune.yaml.tmpl", trainers=TRAINERS)
     _approve_all(federation, protocol, names)
     return protocol, launch(federation.hub, protocol, echo=lambda _: None)
 
@@ -69,11 +63,12 @@ def test_dp_round_reports_epsilon_and_capped_site_refuses(federation) -> None:  
     assert "job finished: train round 1 of study itest-dp" in log and "Ghost Clipping" not in log
 
 
-# The demo's recipe (`make demo-finetune`) for two of its three rounds, which keeps `make test` short and still
-# sends the aggregated adapter back to the trainers. Held-out phase accuracy measured with it on the 2-core
-# development machine: 0.433 -> 0.550 -> 0.548 (+0.115 at round 2; the demo's three rounds gave 0.439 -> 0.501 ->
-# 0.537 -> 0.554). Asserting about half of it leaves room for other CPUs' float rounding.
-ROUNDS = 2
+# The demo's recipe (`make demo-finetune`), all three rounds. Held-out phase accuracy measured with it on the 2-core
+# development machine: 0.439 -> 0.501 -> 0.537 -> 0.554, a gain of 0.115. Training seeds are the sites' own
+# randomness, so the gain varies from run to run: two rounds gave +0.115 once and +0.044 in the next clean-clone
+# run, too close to the bound. Asserting about half of the three-round gain leaves room for that and for other
+# CPUs' float rounding.
+ROUNDS = 3  # the template's
 HELD_OUT_MIN_GAIN = 0.06
 
 
