@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    from site_node.synthetic.tiny_model import ensure_tiny_model
+    from prepare import tiny_model
 
-    return ensure_tiny_model(REPO / ".cache" / "models")
+    return tiny_model()
 
 
 # The integration modules whose tests use the shared federation fixture (a parameter named `federation`).

@@ -34,15 +34,16 @@ def fault_sources() -> Path:
     return cached_sources(FAULT_SITES, CHOLEC80)
 
 
-def _model() -> Path:
+def tiny_model() -> Path:
+    """The tiny Qwen2.5-VL every test loads (the session fixture `tiny_model_dir` in tests/conftest.py)."""
     from site_node.synthetic.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(REPO / ".cache" / "models")
 
 
 def main() -> None:
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        model = pool.submit(_model)
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        model = pool.submit(tiny_model)
         for sources in (federation_sources, fault_sources):  # one after the other, beside the model
             print(f"synthetic sources: {sources()}", flush=True)
         print(f"tiny model: {model.result()}", flush=True)

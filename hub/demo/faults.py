@@ -20,7 +20,7 @@ from hub.home import HubHome
 from hub.studies import submit_study
 from protocols.contract import JobState, job_id_for
 from protocols.errors import SurgFedError
-from protocols.procs import wait_for
+from protocols.procs import Child, wait_for
 from protocols.states import LaunchState, SiteState
 
 Echo = Callable[[str], None]
@@ -35,6 +35,7 @@ class FaultPlan:
 
 
 FAULTS_DEADLINE = "30m"
+RESTART_SECONDS = 10.0  # deploy/systemd/surgfed-site.service's RestartSec
 
 
 @dataclass
@@ -156,13 +157,18 @@ def _supervise_until_closed(fed: LoopbackFederation, hub: HubHome, launch_id: st
             raise SurgFedError(f"launch {launch_id} did not end within {timeout:.0f}s after the restarts")
         for key, child in list(fed.children.items()):
             if key.startswith("site:") and not child.alive():
-                fed.children.pop(key)
-                child.stop()
-                time.sleep(10.0)  # RestartSec: the SuperLink lets a dead session go after a while
-                fed.serve_site(key.removeprefix("site:"))
+                _start_again(fed, key.removeprefix("site:"))
                 again.append(key.removeprefix("site:"))
         time.sleep(1.0)
     return again
+
+
+def _start_again(fed: LoopbackFederation, site: str) -> Child:
+    """What systemd's Restart=on-failure does for an exited `site_node serve`: reap it, wait RestartSec (the
+    SuperLink lets a dead session go meanwhile), start it again."""
+    fed.stop_site(site)
+    time.sleep(RESTART_SECONDS)
+    return fed.serve_site(site)
 
 
 def _restart_site(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: FaultPlan) -> int:
@@ -172,17 +178,14 @@ def _restart_site(fed: LoopbackFederation, hub: HubHome, launch_id: str, plan: F
     and `site_node serve` then exits: start it again after a pause, like systemd's Restart=on-failure.
     """
     end = time.time() + plan.timeout
-    starts = 0
+    restarted, starts, child = time.time(), 1, fed.serve_site(plan.victim)
     while time.time() < end:
-        restarted, starts = time.time(), starts + 1
-        child = fed.serve_site(plan.victim)
-        while child.alive() and time.time() < end:
-            if _polled_since(hub, launch_id, plan.victim, restarted):
-                return starts
-            time.sleep(0.5)
-        fed.children.pop(f"site:{plan.victim}", None)
-        child.stop()
-        time.sleep(10.0)
+        if _polled_since(hub, launch_id, plan.victim, restarted):
+            return starts
+        if not child.alive():
+            child, restarted, starts = _start_again(fed, plan.victim), time.time(), starts + 1
+        time.sleep(0.5)
+    fed.stop_site(plan.victim)
     raise SurgFedError(f"{plan.victim} did not come back within {plan.timeout:.0f}s")
 
 
