@@ -23,7 +23,12 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def new_secret(path: Path, n_bytes: int = 32) -> None:
-    write_private(path, secrets.token_bytes(n_bytes))
+    """A secret of `n_bytes` random bytes, written as hex text.
+
+    Text, not raw bytes: key readers strip surrounding whitespace (an editor's newline), and raw random bytes
+    begin or end with a whitespace byte about one time in twenty, which the strip would cut off.
+    """
+    write_private(path, (secrets.token_hex(n_bytes) + "\n").encode("ascii"))
 
 
 def new_node_key(private_path: Path) -> Path:

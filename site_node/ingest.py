@@ -15,6 +15,7 @@ from site_node.audit import AuditLog
 from site_node.audit_events import ingest_run
 from site_node.case_keys import case_key
 from site_node.datasets.registry import FORMATS, build_entries
+from site_node.deid.keys import load_key
 from site_node.home import SiteHome, owner_only
 from site_node.store import DatasetEntry, DataStore, VideoEntry
 
@@ -117,7 +118,7 @@ def _ingest(
         raise UsageError(f"--max-blank-share must be in [0, 1], got {max_blank_share}")
     limit = home.config().max_blank_share if max_blank_share is None else max_blank_share
     store = DataStore(home.store_dir)
-    key = home.key_file.read_bytes()
+    key = load_key(home.key_file)
     ds_id = dataset_id(key, Path(source), fmt)
     dest = home.store_dir / "data" / ds_id
     staging = dest.with_name(ds_id + ".partial")

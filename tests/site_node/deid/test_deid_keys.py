@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 from pydicom.uid import UID
 
 from protocols.errors import ConfigError
+from protocols.keys import new_secret
 from site_node.deid.keys import (
     UidMapper,
     date_shift_days,
@@ -28,6 +30,15 @@ def test_load_key_requires_32_bytes_and_names_the_file(tmp_path: Path) -> None:
         load_key(tmp_path / "missing")
     (tmp_path / "k").write_bytes(b"y" * 32)
     assert load_key(tmp_path / "k") == b"y" * 32
+
+
+def test_a_new_secret_keeps_every_random_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Replays CI's failure: random bytes that begin with a newline and end with a space lost both to the strip.
+    raw = b"\n" + bytes(range(1, 31)) + b" "
+    monkeypatch.setattr(secrets, "token_bytes", lambda n: raw[:n])
+    new_secret(tmp_path / "site.key")
+    assert load_key(tmp_path / "site.key") == raw.hex().encode()
+    assert (tmp_path / "site.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_uid_mapper_is_keyed_deterministic_and_valid() -> None:
