@@ -30,7 +30,7 @@ def _site_home(root: Path, source: Path, fmt: str) -> SiteHome:
         key = KEY_NOTE.format(n=n).encode()
         names = [pseudonym(key, "case", f"{fmt}|{source.resolve()}|{s}", length=12) for s in stems]
         if not any(re.search(r"\d{9,}", name) for name in names):
-            home.key_file.write_bytes(key)  # ingest hashes with the file's bytes as they are
+            home.key_file.write_bytes(key)  # no surrounding whitespace: ingest hashes with these bytes
             return home
     raise AssertionError("no key without long digit runs in 100 tries")
 
