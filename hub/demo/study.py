@@ -127,7 +127,7 @@ def start_study_sites(
         folders = made.get(site.name) or {fmt: raws[site.name] / fmt for fmt in formats}  # or made by a first run
         home = SiteHome(fed.site_home(site.name, model_dir))
         if keys_from is not None:
-            shutil.copyfile(keys_from / "sites" / site.name / "secrets" / "site.key", home.key_file)
+            shutil.copyfile(SiteHome(keys_from / "sites" / site.name).key_file, home.key_file)
         for fmt in formats:
             # Synthetic scenes hold no room footage, and their organ colours are deliberately not tissue
             # colours, which the colour heuristic would read as out-of-body: the site declares it.

@@ -16,7 +16,6 @@ from site_node.deid.runner import deidentify_paths
 from site_node.home import SiteHome
 
 EXIT_OK, EXIT_USAGE, EXIT_QUARANTINED = 0, 2, 3
-SITE_KEY = Path("secrets") / "site.key"
 AUDIT_NAME = "deid-audit.jsonl"  # without a site home, each run is recorded beside its outputs
 
 
@@ -55,7 +54,7 @@ def _key(args: argparse.Namespace) -> bytes:
         home = getattr(args, "home", None)
         if home is None:
             raise UsageError("no --key-file given and no site home (--home) to take the site key from")
-        path = Path(home) / SITE_KEY
+        path = SiteHome(Path(home)).key_file
     try:
         return load_key(path)
     except ConfigError as exc:
