@@ -45,12 +45,19 @@ _FEDERATION_MODULES = frozenset(
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`make test` runs `pytest -n 2 --dist loadscope`: each test module runs whole on one worker (its module
     fixtures built once), and all modules on the shared integration federation on the same worker (one federation
-    per session). xdist's marker-based loadgroup does not group under pytest 9 (its node-id suffix is ignored)."""
+    per session), handed out first: it is the longest unit, and the suite ends when it does. xdist's marker-based
+    loadgroup does not group under pytest 9 (its node-id suffix is ignored)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "federation" if module in _FEDERATION_MODULES else module
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # xdist queues the scopes by their number of tests, which put the federation's 31 seventh.
+            if "federation" in self.workqueue:
+                self.workqueue.move_to_end("federation", last=False)
+            super()._assign_work_unit(node)
 
     return ModuleScopes(config, log)
