@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -88,14 +89,15 @@ def digest(token: str) -> str:
 class Accounts:
     """Users and sessions over the results store's engine; every write a person makes goes to audit_log."""
 
-    def __init__(self, store: ResultsStore) -> None:
+    def __init__(self, store: ResultsStore, clock: Callable[[], float] = time.time) -> None:
         self.engine = store.engine
+        self.clock = clock  # seconds since the epoch; a test passes its own to step past an expiry
 
     def add_user(self, name: str, role: UserRole, *, ttl_s: float = LOGIN_TOKEN_TTL_S) -> str:
         """Create (or re-role) a user and return a fresh one-time login token; only its digest is stored."""
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise AccessError(f"user name {name!r}: expected 1-64 letters, digits, '-', '_' or '.'")
-        now = time.time()
+        now = self.clock()
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as con:
             con.execute(delete(users).where(users.c.name == name))
@@ -114,7 +116,7 @@ class Accounts:
 
     def redeem(self, token: str, *, ttl_s: float = SESSION_TTL_S) -> tuple[User, str]:
         """Spend a login token (once) and open a session; returns the user and the session token for the cookie."""
-        now = time.time()
+        now = self.clock()
         with self.engine.begin() as con:
             row = con.execute(select(login_tokens).where(login_tokens.c.token_sha256 == digest(token))).first()
             if row is None or row.used_at is not None or row.expires_at < now:
@@ -142,7 +144,7 @@ class Accounts:
                 .join(sessions, sessions.c.user == users.c.name)
                 .where(
                     sessions.c.session_sha256 == digest(session),
-                    sessions.c.expires_at > time.time(),
+                    sessions.c.expires_at > self.clock(),
                     users.c.disabled_at.is_(None),
                 )
             ).first()
@@ -155,7 +157,7 @@ class Accounts:
     def log(self, actor: str, action: str, target: str | None, detail: str | None) -> None:
         with self.engine.begin() as con:
             con.execute(
-                insert(audit_log).values(at=time.time(), actor=actor, action=action, target=target, detail=detail)
+                insert(audit_log).values(at=self.clock(), actor=actor, action=action, target=target, detail=detail)
             )
 
     def audit(self, limit: int = 200) -> list[dict[str, Any]]:
