@@ -1,8 +1,9 @@
 """`make test`'s first step: the tiny model and the integration tests' synthetic sources, built side by side.
 
 The model's warm-up trains on one thread, so on a fresh clone the second core writes the videos meanwhile, which
-the shared federation and the faults test would otherwise write while the other tests run. Both caches are keyed
-on what shapes them (hub.demo.study.cached_sources, site_node.synthetic.tiny_model.ensure_tiny_model) and reused.
+the shared federation, the faults test and the calibration test would otherwise write while the other tests run.
+Both caches are keyed on what shapes them (hub.demo.study.cached_sources,
+site_node.synthetic.tiny_model.ensure_tiny_model) and reused.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from the Makefile
     sys.path.insert(0, str(REPO))
 
-from hub.demo.study import SITES, DemoSite, cached_sources  # noqa: E402
+from hub.demo.study import DEMO_FORMATS, SITES, TRAINING_SITES, DemoSite, cached_sources  # noqa: E402
 
 CHOLEC80 = ("cholec80",)
-# The shared federation (tests/integration/conftest.py): the demo's three centers and a small site of three videos
-# (below the default minimum of five) whose data owner approves each release.
+# The shared federation (tests/integration/conftest.py): the fine-tuning demo's three centers (six videos each: the
+# evaluation demo's twelve would double the suite's longest unit), and a small site of three videos (below the
+# default minimum of five) whose data owner approves each release.
 SMALL_SITE = DemoSite("small-manual", 0.3, 44, videos=3)
-FEDERATION_SITES = (*SITES, SMALL_SITE)
+FEDERATION_SITES = (*TRAINING_SITES, SMALL_SITE)
 # The faults test: one center, with enough videos to be still working when its engine is killed.
 FAULT_SITES = (DemoSite("st-elsewhere", 0.8, 33, videos=7),)
+
+
+def demo_sources() -> Path:
+    """The evaluation demo's centers in all its formats, as `make demo` writes them (the calibration test's)."""
+    return cached_sources(SITES, DEMO_FORMATS)
 
 
 def federation_sources() -> Path:
@@ -44,7 +51,7 @@ def tiny_model() -> Path:
 def main() -> None:
     with ProcessPoolExecutor(max_workers=1) as pool:
         model = pool.submit(tiny_model)
-        for sources in (federation_sources, fault_sources):  # one after the other, beside the model
+        for sources in (federation_sources, fault_sources, demo_sources):  # one after the other, beside the model
             print(f"synthetic sources: {sources()}", flush=True)
         print(f"tiny model: {model.result()}", flush=True)
 

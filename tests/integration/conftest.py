@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prepare import SMALL_SITE, federation_sources
+from prepare import FEDERATION_SITES, SMALL_SITE, federation_sources
 
 from hub.demo.loopback import LoopbackFederation, render_protocol
-from hub.demo.study import SITES, DemoSite
+from hub.demo.study import DemoSite
 from protocols.model_ref import manifest_hash
 
-DP_CAPPED = SITES[2].name
+CENTERS = FEDERATION_SITES[:3]  # the demo's three centers, with six videos each
+DP_CAPPED = CENTERS[2].name
 
 
 @dataclass
@@ -76,7 +77,7 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     with LoopbackFederation(run) as fed:
         fed.start_hub()
-        for site in SITES:
+        for site in CENTERS:
             ingested(site.name)
             fed.serve_site(site.name)
         broken = "empty-store"
@@ -84,4 +85,4 @@ def federation(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         fed.serve_site(broken)
         ingested(SMALL_SITE.name, release="manual")
         fed.serve_site(SMALL_SITE.name)
-        yield Federation(fed, tiny_model_dir, run, SITES, broken, SMALL_SITE.name)
+        yield Federation(fed, tiny_model_dir, run, CENTERS, broken, SMALL_SITE.name)
