@@ -142,7 +142,7 @@ def _state_demo_policy(config_file: Path) -> None:
     for old, new in (
         (
             f"min_train_videos = {DEFAULT_MIN_TRAIN_VIDEOS}",
-            "# DEMO: each synthetic site holds six videos.\nmin_train_videos = 4",
+            "# DEMO: each synthetic site trains on six videos.\nmin_train_videos = 4",
         ),
         (
             "require_dp = true",
