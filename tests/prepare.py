@@ -1,7 +1,8 @@
 """`make test`'s first step: the tiny model and the integration tests' synthetic sources, built side by side.
 
-The model's warm-up trains on one thread, so on a fresh clone the second core writes the videos meanwhile, which
-the shared federation, the faults test and the calibration test would otherwise write while the other tests run.
+The model's warm-up trains on one thread, so on a fresh clone the second core writes the videos meanwhile, one site
+at a time (with two writers beside it, the warm-up ran 2.2 steps a second, against 4.2 alone). Otherwise the shared
+federation, the faults test and the calibration test would write them while the other tests run.
 Both caches are keyed on what shapes them (hub.demo.study.cached_sources,
 site_node.synthetic.tiny_model.ensure_tiny_model) and reused.
 """
@@ -30,15 +31,15 @@ FAULT_SITES = (DemoSite("st-elsewhere", 0.8, 33, videos=7),)
 
 def demo_sources() -> Path:
     """The evaluation demo's centers in all its formats, as `make demo` writes them (the calibration test's)."""
-    return cached_sources(SITES, DEMO_FORMATS)
+    return cached_sources(SITES, DEMO_FORMATS, workers=1)
 
 
 def federation_sources() -> Path:
-    return cached_sources(FEDERATION_SITES, CHOLEC80)
+    return cached_sources(FEDERATION_SITES, CHOLEC80, workers=1)
 
 
 def fault_sources() -> Path:
-    return cached_sources(FAULT_SITES, CHOLEC80)
+    return cached_sources(FAULT_SITES, CHOLEC80, workers=1)
 
 
 def tiny_model() -> Path:

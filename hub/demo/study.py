@@ -155,17 +155,17 @@ def start_study_sites(
     return hub, protocol
 
 
-def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> Path:
+def cached_sources(sites: tuple[DemoSite, ...], formats: tuple[str, ...], workers: int | None = None) -> Path:
     """The sites' synthetic source folders (`<root>/<site>/<format>`), written once per synthesis code, library
     versions, sites and formats, beside the tiny model's cache, and read (never changed) by every later demo:
-    each site ingests a de-identified copy."""
+    each site ingests a de-identified copy. `workers`: processes writing sites at once (default: one per core)."""
     target = cache_root().parent / "synthetic" / sources_key(sites, formats)
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=target.parent))
     try:
-        synthesize_sites([(tmp / site.name, site) for site in sites], formats)
+        synthesize_sites([(tmp / site.name, site) for site in sites], formats, workers)
         (tmp / ".complete").touch()
         try:
             os.rename(tmp, target)  # atomic: a demo never reads half-written sources
@@ -190,12 +190,14 @@ def sources_key(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
-def synthesize_sites(todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...]) -> dict[str, dict[str, Path]]:
+def synthesize_sites(
+    todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...], workers: int | None = None
+) -> dict[str, dict[str, Path]]:
     """Each site's synthetic source folders by format, the sites written in parallel (one process each, as many
     as there are cores): writing videos is most of a demo's start-up."""
     if not todo:
         return {}
-    workers = min(len(todo), os.cpu_count() or 1)
+    workers = min(len(todo), workers or os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {site.name: pool.submit(_synthesize, raw, site, formats) for raw, site in todo}
         return {name: future.result() for name, future in futures.items()}
