@@ -25,13 +25,15 @@ CHOLEC80 = ("cholec80",)
 # default minimum of five) whose data owner approves each release.
 SMALL_SITE = DemoSite("small-manual", 0.3, 44, videos=3)
 FEDERATION_SITES = (*TRAINING_SITES, SMALL_SITE)
+# The calibration test: the evaluation demo's least and most shifted centers, with all their videos.
+CALIBRATION_SITES = (SITES[0], SITES[-1])
 # The faults test: one center, with enough videos to be still working when its engine is killed.
 FAULT_SITES = (DemoSite("st-elsewhere", 0.8, 33, videos=7),)
 
 
-def demo_sources() -> Path:
-    """The evaluation demo's centers in all its formats, as `make demo` writes them (the calibration test's)."""
-    return cached_sources(SITES, DEMO_FORMATS, workers=1)
+def calibration_sources() -> Path:
+    """The evaluation demo's least and most shifted centers in all its formats (the calibration test's)."""
+    return cached_sources(CALIBRATION_SITES, DEMO_FORMATS, workers=1)
 
 
 def federation_sources() -> Path:
@@ -52,7 +54,11 @@ def tiny_model() -> Path:
 def main() -> None:
     with ProcessPoolExecutor(max_workers=1) as pool:
         model = pool.submit(tiny_model)
-        for sources in (federation_sources, fault_sources, demo_sources):  # one after the other, beside the model
+        for sources in (
+            federation_sources,
+            fault_sources,
+            calibration_sources,
+        ):  # one after the other, beside the model
             print(f"synthetic sources: {sources()}", flush=True)
         print(f"tiny model: {model.result()}", flush=True)
 
