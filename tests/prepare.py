@@ -54,11 +54,8 @@ def tiny_model() -> Path:
 def main() -> None:
     with ProcessPoolExecutor(max_workers=1) as pool:
         model = pool.submit(tiny_model)
-        for sources in (
-            federation_sources,
-            fault_sources,
-            calibration_sources,
-        ):  # one after the other, beside the model
+        # one after the other, beside the model
+        for sources in (federation_sources, fault_sources, calibration_sources):
             print(f"synthetic sources: {sources()}", flush=True)
         print(f"tiny model: {model.result()}", flush=True)
 

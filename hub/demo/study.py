@@ -193,8 +193,8 @@ def sources_key(sites: tuple[DemoSite, ...], formats: tuple[str, ...]) -> str:
 def synthesize_sites(
     todo: list[tuple[Path, DemoSite]], formats: tuple[str, ...], workers: int | None = None
 ) -> dict[str, dict[str, Path]]:
-    """Each site's synthetic source folders by format, the sites written in parallel (one process each, as many
-    as there are cores): writing videos is most of a demo's start-up."""
+    """Each site's synthetic source folders by format, the sites written in parallel (one process each, `workers`
+    at a time, by default as many as there are cores): writing videos is most of a demo's start-up."""
     if not todo:
         return {}
     workers = min(len(todo), workers or os.cpu_count() or 1)

@@ -98,7 +98,7 @@ def results(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         summary = run_local(
             protocol, raw / site.name, root / site.name, model=tiny_model_dir, device="cpu", say=lambda _: None
         )
-        chance = {t: _chance(raw / site.name, t, every.get(t, 0.0)) for t in HEADLINE}
+        chance = {t: _chance(raw / site.name, t, every[t]) for t in HEADLINE}
         out[site.name] = {"summary": summary["tasks"], "chance": chance}
     return out
 
